@@ -1,0 +1,1 @@
+"""Model backends: in-process llama.cpp and OpenAI-compatible HTTP endpoints."""

@@ -1,0 +1,71 @@
+"""Decision rules: turn predicted per-model quality into one model choice.
+
+Two rules, both monotone in one knob so a single number trades cost for quality:
+
+* ``cost_weight`` (lambda >= 0): argmax_m  q_m - lambda * cost_m / max(cost). lambda=0 is "best
+  predicted quality", large lambda is "cheapest model".
+* ``threshold`` (tau in [0, 1]): the cheapest model whose predicted quality clears tau; if none
+  does, the one with the highest predicted quality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RULES = ("cost_weight", "threshold")
+
+
+@dataclass
+class Decision:
+    """Why a request went where it went (logged by the gateway, returned in headers)."""
+
+    model: str
+    index: int
+    scores: dict[str, float]
+    rule: str
+    knob: float
+    router: str
+    utilities: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        return self.scores[self.model]
+
+
+def choose(quality: np.ndarray, cost: np.ndarray, rule: str, knob: float, allowed: np.ndarray | None = None) -> np.ndarray:
+    """Model index per row. ``quality``: (n, m); ``cost``: (m,) or (n, m); ``allowed``: (m,) bool mask."""
+    quality = np.atleast_2d(np.asarray(quality, dtype=float))
+    cost = np.broadcast_to(np.asarray(cost, dtype=float), quality.shape)
+    mask = None if allowed is None else np.broadcast_to(np.asarray(allowed, bool), quality.shape)
+    if rule == "cost_weight":
+        scale = float(np.max(cost)) or 1.0
+        if np.isinf(knob):  # "always cheapest": inf * cost would make every utility -inf
+            util = -cost / scale
+        else:
+            util = quality - float(knob) * cost / scale
+        if mask is not None:
+            util = np.where(mask, util, -np.inf)
+        # ties: the cheaper model wins (stable order is by cost in a pyramid)
+        util = util - 1e-12 * cost / scale
+        return np.argmax(util, axis=1)
+    if rule == "threshold":
+        ok = quality >= float(knob)
+        if mask is not None:
+            ok &= mask
+        masked_cost = np.where(ok, cost, np.inf)
+        cheapest = np.argmin(masked_cost, axis=1)
+        q = quality if mask is None else np.where(mask, quality, -np.inf)
+        best = np.argmax(q, axis=1)
+        return np.where(ok.any(axis=1), cheapest, best)
+    raise ValueError(f"unknown decision rule {rule!r}; choose one of {RULES}")
+
+
+def knob_grid(rule: str, n: int = 48) -> np.ndarray:
+    """Knob values that sweep a rule from 'always best' to 'always cheapest' (for curves/calibration)."""
+    if rule == "cost_weight":
+        return np.concatenate([[0.0], np.geomspace(1e-4, 1e3, n - 2), [np.inf]])
+    if rule == "threshold":
+        return np.linspace(1.0001, 0.0, n)
+    raise ValueError(f"unknown decision rule {rule!r}; choose one of {RULES}")
