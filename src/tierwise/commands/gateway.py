@@ -1,0 +1,135 @@
+"""``tierwise serve`` (the OpenAI-compatible gateway), ``tierwise log`` and ``tierwise stats``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _pyramid(config: Optional[Path]):
+    from ..config import ConfigError, Pyramid, default_pyramid
+
+    try:
+        return Pyramid.load(config) if config is not None else default_pyramid()
+    except (ConfigError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _open_log(config: Optional[Path], log: Optional[str]):
+    from ..decision_log import LogError, open_log
+
+    target = log or _pyramid(config).log_target()
+    if not target.startswith(("postgres://", "postgresql://")) and not Path(target).exists():
+        _fail(f"{target}: no decision log yet (run `tierwise serve` first, or pass --log)")
+    try:
+        return open_log(target)
+    except LogError as exc:
+        _fail(str(exc))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="pyramid YAML (default: the embedded local pyramid)"),
+        host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0 exposes it; set api_keys then)"),
+        port: int = typer.Option(8000, help="TCP port"),
+        router: Optional[Path] = typer.Option(None, "--router", help="router artifact (overrides the pyramid's)"),
+        log_prompts: bool = typer.Option(False, "--log-prompts", help="store prompt text in the log (for training from feedback)"),
+        log_level: str = typer.Option("warning", help="uvicorn log level"),
+    ) -> None:
+        """Run the OpenAI-compatible gateway: POST /v1/chat/completions with model 'tierwise'."""
+        import uvicorn
+
+        from ..decision_log import LogError
+        from ..server import create_app, load_router
+
+        pyramid = _pyramid(config)
+        try:
+            r = load_router(pyramid, str(router) if router else None)
+            app_ = create_app(pyramid, router=r, store_prompts=log_prompts)
+        except (LogError, ValueError, OSError, RuntimeError) as exc:
+            _fail(str(exc))
+        gw = app_.state.gateway
+        typer.echo(f"tierwise gateway on http://{host}:{port}/v1  models: {', '.join(m.name for m in gw.models)}  "
+                   f"router: {gw.router.name}  log: {gw.log.url}", err=True)
+        uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
+
+    @app.command("log")
+    def log_cmd(
+        last: int = typer.Option(20, "--last", "-n", help="how many recent requests"),
+        as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="pyramid YAML (for its log path)"),
+        log: Optional[str] = typer.Option(None, "--log", help="SQLite path or postgresql:// URL"),
+    ) -> None:
+        """Show the latest routing decisions."""
+        rows = _open_log(config, log).rows(last=last)
+        if as_json:
+            for r in rows:
+                typer.echo(json.dumps(r))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"last {len(rows)} requests")
+        for col in ("time", "id", "requested", "model", "score", "fallbacks", "in/out", "ms", "USD", "status"):
+            t.add_column(col)
+        import time as _time
+
+        for r in rows:
+            score = r["scores"].get(r["model"]) if r["model"] else None
+            t.add_row(
+                _time.strftime("%H:%M:%S", _time.localtime(r["ts"])), r["id"][-12:], r["requested_model"] or "",
+                r["model"] or "-", "" if score is None else f"{score:.2f}",
+                "->".join(f["model"] for f in r["fallbacks"]) or "", f"{r['tokens_in']}/{r['tokens_out']}",
+                f"{r['latency_ms']:.0f}", f"{r['cost_usd']:.6f}", str(r["status"]),
+            )
+        Console().print(t)
+
+    @app.command()
+    def stats(
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="pyramid YAML (prices and log path)"),
+        log: Optional[str] = typer.Option(None, "--log", help="SQLite path or postgresql:// URL"),
+        as_json: bool = typer.Option(False, "--json", help="print the numbers as JSON"),
+    ) -> None:
+        """Traffic share, fallbacks, latency, and money saved versus always using the priciest model."""
+        from ..decision_log import summarize
+
+        pyramid = _pyramid(config)
+        prices = {m.name: (m.input_per_1m, m.output_per_1m) for m in pyramid.models}
+        s = summarize(_open_log(config, log).rows(), prices)
+        if as_json:
+            typer.echo(json.dumps(s, indent=1))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        con = Console()
+        if not s["requests"]:
+            con.print("no requests logged yet")
+            return
+        t = Table(title=f"{s['answered']} answered of {s['requests']} requests")
+        for col in ("model", "share", "requests", "tokens in", "tokens out", "USD"):
+            t.add_column(col, justify="right")
+        for name, m in s["models"].items():
+            t.add_row(name, f"{m['share']:.1%}", str(m["requests"]), str(m["tokens_in"]), str(m["tokens_out"]),
+                      f"{m['cost_usd']:.6f}")
+        con.print(t)
+
+        def ms(v):
+            return "-" if v is None else f"{v:.1f} ms"
+
+        con.print(f"status: {s['status']}   fallbacks: {s['fallbacks']} in {s['fallback_requests']} requests")
+        con.print(f"latency p50 {ms(s['latency_ms_p50'])}  p99 {ms(s['latency_ms_p99'])}   "
+                  f"routing p50 {ms(s['route_ms_p50'])}  p99 {ms(s['route_ms_p99'])}")
+        if s["baseline_cost_usd"] is not None:
+            frac = "" if s["saved_fraction"] is None else f" ({s['saved_fraction']:.1%})"
+            con.print(f"cost ${s['cost_usd']:.6f}  vs always {s['baseline_model']} ${s['baseline_cost_usd']:.6f}: "
+                      f"saved ${s['saved_usd']:.6f}{frac}")

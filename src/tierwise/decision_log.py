@@ -1,0 +1,384 @@
+"""Decision log: one row per gateway request, plus user feedback, in SQLite (default) or Postgres.
+
+Why a background writer: the gateway must never wait on disk. ``record()`` only puts the row on a
+queue; one thread drains the queue in batches (one transaction per batch), so 32 concurrent clients
+cost one fsync per batch, not per request. Feedback goes through the same queue, so a rating sent
+right after its answer always finds the request's row (the queue is FIFO). ``close()`` flushes.
+
+The log is what ``tierwise stats`` proves savings from and what ``tierwise train`` can learn from
+(``feedback_rows()``), so it stores token counts and the decision (candidate scores, fallbacks),
+not just the outcome.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+DEFAULT_LOG = "tierwise-log.sqlite"
+
+_COLUMNS = (
+    "id", "ts", "prompt_hash", "prompt", "requested_model", "router", "rule", "knob", "scores",
+    "chosen", "model", "fallbacks", "tokens_in", "tokens_out", "latency_ms", "route_ms",
+    "cost_usd", "status", "error", "stream",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    ts DOUBLE PRECISION NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    prompt TEXT,
+    requested_model TEXT,
+    router TEXT,
+    rule TEXT,
+    knob DOUBLE PRECISION,
+    scores TEXT,
+    chosen TEXT,
+    model TEXT,
+    fallbacks TEXT,
+    tokens_in INTEGER,
+    tokens_out INTEGER,
+    latency_ms DOUBLE PRECISION,
+    route_ms DOUBLE PRECISION,
+    cost_usd DOUBLE PRECISION,
+    status INTEGER NOT NULL,
+    error TEXT,
+    stream INTEGER
+);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    score DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+"""
+
+
+class LogError(RuntimeError):
+    """The log cannot be opened or written (bad path, missing psycopg, unreachable database)."""
+
+
+def prompt_hash(text: str) -> str:
+    """Stable id of a prompt, so repeated prompts can be grouped without storing them."""
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+@dataclass
+class RequestRecord:
+    """One gateway request. ``chosen`` is the router's pick, ``model`` the one that answered."""
+
+    id: str
+    ts: float
+    prompt_hash: str
+    status: int
+    requested_model: str = ""
+    router: str = ""
+    rule: str = ""
+    knob: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    chosen: str | None = None
+    model: str | None = None
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_ms: float = 0.0
+    route_ms: float = 0.0
+    cost_usd: float = 0.0
+    error: str | None = None
+    stream: bool = False
+    prompt: str | None = None
+
+    def as_row(self) -> tuple:
+        d = asdict(self)
+        d["scores"] = json.dumps(self.scores)
+        d["fallbacks"] = json.dumps(self.fallbacks)
+        d["stream"] = int(self.stream)
+        knob = d["knob"]
+        if knob is not None and knob == float("inf"):
+            d["knob"] = 1e308  # JSON/SQL have no infinity; "always cheapest"
+        return tuple(d[c] for c in _COLUMNS)
+
+
+def _row_to_dict(row: Sequence[Any]) -> dict[str, Any]:
+    d = dict(zip(_COLUMNS, row))
+    d["scores"] = json.loads(d["scores"] or "{}")
+    d["fallbacks"] = json.loads(d["fallbacks"] or "[]")
+    d["stream"] = bool(d["stream"])
+    return d
+
+
+class _Dialect:
+    """The few SQL differences between SQLite and Postgres."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.postgres = url.startswith(("postgresql://", "postgres://"))
+        self.ph = "%s" if self.postgres else "?"
+
+    def connect(self):
+        if self.postgres:
+            try:
+                import psycopg
+            except ImportError:
+                raise LogError(
+                    f"log {self.url.split('@')[-1]}: a postgres log needs psycopg: pip install 'tierwise[postgres]'"
+                ) from None
+            try:
+                return psycopg.connect(self.url)
+            except Exception as exc:
+                raise LogError(f"log {self.url.split('@')[-1]}: cannot connect ({exc})") from None
+        path = Path(self.url.removeprefix("sqlite:///"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+            con.execute("PRAGMA busy_timeout=30000")
+        except (sqlite3.Error, OSError) as exc:
+            raise LogError(f"log {path}: cannot open SQLite database ({exc})") from None
+        return con
+
+    def create(self, con) -> None:
+        for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+            con.execute(stmt)
+        con.commit()
+
+
+_STOP = object()
+
+
+class DecisionLog:
+    """Append-only request log with a background batch writer. Thread-safe; ``record`` never blocks."""
+
+    def __init__(self, url: str | Path = DEFAULT_LOG, *, store_prompts: bool = False, batch: int = 256):
+        self.url = str(url)
+        self.store_prompts = store_prompts
+        self._batch = batch
+        self._dialect = _Dialect(self.url)
+        con = self._dialect.connect()  # fail fast (bad path / no server) before serving
+        self._dialect.create(con)
+        con.close()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="tierwise-log-writer", daemon=True)
+        self._thread.start()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def record(self, rec: RequestRecord) -> None:
+        """Queue one request row; returns at once."""
+        if not self.store_prompts:
+            rec.prompt = None
+        self._queue.put(("req", rec))
+
+    def add_feedback(self, request_id: str, score: float) -> concurrent.futures.Future:
+        """Queue a rating; the future resolves to False when ``request_id`` is not in the log."""
+        if not 0.0 <= float(score) <= 1.0:
+            raise ValueError(f"feedback score must be in [0, 1], got {score!r}")
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put(("fb", (request_id, float(score), fut)))
+        return fut
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        """Block until everything queued so far is written."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put(("flush", fut))
+        fut.result(timeout)
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer (called on server shutdown)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(("stop", None))
+        self._thread.join(timeout=60)
+
+    @property
+    def writer_error(self) -> str | None:
+        """The last write failure, if any (surfaced by /health)."""
+        return self._error
+
+    def _run(self) -> None:
+        con = None
+        stop = False
+        while not stop:
+            items = [self._queue.get()]
+            while len(items) < self._batch:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(kind == "stop" for kind, _ in items)
+            for attempt in range(3):  # a locked/unreachable database gets two retries, then the batch fails
+                try:
+                    if con is None:
+                        con = self._dialect.connect()
+                    waiters = self._write(con, items)
+                    self._error = None
+                    for fut, value in waiters:
+                        fut.set_result(value)
+                    break
+                except Exception as exc:  # never kill the writer: report, reconnect, retry
+                    self._error = f"{type(exc).__name__}: {exc}"
+                    try:
+                        if con is not None:
+                            con.close()
+                    except Exception:
+                        pass
+                    con = None
+                    time.sleep(0.2 * (attempt + 1))
+            else:
+                err = LogError(f"log {self.url}: write failed ({self._error})")
+                for kind, payload in items:
+                    fut = payload[2] if kind == "fb" else payload if kind == "flush" else None
+                    if fut is not None and not fut.done():
+                        fut.set_exception(err)
+        if con is not None:
+            con.close()
+
+    def _write(self, con, items: list[tuple[str, Any]]) -> list[tuple[concurrent.futures.Future, Any]]:
+        """Write one batch in one transaction; returns the futures to resolve after the commit."""
+        ph = self._dialect.ph
+        insert_req = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join([ph] * len(_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+        waiters: list[tuple[concurrent.futures.Future, Any]] = []
+        cur = con.cursor()
+        rows: list[tuple] = []
+        for kind, payload in items:
+            if kind == "req":
+                rows.append(payload.as_row())
+            elif kind == "fb":
+                if rows:  # keep FIFO order: the rated request may be in this batch
+                    cur.executemany(insert_req, rows)
+                    rows = []
+                rid, score, fut = payload
+                cur.execute(f"SELECT 1 FROM requests WHERE id = {ph}", (rid,))
+                found = cur.fetchone() is not None
+                if found:
+                    cur.execute(
+                        f"INSERT INTO feedback (request_id, ts, score) VALUES ({ph}, {ph}, {ph})", (rid, time.time(), score)
+                    )
+                waiters.append((fut, found))
+            elif kind == "flush":
+                waiters.append((payload, None))
+        if rows:
+            cur.executemany(insert_req, rows)
+        con.commit()
+        return waiters
+
+    # -- reading (separate connection: readers never wait on the writer in WAL mode) --------
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        con = self._dialect.connect()
+        try:
+            cur = con.cursor()
+            cur.execute(sql.replace("?", self._dialect.ph), tuple(params))
+            return list(cur.fetchall())
+        finally:
+            con.close()
+
+    def rows(self, last: int | None = None) -> list[dict[str, Any]]:
+        """Logged requests, oldest first (the last ``last`` ones if given)."""
+        cols = ", ".join(_COLUMNS)
+        if last is not None:
+            sql = f"SELECT {cols} FROM (SELECT {cols} FROM requests ORDER BY ts DESC LIMIT ?) t ORDER BY ts"
+            return [_row_to_dict(r) for r in self._query(sql, (int(last),))]
+        return [_row_to_dict(r) for r in self._query(f"SELECT {cols} FROM requests ORDER BY ts")]
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM requests")[0][0])
+
+    def has_request(self, request_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM requests WHERE id = ?", (request_id,)))
+
+    def feedback_rows(self) -> list[dict[str, Any]]:
+        """Rated requests for training: the latest score per request with what was routed.
+
+        ``prompt`` is None unless the gateway ran with prompt storage on (``--log-prompts``).
+        """
+        sql = (
+            "SELECT r.id, r.prompt_hash, r.prompt, r.model, r.chosen, r.scores, f.score, f.ts "
+            "FROM feedback f JOIN requests r ON r.id = f.request_id ORDER BY f.ts"
+        )
+        latest: dict[str, dict[str, Any]] = {}
+        for rid, ph, prompt, model, chosen, scores, score, ts in self._query(sql):
+            latest[rid] = {
+                "request_id": rid, "prompt_hash": ph, "prompt": prompt, "model": model,
+                "chosen": chosen, "scores": json.loads(scores or "{}"), "score": float(score), "ts": float(ts),
+            }
+        return list(latest.values())
+
+
+def open_log(url: str | Path | None, **kwargs: Any) -> DecisionLog:
+    """The configured log, or ``tierwise-log.sqlite`` in the working directory."""
+    return DecisionLog(url or DEFAULT_LOG, **kwargs)
+
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = (len(values) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """Traffic share, fallbacks, latency and money saved versus always using the priciest model.
+
+    ``prices``: model -> (USD per 1M input tokens, USD per 1M output tokens), from the pyramid. The
+    baseline re-prices every answered request's logged token counts at the priciest model's rates
+    (token counts differ a little between tokenizers; the log has the answering model's counts).
+    """
+    ok = [r for r in rows if r["status"] == 200 and r["model"]]
+    by_model: dict[str, dict[str, Any]] = {}
+    for r in ok:
+        m = by_model.setdefault(r["model"], {"requests": 0, "cost_usd": 0.0, "tokens_in": 0, "tokens_out": 0})
+        m["requests"] += 1
+        m["cost_usd"] += r["cost_usd"] or 0.0
+        m["tokens_in"] += r["tokens_in"] or 0
+        m["tokens_out"] += r["tokens_out"] or 0
+    for m in by_model.values():
+        m["share"] = m["requests"] / len(ok)
+    biggest = max(prices, key=lambda k: (prices[k][0] + prices[k][1])) if prices else None
+    total = sum(r["cost_usd"] or 0.0 for r in ok)
+    baseline = None
+    if biggest is not None:
+        pin, pout = prices[biggest]
+        baseline = sum(((r["tokens_in"] or 0) * pin + (r["tokens_out"] or 0) * pout) / 1e6 for r in ok)
+    lat = [float(r["latency_ms"]) for r in ok if r["latency_ms"] is not None]
+    route = [float(r["route_ms"]) for r in rows if r["route_ms"]]
+    statuses: dict[str, int] = {}
+    for r in rows:
+        statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+    return {
+        "requests": len(rows),
+        "answered": len(ok),
+        "status": statuses,
+        "models": dict(sorted(by_model.items(), key=lambda kv: -kv[1]["requests"])),
+        "fallback_requests": sum(1 for r in rows if r["fallbacks"]),
+        "fallbacks": sum(len(r["fallbacks"]) for r in rows),
+        "latency_ms_p50": _percentile(lat, 0.5),
+        "latency_ms_p99": _percentile(lat, 0.99),
+        "route_ms_p50": _percentile(route, 0.5),
+        "route_ms_p99": _percentile(route, 0.99),
+        "cost_usd": total,
+        "baseline_model": biggest,
+        "baseline_cost_usd": baseline,
+        "saved_usd": None if baseline is None else baseline - total,
+        "saved_fraction": None if not baseline else (baseline - total) / baseline,
+    }
