@@ -1,0 +1,135 @@
+"""Decision log: batching writer, durability, feedback, concurrency, stats arithmetic."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from tierwise.decision_log import DecisionLog, LogError, RequestRecord, prompt_hash, summarize
+
+
+def _rec(i: int, model: str = "small", **kw) -> RequestRecord:
+    base = dict(id=f"req-{i}", ts=time.time() + i * 1e-6, prompt_hash=prompt_hash(f"prompt {i}"), status=200,
+                requested_model="tierwise", router="test", rule="threshold", knob=0.5,
+                scores={"small": 0.8, "big": 0.9}, chosen=model, model=model, tokens_in=100 + i,
+                tokens_out=20 + i, latency_ms=10.0 + i, route_ms=0.1, cost_usd=0.0, prompt=f"prompt {i}")
+    base.update(kw)
+    return RequestRecord(**base)
+
+
+def test_rows_roundtrip_and_last(tmp_path):
+    log = DecisionLog(tmp_path / "log.sqlite")
+    for i in range(5):
+        log.record(_rec(i, fallbacks=[{"model": "x", "reason": "timeout", "error": "slow"}] if i == 2 else []))
+    log.close()
+    rows = DecisionLog(tmp_path / "log.sqlite").rows()
+    assert [r["id"] for r in rows] == [f"req-{i}" for i in range(5)]
+    assert rows[2]["fallbacks"][0]["reason"] == "timeout"
+    assert rows[0]["scores"] == {"small": 0.8, "big": 0.9}
+    assert rows[0]["prompt"] is None  # prompts are not stored unless asked
+    last = DecisionLog(tmp_path / "log.sqlite").rows(last=2)
+    assert [r["id"] for r in last] == ["req-3", "req-4"]
+
+
+def test_wal_mode_and_durable_across_reopen(tmp_path):
+    path = tmp_path / "log.sqlite"
+    log = DecisionLog(path)
+    log.record(_rec(1))
+    log.close()
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    log2 = DecisionLog(path)  # "restart": schema creation must not wipe rows
+    log2.record(_rec(2))
+    log2.close()
+    assert DecisionLog(path).count() == 2
+
+
+def test_record_does_not_block(tmp_path):
+    log = DecisionLog(tmp_path / "log.sqlite")
+    recs = [_rec(i) for i in range(2000)]
+    t = time.perf_counter()
+    for r in recs:
+        log.record(r)
+    enqueue_s = time.perf_counter() - t
+    log.flush()
+    assert log.count() == 2000
+    # queueing is a put on a SimpleQueue: far below a millisecond per row
+    assert enqueue_s / 2000 < 5e-4, enqueue_s
+    log.close()
+
+
+def test_no_lost_rows_with_32_threads(tmp_path):
+    log = DecisionLog(tmp_path / "log.sqlite", batch=16)
+    per_thread = 50
+
+    def worker(t: int) -> None:
+        for j in range(per_thread):
+            log.record(_rec(t * 1000 + j))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(32)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    log.close()
+    assert DecisionLog(tmp_path / "log.sqlite").count() == 32 * per_thread
+
+
+def test_feedback_found_unknown_and_bad_score(tmp_path):
+    log = DecisionLog(tmp_path / "log.sqlite", store_prompts=True)
+    log.record(_rec(7))
+    # FIFO: feedback sent right after the request (row still queued) must find it
+    assert log.add_feedback("req-7", 0.25).result(10) is True
+    assert log.add_feedback("req-7", 1.0).result(10) is True
+    assert log.add_feedback("nope", 0.5).result(10) is False
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        log.add_feedback("req-7", 1.5)
+    log.close()
+    fb = DecisionLog(tmp_path / "log.sqlite").feedback_rows()
+    assert len(fb) == 1
+    assert fb[0]["request_id"] == "req-7" and fb[0]["score"] == 1.0  # latest rating wins
+    assert fb[0]["prompt"] == "prompt 7" and fb[0]["model"] == "small"
+
+
+def test_bad_path_fails_fast(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LogError, match="cannot open"):
+        DecisionLog(blocker / "sub" / "log.sqlite")
+
+
+def test_postgres_without_psycopg_or_server_is_one_line_error():
+    with pytest.raises(LogError, match="postgres|psycopg|connect"):
+        DecisionLog("postgresql://tierwise@127.0.0.1:1/none")
+
+
+def test_summarize_share_latency_and_savings():
+    prices = {"small": (0.1, 0.2), "big": (10.0, 30.0)}
+    rows = []
+    for i in range(10):
+        model = "big" if i < 3 else "small"
+        pin, pout = prices[model]
+        tin, tout = 1000 + 10 * i, 100 + i
+        rows.append({"status": 200, "model": model, "tokens_in": tin, "tokens_out": tout,
+                     "cost_usd": (tin * pin + tout * pout) / 1e6, "latency_ms": float(i + 1), "route_ms": 0.2,
+                     "fallbacks": [{"model": "small"}] if i == 0 else []})
+    rows.append({"status": 502, "model": None, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0,
+                 "latency_ms": 999.0, "route_ms": 0.2, "fallbacks": [{"model": "small"}, {"model": "big"}]})
+    s = summarize(rows, prices)
+    assert s["requests"] == 11 and s["answered"] == 10
+    assert s["models"]["small"]["share"] == pytest.approx(0.7)
+    assert s["models"]["big"]["requests"] == 3
+    assert s["fallback_requests"] == 2 and s["fallbacks"] == 3
+    assert s["status"] == {"200": 10, "502": 1}
+    assert s["latency_ms_p50"] == pytest.approx(5.5)  # 1..10 ms, failures excluded
+    assert s["baseline_model"] == "big"
+    ok = rows[:10]
+    want_total = sum(r["cost_usd"] for r in ok)
+    want_base = sum((r["tokens_in"] * 10.0 + r["tokens_out"] * 30.0) / 1e6 for r in ok)
+    assert s["cost_usd"] == pytest.approx(want_total)
+    assert s["baseline_cost_usd"] == pytest.approx(want_base)
+    assert s["saved_usd"] == pytest.approx(want_base - want_total)
+    assert 0 < s["saved_fraction"] < 1
