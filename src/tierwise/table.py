@@ -23,6 +23,7 @@ SIZE = "size_b|"
 TOKENS_IN = "tokens_in|"
 TOKENS_OUT = "tokens_out|"
 LATENCY = "latency_s|"
+LOGPROB = "logprob|"  # mean token log-probability of the answer (collect; the cascade's confidence)
 PER_MODEL_PREFIXES = (CORRECT, COST, SIZE, TOKENS_IN, TOKENS_OUT, LATENCY)
 
 
@@ -211,7 +212,7 @@ def load_table(
         contaminated = np.zeros(len(frame), dtype=bool)
 
     extra: dict[str, np.ndarray] = {}
-    for prefix in (TOKENS_IN, TOKENS_OUT, LATENCY, SIZE):
+    for prefix in (TOKENS_IN, TOKENS_OUT, LATENCY, SIZE, LOGPROB):
         for m in models:
             if prefix + m in columns:
                 extra[prefix + m] = _as_numeric(path, frame, prefix + m)

@@ -1,0 +1,480 @@
+"""Cascade routing (FrugalGPT / AutoMix style) for users who have no outcome data to train on.
+
+The cheapest model answers first; if its confidence is below that model's threshold the request
+goes one step up the pyramid, until a model is confident enough or the top model answers.
+Confidence is the mean token log-probability of the answer (free with every generation), or
+optionally self-consistency: the fraction of ``k`` sampled answers that agree with the greedy one.
+
+Thresholds are not guessed: :func:`calibrate` picks them from a collected table (``logprob|m`` and
+``correct|m`` columns) by simulating the cascade offline to hit a target -- a fraction of the top
+model's quality, or a cost ceiling. A threshold of ``None`` (``+inf``) means *skip the model*: it is
+never called, so "always the top model" is one of the cascades searched.
+
+Streaming policy: the cascade cannot know whether it keeps an answer before the answer is complete,
+so intermediate models' answers are buffered, never shown; the kept answer is sent as soon as it is
+accepted (in one piece if it came from a lower model), and the top model -- whose answer is always
+kept -- streams live token by token.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Sequence
+
+import numpy as np
+
+from .backends.base import Backend, BackendError, StreamDelta
+from .table import CORRECT, LOGPROB, OutcomeTable, TableError, load_table
+
+SKIP = math.inf  # threshold meaning "do not call this model"
+MAX_COMBOS = 6000
+
+
+class CascadeError(ValueError):
+    """Bad thresholds file, target, or table for the cascade; the message names what to fix."""
+
+
+# --------------------------------------------------------------------------------------------
+# thresholds
+
+
+@dataclass
+class Thresholds:
+    """Per-model minimum confidence, pyramid order (cheapest first); the last model has none."""
+
+    models: list[str]
+    values: list[float]  # len(models) - 1 entries; +inf = skip, -inf = always accept
+    confidence: str = "logprob"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.models) < 1:
+            raise CascadeError("a cascade needs at least one model")
+        if len(self.values) != len(self.models) - 1:
+            raise CascadeError(
+                f"{len(self.models)} models need {len(self.models) - 1} thresholds, got {len(self.values)}"
+            )
+        if self.confidence not in ("logprob", "self_consistency"):
+            raise CascadeError(f"confidence must be 'logprob' or 'self_consistency', got {self.confidence!r}")
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": "tierwise-cascade",
+            "confidence": self.confidence,
+            "models": self.models,
+            # JSON has no infinity: null = skip this model, a number = minimum confidence
+            "thresholds": {m: (None if v == SKIP else (-1e9 if v == -math.inf else float(v)))
+                           for m, v in zip(self.models[:-1], self.values)},
+            **({"meta": self.meta} if self.meta else {}),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.as_dict()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+        else:
+            path.write_text(json.dumps(data, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Thresholds":
+        path = Path(path)
+        if not path.exists():
+            raise CascadeError(f"{path}: cascade thresholds file not found")
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(path.read_text())
+            else:
+                data = json.loads(path.read_text())
+        except Exception as exc:
+            raise CascadeError(f"{path}: cannot be parsed ({type(exc).__name__}: {exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list) or not isinstance(
+            data.get("thresholds"), dict
+        ):
+            raise CascadeError(f"{path}: expected 'models' (list) and 'thresholds' (mapping)")
+        models = [str(m) for m in data["models"]]
+        th = data["thresholds"]
+        extra = sorted(set(th) - set(models[:-1]))
+        if extra:
+            raise CascadeError(f"{path}: thresholds.{extra[0]}: not a non-top model of {models}")
+        values = []
+        for m in models[:-1]:
+            if m not in th:
+                raise CascadeError(f"{path}: thresholds.{m}: missing (use null to skip the model)")
+            v = th[m]
+            if v is None:
+                values.append(SKIP)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                values.append(float(v))
+            else:
+                raise CascadeError(f"{path}: thresholds.{m}: must be a number or null, got {v!r}")
+        try:
+            return cls(models, values, str(data.get("confidence", "logprob")), dict(data.get("meta") or {}))
+        except CascadeError as exc:
+            raise CascadeError(f"{path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# offline: simulate and calibrate on a collected table
+
+
+def load_cascade_table(path: str | Path) -> OutcomeTable:
+    """A collected table, cheapest model first, rows every model answered; must have ``logprob|m``."""
+    table = load_table(path).clean().order_by_cost()
+    confidences(table)  # fail early, naming the missing column
+    return table
+
+
+def confidences(table: OutcomeTable) -> np.ndarray:
+    """(n, m) confidence matrix from the table's ``logprob|m`` columns; NaN = no signal (escalates)."""
+    missing = [m for m in table.models[:-1] if LOGPROB + m not in table.extra]
+    if missing:
+        raise TableError(
+            table.path,
+            f"no '{LOGPROB}{missing[0]}' column: the cascade calibrates on tables from `tierwise collect`",
+        )
+    n = len(table)
+    cols = [table.extra.get(LOGPROB + m, np.full(n, np.nan)) for m in table.models]
+    return np.column_stack(cols).astype(float)
+
+
+def _simulate_many(correct: np.ndarray, cost: np.ndarray, conf: np.ndarray, T: np.ndarray):
+    """Mean (cost, quality) for each row of ``T`` (k, m-1) thresholds; vectorised over k."""
+    n, m = correct.shape
+    k = T.shape[0]
+    conf = np.where(np.isnan(conf), -np.inf, conf)
+    full = np.concatenate([T, np.full((k, 1), -np.inf)], axis=1)  # top model always accepts
+    called = ~np.isposinf(full)  # (k, m): skip models with +inf thresholds
+    accept = (conf[None, :, :] >= full[:, None, :]) & called[:, None, :]  # (k, n, m)
+    accept[:, :, -1] = True
+    kept = accept.argmax(axis=2)  # first accepting model (k, n)
+    upto = np.arange(m)[None, None, :] <= kept[:, :, None]  # models tried before or at kept
+    paid = (upto & called[:, None, :]) * cost[None, :, :]
+    mean_cost = paid.sum(axis=2).mean(axis=1)
+    quality = np.take_along_axis(np.broadcast_to(correct, (k, n, m)), kept[:, :, None], axis=2)[:, :, 0]
+    return mean_cost, quality.mean(axis=1), kept
+
+
+def _as_values(table: OutcomeTable, thresholds) -> list[float]:
+    if isinstance(thresholds, Thresholds):
+        if thresholds.models != table.models:
+            missing = [m for m in thresholds.models if m not in table.models]
+            if missing:
+                raise CascadeError(f"thresholds name model(s) {missing} not in the table {table.models}")
+            raise CascadeError(f"thresholds order {thresholds.models} differs from the table's {table.models}")
+        return list(thresholds.values)
+    if isinstance(thresholds, dict):
+        return [SKIP if thresholds.get(m, SKIP) is None else float(thresholds.get(m, SKIP)) for m in table.models[:-1]]
+    values = [SKIP if v is None else float(v) for v in thresholds]
+    if len(values) != table.n_models - 1:
+        raise CascadeError(f"{table.n_models} models need {table.n_models - 1} thresholds, got {len(values)}")
+    return values
+
+
+def simulate(table: OutcomeTable, thresholds) -> tuple[float, float]:
+    """The cascade's (mean cost per request, mean quality) on a graded table, offline.
+
+    Cost counts every model the cascade called on the way (the price of escalating); quality is the
+    kept model's ``correct``. ``thresholds``: :class:`Thresholds`, {model: value}, or a sequence.
+    """
+    values = _as_values(table, thresholds)
+    c, q, _ = _simulate_many(table.correct, table.cost, confidences(table), np.array([values], dtype=float))
+    return float(c[0]), float(q[0])
+
+
+def _candidates(table: OutcomeTable) -> np.ndarray:
+    """Threshold combinations to search: per model, quantiles of its confidence plus skip/accept-all."""
+    conf = confidences(table)
+    free = table.n_models - 1
+    if free == 0:
+        return np.zeros((1, 0))
+    per = max(3, int(MAX_COMBOS ** (1.0 / free)) - 2)
+    axes = []
+    for j in range(free):
+        col = conf[:, j]
+        col = col[np.isfinite(col)]
+        qs = np.unique(np.quantile(col, np.linspace(0, 1, per))) if col.size else np.array([])
+        axes.append(np.concatenate([[SKIP, -np.inf], qs]))
+    return np.array(list(itertools.product(*axes)), dtype=float)
+
+
+def _frontier(costs: np.ndarray, quals: np.ndarray) -> np.ndarray:
+    """Indices of Pareto-optimal points (no other point is cheaper and at least as good), by cost."""
+    order = np.lexsort((-quals, costs))
+    best, keep = -np.inf, []
+    for i in order:
+        if quals[i] > best + 1e-12:
+            keep.append(i)
+            best = quals[i]
+    return np.array(keep, dtype=int)
+
+
+def cascade_curve(table: OutcomeTable, fit: OutcomeTable | None = None) -> list[tuple[float, float]]:
+    """The cascade's cost-quality curve on ``table``: one point per Pareto-optimal threshold set.
+
+    Thresholds are searched on ``fit`` (default: ``table`` itself, i.e. an in-sample, optimistic
+    curve); pass a separate calibration split for an honest held-out curve. Sorted by cost.
+    """
+    fit = table if fit is None else fit
+    if fit.models != table.models:
+        raise CascadeError(f"fit table models {fit.models} differ from {table.models}")
+    T = _candidates(fit)
+    fc, fq, _ = _simulate_many(fit.correct, fit.cost, confidences(fit), T)
+    chosen = T[_frontier(fc, fq)]
+    c, q, _ = _simulate_many(table.correct, table.cost, confidences(table), chosen)
+    return sorted(zip(c.tolist(), q.tolist()))
+
+
+def parse_target(target: str) -> tuple[str, float]:
+    """``quality=0.95`` (fraction of the top model's quality) or ``cost=0.0002`` (max USD/request)."""
+    key, sep, value = str(target).partition("=")
+    key = key.strip().lower()
+    if not sep or key not in ("quality", "cost"):
+        raise CascadeError(f"target {target!r}: expected 'quality=FRACTION' or 'cost=USD_PER_REQUEST'")
+    try:
+        v = float(value)
+    except ValueError:
+        raise CascadeError(f"target {target!r}: {value!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0 or (key == "quality" and v > 1.5):
+        raise CascadeError(f"target {target!r}: must be > 0 (quality is a fraction, e.g. 0.95)")
+    return key, v
+
+
+def calibrate(table: OutcomeTable, target: str | tuple[str, float]) -> Thresholds:
+    """Thresholds that hit ``target`` on ``table`` at the lowest cost (quality target) or best quality (cost).
+
+    Quality targets are fractions of the top (most expensive) model's mean quality on the same rows.
+    An unreachable target raises :class:`CascadeError` saying what is reachable.
+    """
+    key, value = parse_target(target) if isinstance(target, str) else target
+    table = table.clean()
+    if len(table) == 0:
+        raise CascadeError(f"{table.path}: no row has every model graded")
+    T = _candidates(table)
+    costs, quals, _ = _simulate_many(table.correct, table.cost, confidences(table), T)
+    top_quality = float(np.nanmean(table.correct[:, -1]))
+    if key == "quality":
+        need = value * top_quality
+        ok = quals >= need - 1e-12
+        if not ok.any():
+            raise CascadeError(
+                f"quality={value:g} needs mean quality {need:.4f}; the best cascade on this table reaches "
+                f"{quals.max():.4f} ({quals.max() / max(top_quality, 1e-12):.3f} of the top model)"
+            )
+        idx = np.flatnonzero(ok)
+        best = idx[np.lexsort((-quals[idx], costs[idx]))[0]]
+    else:
+        ok = costs <= value * (1 + 1e-9)
+        if not ok.any():
+            raise CascadeError(f"cost={value:g} is below the cheapest cascade on this table ({costs.min():.3g} USD/request)")
+        idx = np.flatnonzero(ok)
+        best = idx[np.lexsort((costs[idx], -quals[idx]))[0]]
+    meta = {
+        "target": f"{key}={value:g}",
+        "table": Path(table.path).name,
+        "table_fingerprint": table.fingerprint(),
+        "rows": len(table),
+        "expected_cost_usd": float(costs[best]),
+        "expected_quality": float(quals[best]),
+        "top_model_quality": top_quality,
+        "top_model_cost_usd": float(table.cost[:, -1].mean()),
+        "note": "in-sample: expected figures are measured on the calibration table itself",
+    }
+    return Thresholds(list(table.models), [float(v) for v in T[best]], "logprob", meta)
+
+
+# --------------------------------------------------------------------------------------------
+# online router
+
+
+@dataclass
+class CascadeModel:
+    name: str
+    backend: Backend
+    input_per_1m: float = 0.0
+    output_per_1m: float = 0.0
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_per_1m + tokens_out * self.output_per_1m) / 1e6
+
+
+@dataclass
+class CascadeResult:
+    text: str
+    model: str
+    chain: list[tuple[str, float | None, bool]]  # (model, confidence, escalated) per model called
+    tokens_in: int  # totals over every model called
+    tokens_out: int
+    cost_usd: float
+    finish_reason: str = "stop"
+    latency_s: float = 0.0
+
+
+def _answer_key(text: str) -> str:
+    """What two sampled answers must share to agree: the final number if any, else normalised text."""
+    from .graders import extract_number, normalise_text
+
+    num = extract_number(text)
+    return f"#{num}" if num is not None else normalise_text(text)[:200]
+
+
+class CascadeRouter:
+    """Try models cheapest first; keep the first answer whose confidence clears its threshold."""
+
+    def __init__(
+        self,
+        models: Sequence[CascadeModel],
+        thresholds: Thresholds,
+        *,
+        samples: int = 0,
+        sample_temperature: float = 0.7,
+    ):
+        names = [m.name for m in models]
+        if names != thresholds.models:
+            raise CascadeError(f"thresholds are for models {thresholds.models}, the pyramid has {names}")
+        if thresholds.confidence == "self_consistency" and samples < 1:
+            raise CascadeError("self_consistency confidence needs samples >= 1")
+        self.models = list(models)
+        self.thresholds = thresholds
+        self.samples = samples
+        self.sample_temperature = sample_temperature
+
+    @classmethod
+    def from_pyramid(cls, pyramid, thresholds: Thresholds, backends: dict[str, Backend] | None = None, **kw) -> "CascadeRouter":
+        """Build from a :class:`tierwise.config.Pyramid`; ``backends`` reuses already-started ones."""
+        from .backends import build_backend
+
+        backends = backends or {}
+        models = [
+            CascadeModel(m.name, backends.get(m.name) or build_backend(m), m.input_per_1m, m.output_per_1m)
+            for m in pyramid.models
+        ]
+        return cls(models, thresholds, **kw)
+
+    def _plan(self) -> list[tuple[CascadeModel, float]]:
+        """Models to call in order with their thresholds (skipped models left out; top: -inf)."""
+        plan = [(m, t) for m, t in zip(self.models[:-1], self.thresholds.values) if t != SKIP]
+        return plan + [(self.models[-1], -math.inf)]
+
+    async def _confidence(self, model: CascadeModel, messages, text, logprobs, max_tokens, stop):
+        """Returns (confidence, extra tokens_in, extra tokens_out) for one intermediate answer."""
+        if self.thresholds.confidence == "logprob":
+            vals = [v for v in (logprobs or []) if v is not None and math.isfinite(v)]
+            return (sum(vals) / len(vals) if vals else None), 0, 0
+        key = _answer_key(text)
+        agree, t_in, t_out = 0, 0, 0
+        for _ in range(self.samples):
+            r = await model.backend.chat(messages, max_tokens=max_tokens, temperature=self.sample_temperature, stop=stop)
+            agree += _answer_key(r.text) == key
+            t_in, t_out = t_in + r.tokens_in, t_out + r.tokens_out
+        return agree / self.samples, t_in, t_out
+
+    async def _try(self, model, threshold, messages, max_tokens, temperature, stop):
+        """Answer with one non-top model: (result, confidence, accepted, tokens_in, tokens_out)."""
+        r = await model.backend.chat(
+            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, logprobs=True
+        )
+        conf, xin, xout = await self._confidence(model, messages, r.text, r.token_logprobs, max_tokens, stop)
+        accepted = conf is not None and conf >= threshold
+        return r, conf, accepted, r.tokens_in + xin, r.tokens_out + xout
+
+    async def complete(
+        self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0, stop: list[str] | None = None
+    ) -> CascadeResult:
+        """Answer ``messages``; an intermediate model that errors is escalated past (recorded in chain)."""
+        started = time.perf_counter()
+        chain: list[tuple[str, float | None, bool]] = []
+        t_in = t_out = 0
+        cost = 0.0
+        plan = self._plan()
+        for i, (model, threshold) in enumerate(plan):
+            if i == len(plan) - 1:
+                r = await model.backend.chat(
+                    messages, max_tokens=max_tokens, temperature=temperature, stop=stop, logprobs=True
+                )
+                conf = _mean(r.token_logprobs)
+                chain.append((model.name, conf, False))
+                t_in, t_out = t_in + r.tokens_in, t_out + r.tokens_out
+                cost += model.cost(r.tokens_in, r.tokens_out)
+                return CascadeResult(r.text, model.name, chain, t_in, t_out, cost, r.finish_reason,
+                                     time.perf_counter() - started)
+            try:
+                r, conf, accepted, mi, mo = await self._try(model, threshold, messages, max_tokens, temperature, stop)
+            except BackendError:
+                chain.append((model.name, None, True))
+                continue
+            t_in, t_out = t_in + mi, t_out + mo
+            cost += model.cost(mi, mo)
+            chain.append((model.name, conf, not accepted))
+            if accepted:
+                return CascadeResult(r.text, model.name, chain, t_in, t_out, cost, r.finish_reason,
+                                     time.perf_counter() - started)
+        raise AssertionError("unreachable: the top model always answers")  # pragma: no cover
+
+    async def stream(
+        self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0, stop: list[str] | None = None
+    ) -> AsyncIterator[StreamDelta]:
+        """Stream only the kept answer (see the module docstring for the policy).
+
+        Yields text deltas; the last delta carries ``finish_reason``, total ``tokens_in``/``tokens_out``
+        over every model called, and ``extra["cascade"] = {"model", "chain", "cost_usd"}``.
+        """
+        chain: list[tuple[str, float | None, bool]] = []
+        t_in = t_out = 0
+        cost = 0.0
+        plan = self._plan()
+        for i, (model, threshold) in enumerate(plan):
+            if i < len(plan) - 1:
+                try:
+                    r, conf, accepted, mi, mo = await self._try(model, threshold, messages, max_tokens, temperature, stop)
+                except BackendError:
+                    chain.append((model.name, None, True))
+                    continue
+                t_in, t_out = t_in + mi, t_out + mo
+                cost += model.cost(mi, mo)
+                chain.append((model.name, conf, not accepted))
+                if accepted:
+                    yield StreamDelta(text=r.text)
+                    yield StreamDelta(
+                        finish_reason=r.finish_reason, tokens_in=t_in, tokens_out=t_out,
+                        extra={"cascade": {"model": model.name, "chain": chain, "cost_usd": cost}},
+                    )
+                    return
+                continue
+            # top model: always kept, so stream it live
+            final_in = final_out = None
+            finish = "stop"
+            async for d in model.backend.stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop):
+                if d.text:
+                    yield StreamDelta(text=d.text)
+                if d.finish_reason is not None:
+                    finish = d.finish_reason
+                if d.tokens_in is not None:
+                    final_in = d.tokens_in
+                if d.tokens_out is not None:
+                    final_out = d.tokens_out
+            final_in = final_in if final_in is not None else model.backend.count_tokens(messages)
+            final_out = final_out or 0
+            chain.append((model.name, None, False))
+            t_in, t_out = t_in + final_in, t_out + final_out
+            cost += model.cost(final_in, final_out)
+            yield StreamDelta(
+                finish_reason=finish, tokens_in=t_in, tokens_out=t_out,
+                extra={"cascade": {"model": model.name, "chain": chain, "cost_usd": cost}},
+            )
+
+
+def _mean(values: list[float] | None) -> float | None:
+    vals = [v for v in (values or []) if v is not None and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None

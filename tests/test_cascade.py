@@ -1,0 +1,240 @@
+"""Cascade: offline simulation/calibration on graded tables, and the online router on real models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tierwise.backends.base import BackendError
+from tierwise.cascade import (
+    SKIP,
+    CascadeError,
+    CascadeModel,
+    CascadeRouter,
+    Thresholds,
+    calibrate,
+    cascade_curve,
+    load_cascade_table,
+    parse_target,
+    simulate,
+)
+from tierwise.table import TableError
+
+
+def _write(tmp_path, rows: dict, name="t.csv"):
+    p = tmp_path / name
+    pd.DataFrame(rows).to_csv(p, index=False)
+    return p
+
+
+def test_simulate_by_hand(tmp_path):
+    # two models; small pays 1, big pays 10 per request
+    p = _write(tmp_path, {
+        "prompt": ["a", "b", "c", "d"],
+        "correct|small": [1, 0, 1, 0],
+        "correct|big": [1, 1, 0, 1],
+        "cost|small": [1.0] * 4,
+        "cost|big": [10.0] * 4,
+        "logprob|small": [-0.1, -2.0, -0.5, -0.2],
+        "logprob|big": [-0.3] * 4,
+    })
+    t = load_cascade_table(p)
+    assert t.models == ["small", "big"]
+    # threshold -0.3: rows a, d kept at small (conf -0.1, -0.2), rows b, c escalate to big
+    cost, quality = simulate(t, {"small": -0.3})
+    assert cost == pytest.approx((1 + 11 + 11 + 1) / 4)
+    assert quality == pytest.approx((1 + 1 + 0 + 0) / 4)
+    # accept everything at small: small's own numbers
+    assert simulate(t, [-math.inf]) == (pytest.approx(1.0), pytest.approx(0.5))
+    # skip small entirely: exactly the big model, small is never paid
+    assert simulate(t, {"small": None}) == (pytest.approx(10.0), pytest.approx(0.75))
+    # threshold above every confidence: small is called, then always escalates (pays both)
+    assert simulate(t, [0.5]) == (pytest.approx(11.0), pytest.approx(0.75))
+
+
+def _synthetic(tmp_path, n=600, seed=1):
+    """Three models whose log-probability really predicts being right, as in collected tables."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.uniform(0, 1, n)
+    rows = {"prompt": [f"q{i}" for i in range(n)], "source": ["s"] * n}
+    for name, skill, price in (("s", 0.35, 1e-6), ("m", 0.6, 5e-6), ("l", 0.85, 2e-5)):
+        correct = (difficulty < skill + rng.normal(0, 0.05, n)).astype(float)
+        rows[f"correct|{name}"] = correct
+        rows[f"cost|{name}"] = price * rng.uniform(0.8, 1.2, n)
+        rows[f"logprob|{name}"] = -(difficulty / skill) + rng.normal(0, 0.1, n)
+    return _write(tmp_path, rows, "synth.csv")
+
+
+def test_calibrate_hits_quality_target_cheaper_than_top(tmp_path):
+    t = load_cascade_table(_synthetic(tmp_path))
+    top_q = t.correct[:, -1].mean()
+    top_c = t.cost[:, -1].mean()
+    th = calibrate(t, "quality=0.95")
+    cost, quality = simulate(t, th)
+    assert quality >= 0.95 * top_q - 1e-9
+    assert cost < top_c  # the whole point: same quality target for less money
+    assert th.meta["expected_cost_usd"] == pytest.approx(cost)
+    # a looser target is never more expensive
+    loose = calibrate(t, "quality=0.8")
+    assert simulate(t, loose)[0] <= cost + 1e-15
+    # cost target: best quality within the budget
+    budget = float(t.cost[:, 0].mean() * 3)
+    cheap = calibrate(t, f"cost={budget}")
+    c2, q2 = simulate(t, cheap)
+    assert c2 <= budget and q2 > t.correct[:, 0].mean()
+    with pytest.raises(CascadeError, match="below the cheapest cascade"):
+        calibrate(t, "cost=1e-12")
+    with pytest.raises(CascadeError, match="best cascade"):
+        calibrate(t, "quality=1.4")
+
+
+def test_cascade_curve_is_a_frontier_with_the_pure_models_as_bounds(tmp_path):
+    t = load_cascade_table(_synthetic(tmp_path))
+    curve = cascade_curve(t)
+    costs = [c for c, _ in curve]
+    quals = [q for _, q in curve]
+    assert costs == sorted(costs) and quals == sorted(quals)
+    # cheapest point: the small model alone; best point reaches at least the top model's quality
+    assert costs[0] == pytest.approx(t.cost[:, 0].mean())
+    assert quals[-1] >= t.correct[:, -1].mean() - 1e-12
+    assert len(curve) >= 5
+    # held-out: thresholds fitted on half, measured on the other half
+    half = np.arange(len(t)) % 2 == 0
+    held = cascade_curve(t.rows(~half), fit=t.rows(half))
+    assert len(held) >= 3 and all(0 <= q <= 1 for _, q in held)
+
+
+def test_thresholds_roundtrip_and_errors(tmp_path):
+    th = Thresholds(["a", "b", "c"], [-0.4, SKIP], meta={"target": "quality=0.9"})
+    for name in ("c.json", "c.yaml"):
+        back = Thresholds.load(th.save(tmp_path / name))
+        assert back.models == th.models and back.values == th.values and back.meta == th.meta
+    assert json.loads((tmp_path / "c.json").read_text())["thresholds"]["b"] is None
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"models": ["a", "b"], "thresholds": {"a": "high"}}))
+    with pytest.raises(CascadeError, match="thresholds.a: must be a number or null"):
+        Thresholds.load(bad)
+    bad.write_text(json.dumps({"models": ["a", "b"], "thresholds": {}}))
+    with pytest.raises(CascadeError, match="thresholds.a: missing"):
+        Thresholds.load(bad)
+    bad.write_text("{not json")
+    with pytest.raises(CascadeError, match="cannot be parsed"):
+        Thresholds.load(bad)
+    with pytest.raises(CascadeError, match="expected 'quality=FRACTION'"):
+        parse_target("accuracy=0.9")
+    assert parse_target("quality=0.95") == ("quality", 0.95)
+
+
+def test_table_without_logprob_is_refused(tmp_path):
+    p = _write(tmp_path, {"prompt": ["a"], "correct|x": [1], "correct|y": [0], "cost|x": [1.0], "cost|y": [2.0]})
+    with pytest.raises(TableError, match="logprob\\|x"):
+        load_cascade_table(p)
+
+
+def test_cli_calibrate_and_simulate(tmp_path):
+    from typer.testing import CliRunner
+
+    from tierwise.cli import app
+
+    table = _synthetic(tmp_path)
+    out = tmp_path / "cascade.json"
+    r = CliRunner().invoke(app, ["cascade", "calibrate", str(table), "--target", "quality=0.9", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    th = Thresholds.load(out)
+    assert th.models == ["s", "m", "l"]
+    r2 = CliRunner().invoke(app, ["cascade", "simulate", str(table), "--thresholds", str(out)])
+    assert r2.exit_code == 0 and f"{th.meta['expected_quality']:.4f}" in r2.output
+    r3 = CliRunner().invoke(app, ["cascade", "calibrate", str(tmp_path / "nope.csv")])
+    assert r3.exit_code == 2 and "file not found" in r3.output
+
+
+# ------------------------------------------------------------------------------------------
+# online router on real local models
+
+
+class _Broken:
+    """Fault injection only: a backend that is down."""
+
+    name = "broken"
+
+    async def chat(self, *a, **k):
+        raise BackendError("broken", "connection refused")
+
+    def stream(self, *a, **k):  # pragma: no cover - never reached
+        raise BackendError("broken", "connection refused")
+
+
+@pytest.fixture(scope="module")
+def real_models():
+    pytest.importorskip("llama_cpp")
+    from tierwise.backends import build_backend
+    from tierwise.config import default_pyramid
+
+    pyr = default_pyramid()
+    try:
+        small, mid = pyr.models[0], pyr.models[1]
+        backends = {small.name: build_backend(small), mid.name: build_backend(mid)}
+    except Exception as exc:  # weights packages not installed on this machine
+        pytest.skip(f"embedded models unavailable: {exc}")
+    return [CascadeModel(c.name, backends[c.name], c.input_per_1m, c.output_per_1m) for c in (small, mid)]
+
+
+MSG = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+
+
+@pytest.mark.slow
+def test_router_keeps_or_escalates_on_real_models(real_models):
+    small, big = real_models
+    names = [small.name, big.name]
+    keep_small = CascadeRouter(real_models, Thresholds(names, [-math.inf]))
+    r = asyncio.run(keep_small.complete(MSG, max_tokens=8))
+    assert r.model == small.name and len(r.chain) == 1 and r.chain[0][2] is False
+    assert r.chain[0][1] is not None and r.chain[0][1] <= 0  # a real mean log-probability
+    assert r.cost_usd == pytest.approx(small.cost(r.tokens_in, r.tokens_out))
+
+    always_escalate = CascadeRouter(real_models, Thresholds(names, [0.5]))  # log-probs are <= 0
+    r = asyncio.run(always_escalate.complete(MSG, max_tokens=8))
+    assert r.model == big.name and [c[0] for c in r.chain] == names and r.chain[0][2] is True
+    assert "paris" in r.text.lower()
+    # escalating pays for both models
+    assert r.cost_usd > big.cost(1, 1) and r.tokens_in >= 2 * 10
+
+    skip = CascadeRouter(real_models, Thresholds(names, [SKIP]))
+    r = asyncio.run(skip.complete(MSG, max_tokens=8))
+    assert [c[0] for c in r.chain] == [big.name]
+
+
+@pytest.mark.slow
+def test_router_stream_only_streams_the_kept_answer(real_models):
+    small, big = real_models
+    names = [small.name, big.name]
+
+    async def collect(router):
+        return [d async for d in router.stream(MSG, max_tokens=8)]
+
+    deltas = asyncio.run(collect(CascadeRouter(real_models, Thresholds(names, [0.5]))))
+    text = "".join(d.text for d in deltas)
+    final = deltas[-1]
+    assert final.finish_reason is not None and final.extra["cascade"]["model"] == big.name
+    assert "paris" in text.lower()
+    # the small model's buffered answer never reached the client: only the big model's deltas did
+    direct = asyncio.run(big.backend.chat(MSG, max_tokens=8))
+    assert text.strip() == direct.text.strip()
+    assert final.tokens_in > direct.tokens_in  # totals include the escalated small model
+
+    kept = asyncio.run(collect(CascadeRouter(real_models, Thresholds(names, [-math.inf]))))
+    assert kept[-1].extra["cascade"]["model"] == small.name
+    assert len([d for d in kept if d.text]) == 1  # a lower model's answer arrives in one piece
+
+
+@pytest.mark.slow
+def test_router_escalates_past_a_failing_model(real_models):
+    small, big = real_models
+    broken = CascadeModel(small.name, _Broken(), 0.0, 0.0)
+    r = asyncio.run(CascadeRouter([broken, big], Thresholds([small.name, big.name], [-math.inf])).complete(MSG, max_tokens=8))
+    assert r.model == big.name and r.chain[0] == (small.name, None, True)
