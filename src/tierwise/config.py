@@ -1,0 +1,273 @@
+"""The pyramid: which models tierwise routes between, what they cost, and how the gateway runs.
+
+One YAML file describes it (see ``examples/pyramid.yaml`` and ``docs/config.md``). Models are listed
+cheapest first, because every decision rule reads "go up the pyramid only when it pays". Loading is
+strict: unknown keys, duplicate names and bad values fail at once with one line naming the file and
+the field (``pyramid.yaml: models[1].context_window: must be > 0``), so a typo never silently turns
+into a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_LOG = "~/.cache/tierwise/decisions.sqlite"
+DEFAULT_KNOB = 1.0
+DEFAULT_CONTEXT = 4096
+
+
+class ConfigError(ValueError):
+    """A pyramid file (or an environment variable it names) is unusable; the message says where."""
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+class ModelConfig(BaseModel):
+    """One model of the pyramid: where it runs and what one token costs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    backend: Literal["llama_cpp", "openai"]
+    # llama_cpp: a GGUF file, or one of the embedded models (tierwise.weights.EMBEDDED)
+    path: Path | None = None
+    embedded: str | None = None
+    # openai: base URL (".../v1"), the remote model id, and the env var holding the key (if any)
+    endpoint: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    # USD per 1M tokens
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+    context_window: int = Field(DEFAULT_CONTEXT, gt=0)
+    max_concurrency: int | None = Field(None, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    n_threads: int | None = Field(None, gt=0)
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("embedded")
+    @classmethod
+    def _known_embedded(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from .weights import EMBEDDED
+
+        if value not in EMBEDDED:
+            raise ValueError(f"unknown embedded model {value!r}; choose one of {sorted(EMBEDDED)}")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> "ModelConfig":
+        if self.backend == "llama_cpp":
+            if (self.path is None) == (self.embedded is None):
+                raise ValueError("a llama_cpp model needs exactly one of 'path' (a .gguf file) or 'embedded'")
+            for key in ("endpoint", "model", "api_key_env"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' is for backend openai, not llama_cpp")
+            if self.max_concurrency is None:
+                self.max_concurrency = 1  # llama.cpp serves one request at a time per loaded copy
+        else:
+            if self.endpoint is None or self.model is None:
+                raise ValueError("an openai model needs 'endpoint' (base URL) and 'model' (the remote model id)")
+            for key in ("path", "embedded"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' is for backend llama_cpp, not openai")
+            if self.max_concurrency is None:
+                self.max_concurrency = 16
+        if self.n_threads is None:
+            self.n_threads = _cpu_count()
+        return self
+
+    def api_key(self) -> str | None:
+        """The API key from ``api_key_env``; read when a backend starts so a missing key fails loudly then."""
+        if self.api_key_env is None:
+            return None
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise ConfigError(
+                f"model {self.name!r}: api_key_env: environment variable {self.api_key_env} is not set"
+            )
+        return value
+
+    def gguf_path(self) -> Path:
+        """The GGUF file to load: the configured path, or the embedded model assembled and verified."""
+        if self.path is not None:
+            return self.path
+        from .weights import model_path
+
+        return model_path(self.embedded or "")
+
+    @property
+    def blended_per_1m(self) -> float:
+        return self.input_per_1m + self.output_per_1m
+
+
+class Pyramid(BaseModel):
+    """Models cheapest first, plus the router and gateway settings that go with them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelConfig] = Field(min_length=1)
+    router: str | None = None  # path to a router artifact; None = the gateway's default
+    knob: float = DEFAULT_KNOB
+    rule: Literal["cost_weight", "threshold"] = "cost_weight"
+    log: str = DEFAULT_LOG  # SQLite path or postgres:// URL
+    api_keys: list[str] | None = None  # keys clients must present to the gateway
+    api_keys_env: str | None = None  # or: env var with comma-separated keys
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _pyramid_rules(self) -> "Pyramid":
+        seen: dict[str, int] = {}
+        for i, m in enumerate(self.models):
+            if m.name in seen:
+                raise ValueError(f"models[{i}].name: duplicate model name {m.name!r} (also models[{seen[m.name]}])")
+            seen[m.name] = i
+        for i in range(1, len(self.models)):
+            prev, cur = self.models[i - 1], self.models[i]
+            if cur.blended_per_1m < prev.blended_per_1m:
+                raise ValueError(
+                    f"models[{i}]: {cur.name!r} costs less than {prev.name!r} (input+output "
+                    f"{cur.blended_per_1m:g} < {prev.blended_per_1m:g} USD/1M); list models cheapest first"
+                )
+        if self.rule == "threshold" and not 0.0 <= self.knob <= 1.0001:
+            raise ValueError("knob: the threshold rule needs a knob in [0, 1]")
+        if self.rule == "cost_weight" and self.knob < 0:
+            raise ValueError("knob: the cost_weight rule needs a knob >= 0")
+        if self.api_keys is not None and self.api_keys_env is not None:
+            raise ValueError("api_keys: give either 'api_keys' or 'api_keys_env', not both")
+        return self
+
+    # ---- accessors -------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"no model {name!r} in the pyramid (models: {', '.join(self.names)})")
+
+    def client_keys(self) -> list[str] | None:
+        """Keys the gateway accepts, or None for an open gateway (meant for localhost only)."""
+        if self.api_keys_env is None:
+            return self.api_keys
+        raw = os.environ.get(self.api_keys_env)
+        if not raw:
+            raise ConfigError(f"api_keys_env: environment variable {self.api_keys_env} is not set")
+        return [k.strip() for k in raw.split(",") if k.strip()]
+
+    def log_target(self) -> str:
+        """The decision log as a postgres URL or an absolute SQLite path (``~`` expanded)."""
+        if self.log.startswith(("postgres://", "postgresql://")):
+            return self.log
+        return str(Path(self.log).expanduser())
+
+    # ---- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Pyramid":
+        """Read and validate a pyramid YAML file; relative paths are taken from the file's folder."""
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: pyramid file not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping with a 'models:' list")
+        return cls.from_dict(data, source=str(path), base_dir=path.parent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<pyramid>", base_dir: Path | None = None) -> "Pyramid":
+        try:
+            pyramid = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {_first_error(exc)}") from None
+        base = base_dir or Path.cwd()
+        for i, m in enumerate(pyramid.models):
+            if m.path is not None:
+                p = m.path.expanduser()
+                m.path = p if p.is_absolute() else (base / p).resolve()
+                if not m.path.is_file():
+                    raise ConfigError(f"{source}: models[{i}].path: file not found: {m.path}")
+        if pyramid.router is not None and not pyramid.router.startswith(("builtin:", "shipped:")):
+            r = Path(pyramid.router).expanduser()
+            pyramid.router = str(r if r.is_absolute() else (base / r).resolve())
+        return pyramid
+
+
+def _first_error(exc: ValidationError) -> str:
+    """One line for the first problem: ``models[1].context_window: must be > 0``."""
+    err = exc.errors()[0]
+    loc = ""
+    for part in err["loc"]:
+        if isinstance(part, int):
+            loc += f"[{part}]"
+        else:
+            loc += ("." if loc else "") + str(part)
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "greater_than":
+        msg = f"must be > {ctx.get('gt')}"
+    elif kind == "greater_than_equal":
+        msg = f"must be >= {ctx.get('ge')}"
+    elif kind == "extra_forbidden":
+        msg = "unknown key"
+    elif kind == "missing":
+        msg = "required"
+    elif kind == "literal_error":
+        msg = f"must be one of {ctx.get('expected')} (got {err.get('input')!r})"
+    elif kind == "too_short" and err["loc"] == ("models",):
+        msg = "needs at least one model"
+    elif kind == "value_error":
+        msg = str(ctx.get("error", err["msg"]))
+    else:
+        msg = f"{err['msg']} (got {err.get('input')!r})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def default_pyramid() -> Pyramid:
+    """The embedded local pyramid: SmolLM2-135M < Qwen2.5-Coder-0.5B < Qwen2.5-Coder-1.5B on CPU.
+
+    Prices come from the bundled price book so the defaults and offline evaluation agree.
+    """
+    from .prices import default_price_book
+    from .weights import EMBEDDED
+
+    book = default_price_book()
+    models = []
+    for model_id in EMBEDDED:
+        price, _ = book.lookup(model_id)
+        if price is None:  # pragma: no cover - the bundled book lists every embedded model
+            raise ConfigError(f"{book.path}: no price for embedded model {model_id!r}")
+        models.append(
+            {
+                "name": model_id,
+                "backend": "llama_cpp",
+                "embedded": model_id,
+                "input_per_1m": price.input_per_1m,
+                "output_per_1m": price.output_per_1m,
+                "context_window": DEFAULT_CONTEXT,
+                "tags": ["local", "embedded"],
+            }
+        )
+    return Pyramid.from_dict({"models": models}, source="<default pyramid>")
