@@ -269,7 +269,7 @@ class Gateway:
     def _finish(self, att: _Attempt, status: int, *, error: str | None = None) -> None:
         rec = att.rec
         rec.status = status
-        rec.error = error
+        rec.error = error or rec.error
         rec.latency_ms = (time.perf_counter() - att.t0) * 1000
         m = self.metrics
         label = rec.model or "none"
@@ -385,7 +385,17 @@ class Gateway:
             if not allowed:
                 raise self._too_long(max_tokens)
             t = time.perf_counter()
-            decision = self.router.route(text, knob=knob, allowed=allowed)
+            try:
+                decision = self.router.route(text, knob=knob, allowed=allowed)
+            except Exception as exc:
+                # a broken router must not take the gateway down: answer with the most capable model
+                # that fits, and make it visible (log error, fallback metric, x-tierwise-router)
+                rec.route_ms = (time.perf_counter() - t) * 1000
+                rec.router = f"failed:{getattr(self.router, 'name', 'router')}"
+                rec.error = f"router failed: {type(exc).__name__}: {exc}"[:300]
+                self.metrics.fallbacks.labels("router", "router_error").inc()
+                att.chain = self._chain(allowed[-1], allowed)
+                return
             rec.route_ms = (time.perf_counter() - t) * 1000
             self.metrics.route_latency.observe(rec.route_ms / 1000)
             att.decision = decision
