@@ -142,6 +142,21 @@ def _read_frame(path: Path):
         raise TableError(path, f"cannot be read as a table ({type(exc).__name__}: {exc})") from None
 
 
+def _raw_header(path: Path) -> list[str] | None:
+    """The header as written (pandas silently renames duplicate columns to 'x.1')."""
+    import csv
+    import gzip
+
+    if not path.name.endswith((".csv", ".csv.gz", ".tsv")):
+        return None
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8", errors="replace") as fh:
+            return next(csv.reader(fh), None)
+    except (OSError, EOFError, csv.Error):
+        return None
+
+
 def _as_numeric(path: Path, frame, column: str) -> np.ndarray:
     import pandas as pd
 
@@ -173,7 +188,8 @@ def load_table(
     columns = [str(c) for c in frame.columns]
     if "prompt" not in columns:
         raise TableError(path, f"missing required column 'prompt' (columns: {columns[:8]}...)")
-    models = [c[len(CORRECT):] for c in columns if c.startswith(CORRECT)]
+    header = _raw_header(path) or columns
+    models = [c[len(CORRECT):] for c in header if c.startswith(CORRECT)]
     if not models:
         raise TableError(path, "no model columns: expected at least one 'correct|<model>' column")
     if any(not m for m in models):

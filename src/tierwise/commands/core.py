@@ -1,0 +1,203 @@
+"""Routing-core commands: ``eval``, ``train``, ``route``, ``bench``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _load(table: Path, source: Optional[str], models: Optional[str], prices: Optional[Path]):
+    from ..prices import PriceError
+    from ..table import TableError, load_table
+
+    try:
+        t = load_table(table, prices)
+        if source:
+            t = t.with_source(source)
+        if models:
+            t = t.with_models([m.strip() for m in models.split(",") if m.strip()])
+        return t
+    except (TableError, PriceError) as exc:
+        _fail(str(exc))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item"):
+        return obj.item()
+    return obj
+
+
+def _print_report(report, console) -> None:
+    from rich.table import Table
+
+    pair = len(report.models) == 2
+    tab = Table(title=f"{report.n} prompts, {len(report.models)} models, {report.folds}-fold CV")
+    tab.add_column("router")
+    cols = ["apgr", "cpt50", "cpt80", "cpt95"] if pair else []
+    cols += ["aiq", "cost_to_match_best", "quality_at_10pct_cost", "quality_at_25pct_cost", "quality_at_50pct_cost"]
+    for c in cols:
+        tab.add_column(c.replace("quality_at_", "q@").replace("pct_cost", "%cost"), justify="right")
+    for name, m in report.routers.items():
+        row = [name]
+        for c in cols:
+            v = m.get(c)
+            if v is None:
+                row.append("not reached" if c == "cost_to_match_best" else "-")
+            elif c.startswith("cpt"):
+                row.append(f"{v:.1f}%")
+            else:
+                row.append(f"{v:.3f}")
+        tab.add_row(*row)
+    console.print(tab)
+    single = Table(title=f"single models (cost in {report.cost_unit})")
+    single.add_column("model")
+    single.add_column("quality", justify="right")
+    single.add_column("mean cost", justify="right")
+    for name, (c, q) in zip(report.models, report.singles):
+        single.add_row(name, f"{q:.3f}", f"{c:.3g}")
+    console.print(single)
+
+
+def eval_command(
+    table: Path = typer.Argument(..., help="Outcome table (wide CSV/CSV.GZ/JSONL: prompt, correct|<model>, ...)."),
+    source: Optional[str] = typer.Option(None, help="Keep rows whose `source` starts with this prefix, e.g. gsm8k."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated subset of models (default: all)."),
+    prices: Optional[Path] = typer.Option(None, help="Price table (YAML/CSV, USD per 1M tokens) for tables without cost columns."),
+    folds: int = typer.Option(5, min=2, help="Cross-validation folds."),
+    routers: str = typer.Option("random,knn,mf,ensemble", help="Router kinds to evaluate."),
+    rule: str = typer.Option("cost_weight", help="Decision rule swept for the curves: cost_weight | threshold."),
+    seed: int = typer.Option(0, help="Fold assignment seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    plot: Optional[Path] = typer.Option(None, help="Write a cost-quality PNG here."),
+    cascade: bool = typer.Option(False, help="Also place the confidence cascade on the plot (needs logprob|<model> columns)."),
+) -> None:
+    """Cross-validate routers and print APGR/CPT (two models) or AIQ/cost-to-match (N models)."""
+    from rich.console import Console
+
+    from ..evaluate import evaluate, plot_report
+
+    console = Console(stderr=True)
+    t = _load(table, source, models, prices)
+    kinds = [k.strip() for k in routers.split(",") if k.strip()]
+    try:
+        report = evaluate(t, kinds, folds=folds, seed=seed, rule=rule, progress=lambda m: console.log(m) if not as_json else None)
+    except ValueError as exc:
+        _fail(str(exc))
+    if cascade:
+        try:
+            from ..cascade import cascade_curve
+
+            report.extra_points["cascade (logprob)"] = cascade_curve(t.clean())
+        except Exception as exc:  # the cascade needs logprob columns; say why it is missing
+            console.print(f"[yellow]cascade not shown: {exc}[/yellow]")
+    if plot:
+        plot_report(report, str(plot), title=f"{Path(table).name}{' / ' + source if source else ''}: cost vs quality")
+        console.print(f"wrote {plot}")
+    if as_json:
+        sys.stdout.write(json.dumps(_jsonable(report.to_json()), indent=1) + "\n")
+    else:
+        _print_report(report, Console())
+
+
+def train_command(
+    table: Path = typer.Argument(..., help="Outcome table to learn from."),
+    out: Path = typer.Option(..., help="Where to write the router artifact (.tw)."),
+    kind: str = typer.Option("ensemble", help="Router kind: ensemble | mf | knn | linear | prior | random."),
+    source: Optional[str] = typer.Option(None, help="Keep rows whose `source` starts with this prefix."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated subset of models."),
+    prices: Optional[Path] = typer.Option(None, help="Price table for tables without cost columns."),
+    rule: str = typer.Option("cost_weight", help="Decision rule: cost_weight | threshold."),
+    target: Optional[str] = typer.Option(None, help="Default knob as a target, e.g. quality=0.95, share=0.3, cost=0.0004."),
+    cv: int = typer.Option(5, help="Folds for the CV metrics stored in the artifact (0 = skip)."),
+    feedback: Optional[str] = typer.Option(None, help="Decision-log path/URL: add user ratings (POST /v1/feedback) as training rows."),
+) -> None:
+    """Train a router and save a versioned artifact with its metadata and CV metrics."""
+    from rich.console import Console
+
+    from ..evaluate import evaluate
+    from ..features import Featurizer
+    from ..router import Router
+
+    console = Console(stderr=True)
+    t = _load(table, source, models, prices)
+    if feedback:
+        from ..feedback import add_feedback_rows
+
+        try:
+            t, added = add_feedback_rows(t, feedback)
+        except ValueError as exc:
+            _fail(str(exc))
+        console.log(f"added {added} rated requests from {feedback}")
+    featurizer = Featurizer()
+    clean = t.clean()
+    console.log(f"encoding {len(clean)} prompts")
+    X = featurizer.transform(clean.prompts)
+    cv_metrics = None
+    if cv:
+        console.log(f"{cv}-fold cross-validation of {kind}")
+        try:
+            rep = evaluate(clean, [kind], folds=cv, features=X, rule=rule)
+        except ValueError as exc:
+            _fail(str(exc))
+        cv_metrics = _jsonable({k: rep.routers[k] for k in (kind, "zero_router", "oracle")})
+    console.log(f"fitting {kind} on {len(clean)} rows")
+    try:
+        router = Router(kind, rule=rule, featurizer=featurizer).fit(clean, X=X)
+        if target:
+            router.calibrate(target)
+    except ValueError as exc:
+        _fail(str(exc))
+    router.metadata["cv"] = cv_metrics
+    router.metadata["cv_folds"] = cv
+    router.save(out)
+    console.print(f"wrote {out}: {kind} over {router.models}, default knob {router.default_knob:.4g}")
+    if cv_metrics:
+        console.print(json.dumps(cv_metrics, indent=1))
+
+
+def route_command(
+    router_path: Path = typer.Argument(..., help="Router artifact (.tw)."),
+    prompt: str = typer.Argument(..., help="Prompt text to route."),
+    knob: Optional[str] = typer.Option(None, help="Knob or target (see `tierwise train --help`)."),
+) -> None:
+    """Show where one prompt would go and the predicted quality of every model."""
+    from ..router import ArtifactError, Router
+
+    try:
+        router = Router.load(router_path)
+        decision = router.route(prompt, knob)
+    except (ArtifactError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"model": decision.model, "knob": decision.knob, "rule": decision.rule, "scores": decision.scores}, indent=1))
+
+
+def bench_command(
+    table: Path = typer.Option(Path("data/outcomes/mmlu_pro.csv.gz"), help="Table to train the benchmark routers on."),
+    kind: str = typer.Option("ensemble", help="Router kind to time."),
+    iterations: int = typer.Option(2000, help="Decisions timed per cell."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Router decision latency (encode + score + choose), p50/p99, by prompt length and model count."""
+    from ..bench import run_router_bench
+
+    run_router_bench(table, kind=kind, iterations=iterations, as_json=as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+    app.command("train")(train_command)
+    app.command("route")(route_command)
+    app.command("bench")(bench_command)

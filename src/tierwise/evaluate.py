@@ -1,0 +1,165 @@
+"""k-fold cross-validation of routers on an outcome table, reported with the field's metrics.
+
+Features are computed once per table; every router kind then sees the same folds, so the
+numbers are comparable. Out-of-fold predictions of all folds are pooled before the metrics are
+computed (one curve over every usable row), as RouteLLM and RouterBench report them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .metrics import (
+    Curve,
+    nmodel_metrics,
+    oracle_curve,
+    pair_metrics,
+    router_curve,
+    single_model_points,
+    upper_hull,
+)
+from .routers import make_quality_model
+from .table import OutcomeTable
+
+DEFAULT_ROUTERS = ("random", "knn", "mf", "ensemble")
+
+
+@dataclass
+class EvalReport:
+    models: list[str]
+    n: int
+    folds: int
+    routers: dict[str, dict] = field(default_factory=dict)
+    curves: dict[str, Curve] = field(default_factory=dict)
+    singles: np.ndarray | None = None
+    oof: dict[str, np.ndarray] = field(default_factory=dict)
+    cost_unit: str = ""
+    extra_points: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "routers": self.routers,
+            "n": self.n,
+            "models": self.models,
+            "folds": self.folds,
+            "cost_unit": self.cost_unit,
+            "single_models": {
+                m: {"quality": float(q), "cost": float(c)} for m, (c, q) in zip(self.models, self.singles)
+            },
+        }
+
+
+def fold_ids(n: int, folds: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ids = np.arange(n) % folds
+    rng.shuffle(ids)
+    return ids
+
+
+def cross_val_predict(kind: str, X: np.ndarray, Y: np.ndarray, folds: np.ndarray, **params) -> np.ndarray:
+    """Out-of-fold predicted quality for every row."""
+    oof = np.empty(Y.shape, dtype=float)
+    for f in np.unique(folds):
+        test = folds == f
+        model = make_quality_model(kind, **params).fit(X[~test], Y[~test])
+        oof[test] = model.predict(X[test])
+    return oof
+
+
+def metrics_for(pred: np.ndarray | None, curve: Curve, correct: np.ndarray, cost: np.ndarray) -> dict:
+    out = nmodel_metrics(curve.points(), correct, cost)
+    if correct.shape[1] == 2:
+        weak, strong = np.argsort(cost.mean(axis=0), kind="stable")
+        score = (pred[:, strong] - pred[:, weak]) if pred is not None else None
+        if score is not None:
+            out.update(pair_metrics(score, correct[:, weak], correct[:, strong]))
+    return out
+
+
+def evaluate(
+    table: OutcomeTable,
+    routers: Sequence[str] = DEFAULT_ROUTERS,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    rule: str = "cost_weight",
+    features: np.ndarray | None = None,
+    featurizer=None,
+    progress: Callable[[str], None] | None = None,
+    router_params: dict[str, dict] | None = None,
+) -> EvalReport:
+    """Cross-validate each router kind; also report the zero router and the oracle."""
+    t = table.clean()
+    if len(t) < folds * 4:
+        raise ValueError(f"{table.path}: only {len(t)} usable rows (uncontaminated, fully evaluated) for {folds}-fold CV")
+    say = progress or (lambda _msg: None)
+    if features is None:
+        if featurizer is None:
+            from .features import Featurizer
+
+            featurizer = Featurizer()
+        say(f"encoding {len(t)} prompts")
+        features = featurizer.transform(t.prompts)
+    correct, cost = t.correct, t.cost
+    ids = fold_ids(len(t), folds, seed)
+    report = EvalReport(models=list(t.models), n=len(t), folds=folds, cost_unit=t.cost_unit)
+    report.singles = single_model_points(correct, cost)
+
+    for kind in routers:
+        say(f"cross-validating {kind}")
+        params = (router_params or {}).get(kind, {})
+        pred = cross_val_predict(kind, features, correct, ids, **params)
+        curve = router_curve(pred, correct, cost, rule)
+        report.oof[kind] = pred
+        report.curves[kind] = curve
+        report.routers[kind] = metrics_for(pred, curve, correct, cost)
+
+    # references: the zero router (mixtures of single models) and the oracle
+    zero = Curve(np.zeros(len(t.models)), report.singles[:, 0], report.singles[:, 1], np.zeros(len(t.models)))
+    report.curves["zero_router"] = zero
+    report.routers["zero_router"] = metrics_for(None, zero, correct, cost)
+    if len(t.models) == 2:
+        report.routers["zero_router"].update({"apgr": 0.5})  # a mixture of two models recovers the gap linearly
+    orc = oracle_curve(correct, cost)
+    report.curves["oracle"] = orc
+    report.routers["oracle"] = metrics_for(correct, orc, correct, cost)
+    return report
+
+
+def plot_report(report: EvalReport, path: str, title: str = "") -> None:
+    """Cost-quality plot: single models, zero-router hull, oracle, each router's hull."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    singles = report.singles
+    ax.scatter(singles[:, 0], singles[:, 1], color="black", zorder=5, s=18, label="single models")
+    if len(report.models) <= 12:
+        for name, (c, q) in zip(report.models, singles):
+            ax.annotate(name, (c, q), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    zh = upper_hull(singles)
+    ax.plot(zh[:, 0], zh[:, 1], "k--", lw=1.2, label=f"zero router (AIQ {report.routers['zero_router']['aiq']:.3f})")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = [k for k in report.curves if k not in ("zero_router", "oracle")]
+    for i, name in enumerate(names + ["oracle"]):
+        curve = report.curves[name]
+        hull = upper_hull(curve.points())
+        style = dict(color="grey", lw=1, ls=":") if name == "oracle" else dict(color=colors[i % len(colors)], lw=1.8)
+        ax.plot(hull[:, 0], hull[:, 1], label=f"{name} (AIQ {report.routers[name]['aiq']:.3f})", **style)
+    for i, (name, pts) in enumerate(report.extra_points.items()):
+        pts = np.atleast_2d(pts)
+        ax.plot(pts[:, 0], pts[:, 1], marker="s", ms=4, lw=1.2, ls="-.", color=colors[(len(names) + i + 1) % len(colors)], label=name)
+    ax.set_xlabel(f"mean cost per request ({report.cost_unit})")
+    ax.set_ylabel("mean quality")
+    ax.set_title(title or f"cost-quality frontier, {report.n} prompts, {report.folds}-fold CV")
+    ax.grid(alpha=0.3)
+    ax.set_xlim(left=0)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,66 @@
+"""Prompt features for routers: a static embedding plus a few surface statistics.
+
+The embedding says *what* a prompt is about; the surface statistics (length, how many numbers,
+lines, code) say *how hard* it looks, which topic alone misses (a long multi-step word problem
+versus a one-liner on the same subject). Everything here is O(prompt length) numpy/regex work.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"\w+")
+SURFACE_NAMES = ("log_chars", "log_words", "log_numbers", "log_lines", "has_code", "log_questions", "digit_frac")
+
+
+def surface_features(text: str) -> np.ndarray:
+    n_chars = len(text)
+    digits = sum(ch.isdigit() for ch in text) if n_chars < 50_000 else 0
+    return np.array(
+        [
+            np.log1p(n_chars),
+            np.log1p(len(_WORD.findall(text))),
+            np.log1p(len(_NUMBER.findall(text))),
+            np.log1p(text.count("\n")),
+            1.0 if ("```" in text or "def " in text or "{" in text) else 0.0,
+            np.log1p(text.count("?")),
+            digits / max(n_chars, 1),
+        ],
+        dtype=np.float32,
+    )
+
+
+class Featurizer:
+    """Turns prompt text into the feature vector every learned router consumes."""
+
+    def __init__(self, encoder=None, surface: bool = True):
+        if encoder is None:
+            from .encoder import default_encoder
+
+            encoder = default_encoder()
+        self.encoder = encoder
+        self.surface = surface
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim + (len(SURFACE_NAMES) if self.surface else 0)
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        emb = self.encoder.encode(list(texts))
+        if not self.surface:
+            return emb
+        extra = np.stack([surface_features(t) for t in texts]) if len(texts) else np.zeros((0, len(SURFACE_NAMES)))
+        return np.hstack([emb, extra]).astype(np.float32)
+
+    def transform_one(self, text: str) -> np.ndarray:
+        emb = self.encoder.encode_one(text)
+        if not self.surface:
+            return emb[None, :]
+        return np.concatenate([emb, surface_features(text)])[None, :].astype(np.float32)
+
+    def describe(self) -> dict:
+        return {"encoder": self.encoder.name, "encoder_fingerprint": self.encoder.fingerprint(), "surface": self.surface}
