@@ -267,9 +267,12 @@ def test_llama_chat_stream_and_counts_agree(llama):
 def test_llama_count_tokens_uses_template_and_tokenizer(llama):
     short = llama.count_tokens([{"role": "user", "content": "hi"}])
     long = llama.count_tokens([{"role": "user", "content": "hi " * 50}])
-    sys_ = llama.count_tokens([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
-    assert 1 < short < long and sys_ > short
+    sys1 = llama.count_tokens([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+    sys2 = llama.count_tokens([{"role": "system", "content": "Be brief. " * 5}, {"role": "user", "content": "hi"}])
+    assert 1 < short < long and 1 < sys1 < sys2
     assert long - short >= 45  # ~one token per repeated word
+    # the chat template's role markers count too: more than the bare text's tokens
+    assert short > len(llama._first.tokenize(b"hi", add_bos=False)) + 2
 
 
 @pytest.mark.slow

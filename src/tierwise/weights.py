@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,7 +185,7 @@ def assemble(model_id: str, cache: Path | None = None, *, force: bool = False) -
         return target
     sources = [piece_path(p) for p in model.pieces]  # fails first, naming the missing package
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     h = hashlib.sha256()
     try:
         with tmp.open("wb") as out:
