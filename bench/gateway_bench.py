@@ -205,6 +205,12 @@ def stop_gateway(proc: subprocess.Popen) -> str:
     return out or ""
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc), to separate work from waiting."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -294,10 +300,13 @@ def main() -> int:
         try:
             body = {"messages": [{"role": "user", "content": "What is 2 + 2? Answer briefly."}], "max_tokens": 16}
             direct = _timed_posts(stub_url + "/chat/completions", {**body, "model": "echo"}, args.requests)
+            cpu0 = _cpu_s(proc.pid)
             routed = _timed_posts(f"http://127.0.0.1:{port}/v1/chat/completions", {**body, "model": "tierwise"},
                                   args.requests)
+            cpu1 = _cpu_s(proc.pid)
             named = _timed_posts(f"http://127.0.0.1:{port}/v1/chat/completions", {**body, "model": "m0"},
                                  args.requests)
+            cpu2 = _cpu_s(proc.pid)
             t0 = time.perf_counter()
             lat, errors = asyncio.run(_load(f"http://127.0.0.1:{port}/v1/chat/completions", args.clients,
                                             args.load_requests, args.max_seconds))
@@ -312,6 +321,9 @@ def main() -> int:
     for label, xs in (("gateway tierwise", routed), ("gateway direct name", named)):
         print(f"{label:<19} p50 {_pct(xs, 0.5):6.2f} ms  p99 {_pct(xs, 0.99):6.2f} ms  "
               f"overhead p50 {_pct(xs, 0.5) - d50:+.2f} ms  p99 {_pct(xs, 0.99) - d99:+.2f} ms")
+    n = args.requests + 30
+    print(f"gateway CPU per request (less sensitive to a busy machine): routed {(cpu1 - cpu0) / n * 1000:.2f} ms, "
+          f"by name {(cpu2 - cpu1) / n * 1000:.2f} ms")
     print(f"{args.clients} clients: {len(lat)} requests in {wall:.1f} s ({len(lat) / wall:.0f} req/s), "
           f"p50 {_pct(lat, 0.5):.1f} ms p99 {_pct(lat, 0.99):.1f} ms, errors {len(errors)}")
     for e in sorted(set(errors))[:5]:

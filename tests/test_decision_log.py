@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,71 @@ def test_summarize_share_latency_and_savings():
     assert s["baseline_cost_usd"] == pytest.approx(want_base)
     assert s["saved_usd"] == pytest.approx(want_base - want_total)
     assert 0 < s["saved_fraction"] < 1
+
+
+# -- Postgres: a throwaway server in a temp dir (skips without the binaries or psycopg) ----------
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    import glob
+    import os
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+
+    pytest.importorskip("psycopg", reason="psycopg not installed (pip install 'tierwise[postgres]')")
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = bins[-1] if bins else shutil.which("initdb")
+    if not initdb:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+    bindir = Path(initdb).parent
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="tierwise-pg-"))  # not under pytest's 0700 root-owned tree
+    data = tmp / "data"
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        shutil.chown(tmp, "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "tierwise", "--auth=trust"],
+                   check=True, capture_output=True)
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(tmp / "pg.log"), "-w", "-o",
+                    f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://tierwise@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_postgres_log_rows_feedback_and_concurrency(postgres_url):
+    log = DecisionLog(postgres_url, store_prompts=True, batch=32)
+
+    def worker(t: int) -> None:
+        for j in range(25):
+            log.record(_rec(t * 1000 + j))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(32)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert log.add_feedback("req-5", 0.5).result(10) is True
+    assert log.add_feedback("missing", 0.5).result(10) is False
+    log.close()
+    again = DecisionLog(postgres_url)
+    assert again.count() == 32 * 25
+    assert again.rows(last=1)[0]["scores"] == {"small": 0.8, "big": 0.9}
+    fb = again.feedback_rows()
+    assert [(f["request_id"], f["score"], f["prompt"]) for f in fb] == [("req-5", 0.5, "prompt 5")]
+    again.close()
