@@ -100,24 +100,27 @@ class Router:
 
     # ------------------------------------------------------------------ training
     def fit(self, table, *, X: np.ndarray | None = None, holdout: float = 0.2, seed: int = 0) -> "Router":
-        """Learn from an outcome table (contaminated / incomplete rows are dropped).
+        """Learn from an outcome table (contaminated rows and rows with no outcome are dropped).
 
-        A ``holdout`` share is first held out to record the calibration curve, then the model is
-        refit on every row. Pass precomputed features as ``X`` (row-aligned with ``table.clean()``).
+        A ``holdout`` share of the fully evaluated rows is first held out to record the
+        calibration curve, then the model is refit on every row. Missing cells (e.g. feedback
+        rows) are masked. Pass precomputed features as ``X`` (row-aligned with ``table.trainable()``).
         """
         from .metrics import router_curve, single_model_points
 
-        t = table.clean()
+        t = table.trainable()
         if len(t) < 20:
             raise ValueError(f"{table.path}: only {len(t)} usable rows; a router needs at least 20")
         self.models = list(t.models)
         self.costs = t.mean_cost()
         X = self.featurizer.transform(t.prompts) if X is None else X
         rng = np.random.default_rng(seed)
-        order = rng.permutation(len(t))
+        complete = np.isfinite(t.correct).all(axis=1)
+        order = rng.permutation(np.flatnonzero(complete))
         n_hold = int(len(t) * holdout)
         if n_hold >= 10:
-            hold, train = order[:n_hold], order[n_hold:]
+            hold = order[:n_hold]
+            train = np.setdiff1d(np.arange(len(t)), hold)
             qm = make_quality_model(self.kind, **self.params).fit(X[train], t.correct[train])
             pred = qm.predict(X[hold])
             grid = _fine_grid(self.rule)

@@ -106,6 +106,10 @@ class OutcomeTable:
         keep = ~self.contaminated & ~np.isnan(self.correct).any(axis=1)
         return self.rows(keep)
 
+    def trainable(self) -> "OutcomeTable":
+        """Rows a router can learn from: not contaminated, at least one model evaluated."""
+        return self.rows(~self.contaminated & np.isfinite(self.correct).any(axis=1))
+
     def mean_cost(self) -> np.ndarray:
         return self.cost.mean(axis=0)
 

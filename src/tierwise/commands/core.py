@@ -127,6 +127,8 @@ def train_command(
     """Train a router and save a versioned artifact with its metadata and CV metrics."""
     from rich.console import Console
 
+    import numpy as np
+
     from ..evaluate import evaluate
     from ..features import Featurizer
     from ..router import Router
@@ -142,20 +144,21 @@ def train_command(
             _fail(str(exc))
         console.log(f"added {added} rated requests from {feedback}")
     featurizer = Featurizer()
-    clean = t.clean()
-    console.log(f"encoding {len(clean)} prompts")
-    X = featurizer.transform(clean.prompts)
+    train_rows = t.trainable()
+    console.log(f"encoding {len(train_rows)} prompts")
+    X = featurizer.transform(train_rows.prompts)
     cv_metrics = None
     if cv:
         console.log(f"{cv}-fold cross-validation of {kind}")
+        complete = np.isfinite(train_rows.correct).all(axis=1)
         try:
-            rep = evaluate(clean, [kind], folds=cv, features=X, rule=rule)
+            rep = evaluate(train_rows.rows(complete), [kind], folds=cv, features=X[complete], rule=rule)
         except ValueError as exc:
             _fail(str(exc))
         cv_metrics = _jsonable({k: rep.routers[k] for k in (kind, "zero_router", "oracle")})
-    console.log(f"fitting {kind} on {len(clean)} rows")
+    console.log(f"fitting {kind} on {len(train_rows)} rows")
     try:
-        router = Router(kind, rule=rule, featurizer=featurizer).fit(clean, X=X)
+        router = Router(kind, rule=rule, featurizer=featurizer).fit(train_rows, X=X)
         if target:
             router.calibrate(target)
     except ValueError as exc:

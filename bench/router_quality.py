@@ -1,0 +1,132 @@
+"""Reproduce every router-quality figure in README.md / docs/results.md.
+
+    python bench/router_quality.py                 # all shipped tables, 5-fold CV, writes docs/results.md + docs/img/*.png
+    python bench/router_quality.py --only gsm8k     # one benchmark
+    python bench/router_quality.py --minilm-dir /tmp/tw_cache   # also kNN over full MiniLM embeddings
+                                                              # (minilm_<table>.npy, from bench/encoder_bench.py --save-minilm)
+
+Nothing here is tuned per table: every benchmark runs the same router kinds with the same
+hyper-parameters, the ones `tierwise train` uses by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from tierwise.evaluate import evaluate, plot_report  # noqa: E402
+from tierwise.features import Featurizer  # noqa: E402
+from tierwise.table import load_table  # noqa: E402
+
+BENCHMARKS = {
+    # name: (table, source prefix, models or None)
+    "gsm8k": ("routellm.csv.gz", "gsm8k", None),
+    "mmlu": ("routellm.csv.gz", "mmlu", None),
+    "mmlu_pro": ("mmlu_pro.csv.gz", None, None),
+    "llmrouter_dc": ("llmrouter_dc.csv.gz", None, None),
+    "local": ("../local/local_pyramid.csv.gz", None, None),
+}
+ROUTERS = ("random", "knn", "mf", "ensemble")
+PAIR_KEYS = ("apgr", "cpt50", "cpt80", "cpt95")
+N_KEYS = ("aiq", "cost_to_match_best", "quality_at_25pct_cost", "max_quality")
+
+
+def fmt(v, key):
+    if v is None:
+        return "not reached"
+    if key.startswith("cpt"):
+        return f"{v:.1f}%"
+    return f"{v:.3f}"
+
+
+def minilm_knn(name: str, table, minilm_dir: Path, source: str | None):
+    """kNN on the original (torch) MiniLM embeddings, rows aligned with the raw table."""
+    stem = Path(BENCHMARKS[name][0]).name.split(".")[0]
+    path = minilm_dir / f"minilm_{stem}.npy"
+    if not path.exists():
+        return None
+    emb = np.load(path)
+    raw = load_table(ROOT / "data/outcomes" / BENCHMARKS[name][0])
+    keep = ~raw.contaminated & np.isfinite(raw.correct).all(axis=1)
+    if source:
+        keep &= np.array([s.startswith(source) for s in raw.source])
+    return emb[keep]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--out", default=str(ROOT / "docs/results.md"))
+    ap.add_argument("--minilm-dir", type=Path, default=None)
+    args = ap.parse_args()
+
+    featurizer = Featurizer()
+    sections, results = [], {}
+    for name, (fname, source, models) in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
+        path = ROOT / "data/outcomes" / fname
+        if not path.exists():
+            print(f"skip {name}: {path} not found", file=sys.stderr)
+            continue
+        table = load_table(path)
+        if source:
+            table = table.with_source(source)
+        table = table.clean()
+        t0 = time.time()
+        X = featurizer.transform(table.prompts)
+        report = evaluate(table, ROUTERS, folds=args.folds, features=X, progress=lambda m: print(f"[{name}] {m}", file=sys.stderr))
+        if args.minilm_dir is not None:
+            emb = minilm_knn(name, table, args.minilm_dir, source)
+            if emb is not None:
+                from tierwise.evaluate import cross_val_predict, fold_ids, metrics_for
+                from tierwise.metrics import router_curve
+
+                pred = cross_val_predict("knn", emb, table.correct, fold_ids(len(table), args.folds, 0))
+                curve = router_curve(pred, table.correct, table.cost)
+                report.routers["knn-minilm(torch)"] = metrics_for(pred, curve, table.correct, table.cost)
+                report.curves["knn-minilm(torch)"] = curve
+        elapsed = time.time() - t0
+        img = ROOT / "docs/img" / f"frontier_{name}.png"
+        img.parent.mkdir(parents=True, exist_ok=True)
+        plot_report(report, str(img), title=f"{name}: {report.n} prompts, {len(report.models)} models, {args.folds}-fold CV")
+        results[name] = json.loads(json.dumps(report.to_json(), default=float))
+        keys = (PAIR_KEYS if len(report.models) == 2 else ()) + N_KEYS
+        lines = [
+            f"### {name}: `{fname}`{' source=' + source if source else ''} — {report.n} prompts, "
+            f"{len(report.models)} models, {args.folds}-fold CV ({elapsed:.0f} s)",
+            "",
+            "| router | " + " | ".join(keys) + " |",
+            "|---" * (len(keys) + 1) + "|",
+        ]
+        for router, m in report.routers.items():
+            lines.append(f"| {router} | " + " | ".join(fmt(m.get(k), k) for k in keys) + " |")
+        best = max(zip(report.singles[:, 1], report.singles[:, 0], report.models))
+        lines += ["", f"Best single model: {best[2]} (quality {best[0]:.3f}). ![frontier](img/frontier_{name}.png)", ""]
+        sections.append("\n".join(lines))
+        print("\n".join(lines))
+    out = Path(args.out)
+    header = (
+        "# Router quality on the shipped outcome tables\n\n"
+        "Generated by `python bench/router_quality.py` (do not edit by hand). Contaminated rows and rows with a\n"
+        "missing outcome are excluded. Pairs: APGR and CPT exactly as RouteLLM defines them (10 quantile\n"
+        "thresholds); CPT in % of calls to the strong model. N models: AIQ (RouterBench) over the single models'\n"
+        "cost range, cost to match the best single model as a fraction of its cost, quality at 25% of its cost.\n\n"
+    )
+    if not args.only:
+        out.write_text(header + "\n".join(sections))
+        (ROOT / "docs/results.json").write_text(json.dumps(results, indent=1))
+        print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
