@@ -308,9 +308,11 @@ def main() -> int:
                                  args.requests)
             cpu2 = _cpu_s(proc.pid)
             t0 = time.perf_counter()
+            cpu3 = _cpu_s(proc.pid)
             lat, errors = asyncio.run(_load(f"http://127.0.0.1:{port}/v1/chat/completions", args.clients,
                                             args.load_requests, args.max_seconds))
             wall = time.perf_counter() - t0
+            load_cpu = _cpu_s(proc.pid) - cpu3
         finally:
             out = stop_gateway(proc)
             stub_proc.terminate()
@@ -325,7 +327,8 @@ def main() -> int:
     print(f"gateway CPU per request (less sensitive to a busy machine): routed {(cpu1 - cpu0) / n * 1000:.2f} ms, "
           f"by name {(cpu2 - cpu1) / n * 1000:.2f} ms")
     print(f"{args.clients} clients: {len(lat)} requests in {wall:.1f} s ({len(lat) / wall:.0f} req/s), "
-          f"p50 {_pct(lat, 0.5):.1f} ms p99 {_pct(lat, 0.99):.1f} ms, errors {len(errors)}")
+          f"p50 {_pct(lat, 0.5):.1f} ms p99 {_pct(lat, 0.99):.1f} ms, errors {len(errors)}; "
+          f"gateway busy {load_cpu / wall:.0%} of one core ({load_cpu / max(1, len(lat)) * 1000:.2f} ms CPU/request)")
     for e in sorted(set(errors))[:5]:
         print("  error:", e)
     # the direct series is not logged; the two gateway series and the load run are
