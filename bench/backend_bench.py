@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs slow every number)")
     print(f"{'model':<22} {'load s':>7} {'gen tok/s':>10} {'prefill tok/s':>14} {'MC grade ms':>12}   (n_threads={args.threads})")
     for mid in args.models:
         try:
@@ -62,12 +64,13 @@ def main() -> None:
             print(f"{mid:<22} skipped: {exc}")
             continue
         t0 = time.perf_counter()
-        backend = LlamaBackend(mid, path, context_window=2048, n_threads=args.threads)
+        backend = LlamaBackend(mid, path, context_window=2048, n_threads=args.threads, timeout_s=3600)
         load = time.perf_counter() - t0
         res = asyncio.run(bench(backend, args.tokens, args.reps))
         asyncio.run(backend.aclose())
         print(f"{mid:<22} {load:>7.2f} {res['gen_tok_s']:>10.1f} {res['prefill_tok_s']:>14.1f} {res['mc_ms']:>12.1f}"
               f"   (gen {res['gen_tokens']:.0f} tok, prefill {res['prefill_tokens']:.0f} tok)")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
