@@ -43,8 +43,11 @@ def _write(tmp_path: Path, data: dict) -> Path:
 
 
 def test_valid_pyramid_resolves_paths_and_defaults(tmp_path):
-    p = Pyramid.load(_write(tmp_path, _good(tmp_path)))
+    data = _good(tmp_path)
+    data["router"] = "routers/r.json"
+    p = Pyramid.load(_write(tmp_path, data))
     assert p.names == ["small", "big"]
+    assert p.router == str((tmp_path / "routers" / "r.json").resolve())
     small, big = p.models
     assert small.path == (tmp_path / "tiny.gguf").resolve()
     assert small.max_concurrency == 1 and small.n_threads == os.cpu_count()

@@ -210,7 +210,7 @@ class Pyramid(BaseModel):
                 m.path = p if p.is_absolute() else (base / p).resolve()
                 if not m.path.is_file():
                     raise ConfigError(f"{source}: models[{i}].path: file not found: {m.path}")
-        if pyramid.router is not None and not pyramid.router.startswith(("builtin:", "shipped:")):
+        if pyramid.router is not None:
             r = Path(pyramid.router).expanduser()
             pyramid.router = str(r if r.is_absolute() else (base / r).resolve())
         return pyramid
