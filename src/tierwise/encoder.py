@@ -1,0 +1,211 @@
+"""Static prompt encoder for the routing fast path.
+
+Routers need a prompt embedding in well under a millisecond, on a CPU, with no model hub and no
+torch. A *static* encoder gives that: every token has one precomputed vector (distilled once from
+sentence-transformers/all-MiniLM-L6-v2 with model2vec, see ``scripts/build_encoder.py``), and a
+prompt's embedding is the L2-normalised sum of its token vectors. Encoding is a tokenizer call plus
+a gather-and-sum in numpy. Measurements and the rebuild recipe are in ``docs/encoder.md``.
+
+The asset directory holds ``tokenizer.json``, ``embeddings.safetensors`` (one ``embeddings``
+tensor, vocab x dim, float16) and ``encoder.json`` (name, dims, provenance, SHA-256 of the weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+ASSET_DIR = Path(__file__).resolve().parent / "assets" / "encoder"
+TOKENIZER_FILE = "tokenizer.json"
+WEIGHTS_FILE = "embeddings.safetensors"
+META_FILE = "encoder.json"
+WEIGHTS_KEY = "embeddings"
+
+# Long prompts: only the first HEAD_TOKENS and last TAIL_TOKENS tokens are embedded (instructions
+# sit at the start, the actual question often at the end). Text is pre-cut by characters so a
+# 50k-character prompt never reaches the tokenizer whole; CHARS_PER_TOKEN over-provisions so the
+# token caps, not the character cut, normally decide. Chosen by measurement (docs/encoder.md).
+HEAD_TOKENS = 512
+TAIL_TOKENS = 128
+CHARS_PER_TOKEN = 6
+
+
+class EncoderAssetError(RuntimeError):
+    """The encoder asset is missing or damaged; the message names the file."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class StaticEncoder:
+    """Token-vector lookup encoder: ``encode`` returns (n, dim) float32 rows of unit length.
+
+    Text that yields no known token (the empty string, only whitespace or only unknown symbols)
+    maps to the all-zero vector: there is nothing to say about it, and a zero row is neutral for
+    dot-product kNN and linear models.
+    """
+
+    name: str
+    dim: int
+
+    def __init__(self, tokenizer, embeddings: np.ndarray, meta: dict, fingerprint: str,
+                 head_tokens: int = HEAD_TOKENS, tail_tokens: int = TAIL_TOKENS):
+        self._tok = tokenizer
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        # float32 in memory: gathering float16 rows and summing them is ~3x slower in numpy.
+        self._emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self.meta = dict(meta)
+        self.name = str(meta.get("name", "static-encoder"))
+        self.dim = int(self._emb.shape[1])
+        self._fingerprint = fingerprint
+        unk = meta.get("unk_token")
+        self._unk = tokenizer.token_to_id(unk) if unk else None
+        self.head_tokens = int(head_tokens)
+        self.tail_tokens = int(tail_tokens)
+        self._head_chars = self.head_tokens * CHARS_PER_TOKEN
+        self._tail_chars = self.tail_tokens * CHARS_PER_TOKEN
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "StaticEncoder":
+        """Load an asset directory (``None``: the one shipped in the package), verifying its hash."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load as st_load
+        from tokenizers import Tokenizer
+
+        root = Path(path) if path is not None else ASSET_DIR
+        if not root.is_dir():
+            raise EncoderAssetError(root, "encoder asset directory not found")
+        meta_path, tok_path, w_path = root / META_FILE, root / TOKENIZER_FILE, root / WEIGHTS_FILE
+        for p in (meta_path, tok_path, w_path):
+            if not p.is_file():
+                raise EncoderAssetError(p, "missing file of the encoder asset (rebuild: scripts/build_encoder.py)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EncoderAssetError(meta_path, f"not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise EncoderAssetError(meta_path, "expected a JSON object")
+
+        w_bytes = w_path.read_bytes()
+        expected = meta.get("weights_sha256")
+        if expected and _sha256(w_bytes) != expected:
+            raise EncoderAssetError(w_path, "SHA-256 does not match encoder.json: the file is corrupt or was replaced")
+        try:
+            tensors = st_load(w_bytes)
+        except (SafetensorError, ValueError, OSError) as exc:
+            raise EncoderAssetError(w_path, f"unreadable safetensors file ({exc})") from None
+        emb = tensors.get(WEIGHTS_KEY)
+        if emb is None or emb.ndim != 2 or emb.shape[0] == 0:
+            raise EncoderAssetError(w_path, f"expected a 2-D tensor named {WEIGHTS_KEY!r}")
+        if "dims" in meta and int(meta["dims"]) != emb.shape[1]:
+            raise EncoderAssetError(w_path, f"has {emb.shape[1]} dims but encoder.json says {meta['dims']}")
+        if not np.isfinite(emb).all():
+            raise EncoderAssetError(w_path, "embeddings contain NaN or infinity")
+
+        tok_bytes = tok_path.read_bytes()
+        try:
+            tokenizer = Tokenizer.from_str(tok_bytes.decode("utf-8"))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise EncoderAssetError(tok_path, f"unreadable tokenizer ({str(exc).splitlines()[0][:120]})") from None
+        if tokenizer.get_vocab_size() != emb.shape[0]:
+            raise EncoderAssetError(
+                tok_path, f"vocabulary has {tokenizer.get_vocab_size()} tokens but the embeddings have {emb.shape[0]} rows"
+            )
+        fingerprint = _sha256(_sha256(w_bytes).encode() + _sha256(tok_bytes).encode())[:16]
+        return cls(tokenizer, emb, meta, fingerprint)
+
+    # ---------------------------------------------------------------- encoding
+    def _clip_text(self, text: str) -> list[str]:
+        """Pieces to tokenize: the whole text, or its head and tail when it is very long."""
+        if len(text) <= self._head_chars + self._tail_chars:
+            return [text]
+        cut = text.rfind(" ", 0, self._head_chars)  # cut at whitespace so no word is split
+        head = text[: cut if cut > self._head_chars // 2 else self._head_chars]
+        start = len(text) - self._tail_chars
+        nxt = text.find(" ", start)
+        tail = text[nxt if 0 <= nxt < start + self._tail_chars // 2 else start:]
+        return [head, tail]
+
+    def _ids(self, pieces: list) -> np.ndarray:
+        """Token ids of one text's pieces, unknown tokens dropped, capped to head + tail."""
+        if len(pieces) == 1:
+            ids = pieces[0].ids
+            if len(ids) > self.head_tokens + self.tail_tokens:
+                ids = ids[: self.head_tokens] + ids[-self.tail_tokens:]
+        else:
+            ids = pieces[0].ids[: self.head_tokens] + pieces[1].ids[-self.tail_tokens:]
+        arr = np.asarray(ids, dtype=np.int64)
+        if self._unk is not None:
+            arr = arr[arr != self._unk]
+        return arr
+
+    def _pool(self, ids: np.ndarray, out: np.ndarray) -> None:
+        if ids.size:
+            v = self._emb[ids].sum(axis=0)
+            n = float(np.sqrt(v @ v))
+            if n > 0:
+                out[:] = v / n
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed many prompts: (n, dim) float32, each row unit length (zero for token-less text)."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of strings; use encode_one() for a single prompt")
+        texts = [self._check(t) for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        pieces = [self._clip_text(t) for t in texts]
+        flat = [p for ps in pieces for p in ps]
+        encs = self._tok.encode_batch(flat, add_special_tokens=False)
+        k = 0
+        for i, ps in enumerate(pieces):
+            self._pool(self._ids(encs[k : k + len(ps)]), out[i])
+            k += len(ps)
+        return out
+
+    def encode_one(self, text: str) -> np.ndarray:
+        """Embed one prompt: (dim,) float32; bit-identical to the matching row of ``encode``."""
+        text = self._check(text)
+        pieces = self._clip_text(text)
+        # one encode() per piece: encode_batch would hand two pieces to a thread pool, which costs
+        # more than it saves at this size and would not stay on the caller's thread
+        encs = [self._tok.encode(p, add_special_tokens=False) for p in pieces]
+        out = np.zeros(self.dim, dtype=np.float32)
+        self._pool(self._ids(encs), out)
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of the *whole* text under this encoder's (BERT WordPiece) tokenizer."""
+        return len(self._tok.encode(self._check(text), add_special_tokens=False).ids)
+
+    def fingerprint(self) -> str:
+        """16 hex chars over weights + tokenizer: routers store it to refuse a mismatched encoder."""
+        return self._fingerprint
+
+    @staticmethod
+    def _check(text: object) -> str:
+        if not isinstance(text, str):
+            raise TypeError(f"prompt must be str, got {type(text).__name__}")
+        return text
+
+    def __repr__(self) -> str:
+        return f"StaticEncoder(name={self.name!r}, dim={self.dim}, fingerprint={self._fingerprint!r})"
+
+
+@lru_cache(maxsize=1)
+def default_encoder() -> StaticEncoder:
+    """The shipped encoder, loaded once per process."""
+    return StaticEncoder.load(None)

@@ -1,0 +1,145 @@
+"""Static encoder: shape, normalisation, determinism, fingerprint, asset errors, no torch on the hot path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tierwise.encoder import ASSET_DIR, EncoderAssetError, StaticEncoder, default_encoder
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "Which of the following is a function of the kidney? A. filtration B. digestion C. respiration D. vision",
+    "Écris une fonction Python qui inverse une chaîne — 日本語のテキストも大丈夫？ 🚀",
+]
+
+
+@pytest.fixture(scope="module")
+def enc() -> StaticEncoder:
+    return default_encoder()
+
+
+def test_shape_dtype_and_unit_rows(enc):
+    x = enc.encode(PROMPTS)
+    assert x.shape == (len(PROMPTS), enc.dim) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    assert enc.dim == json.loads((ASSET_DIR / "encoder.json").read_text())["dims"]
+
+
+def test_encode_one_matches_batch_and_is_deterministic(enc):
+    x = enc.encode(PROMPTS + PROMPTS[:1])
+    for i, p in enumerate(PROMPTS):
+        v = enc.encode_one(p)
+        assert v.shape == (enc.dim,) and v.dtype == np.float32
+        assert np.array_equal(v, x[i])
+    assert np.array_equal(x[0], x[-1])  # identical text -> identical vector
+    assert np.array_equal(enc.encode(PROMPTS), x[: len(PROMPTS)])
+
+
+def test_similar_prompts_closer_than_unrelated(enc):
+    a, b, c = enc.encode([
+        "How many apples does John have left after giving away three?",
+        "How many oranges does Mary have after she gives two away?",
+        "Which amendment to the US constitution abolished slavery?",
+    ])
+    assert a @ b > a @ c + 0.1
+
+
+def test_empty_and_non_ascii(enc):
+    x = enc.encode(["", "   ", "🙂🙂", "naïve café Ελληνικά"])
+    assert not x[:3].any()  # no known token -> zero row
+    assert abs(np.linalg.norm(x[3]) - 1) < 1e-5
+    assert not enc.encode_one("").any()
+    assert enc.encode([]).shape == (0, enc.dim)
+    assert enc.count_tokens("") == 0
+    with pytest.raises(TypeError):
+        enc.encode("not a list")
+    with pytest.raises(TypeError):
+        enc.encode_one(None)  # type: ignore[arg-type]
+
+
+def test_long_prompt_keeps_head_and_tail(enc):
+    words = [f"word{i % 97}" for i in range(6000)]
+    long_text = "Question: " + " ".join(words) + " Answer with the capital of France."
+    assert enc.count_tokens(long_text) > 4000
+    v = enc.encode_one(long_text)
+    assert abs(np.linalg.norm(v) - 1) < 1e-5
+    # the tail is used: changing only the last sentence changes the vector
+    w = enc.encode_one(long_text.replace("capital of France", "boiling point of nitrogen"))
+    assert not np.allclose(v, w)
+    # the middle is not: changing a word far from both ends leaves it unchanged
+    k = long_text.index(" word50 ", len(long_text) // 2)
+    mid = long_text[:k] + " zebra " + long_text[k + len(" word50 "):]
+    assert np.array_equal(enc.encode_one(mid), v)
+
+
+def test_count_tokens_counts_the_whole_text(enc):
+    assert enc.count_tokens("hello world") == 2
+    assert enc.count_tokens("hello " * 3000) == 3000
+
+
+def test_fingerprint_stable_and_sensitive(enc, tmp_path):
+    fp = enc.fingerprint()
+    assert len(fp) == 16 and fp == StaticEncoder.load().fingerprint() == StaticEncoder.load(ASSET_DIR).fingerprint()
+    copy = tmp_path / "enc"
+    shutil.copytree(ASSET_DIR, copy)
+    tok = json.loads((copy / "tokenizer.json").read_text())
+    tok["normalizer"] = None  # a different tokenizer must give a different fingerprint
+    (copy / "tokenizer.json").write_text(json.dumps(tok))
+    assert StaticEncoder.load(copy).fingerprint() != fp
+
+
+def test_missing_and_corrupt_asset_name_the_file(tmp_path):
+    with pytest.raises(EncoderAssetError, match="not found"):
+        StaticEncoder.load(tmp_path / "nowhere")
+    copy = tmp_path / "enc"
+    shutil.copytree(ASSET_DIR, copy)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(EncoderAssetError, match=r"tokenizer\.json: missing"):
+        StaticEncoder.load(copy)
+    shutil.copy(ASSET_DIR / "tokenizer.json", copy / "tokenizer.json")
+
+    w = copy / "embeddings.safetensors"
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(EncoderAssetError, match=r"embeddings\.safetensors: SHA-256 does not match"):
+        StaticEncoder.load(copy)
+    w.write_bytes(b"garbage")  # and without a recorded hash: the parse error still names the file
+    meta = json.loads((copy / "encoder.json").read_text())
+    meta.pop("weights_sha256")
+    (copy / "encoder.json").write_text(json.dumps(meta))
+    with pytest.raises(EncoderAssetError, match=r"embeddings\.safetensors: unreadable"):
+        StaticEncoder.load(copy)
+
+    shutil.copy(ASSET_DIR / "embeddings.safetensors", w)
+    (copy / "tokenizer.json").write_text("{not json")
+    with pytest.raises(EncoderAssetError, match=r"tokenizer\.json: unreadable"):
+        StaticEncoder.load(copy)
+    (copy / "encoder.json").write_text("[1, 2")
+    with pytest.raises(EncoderAssetError, match=r"encoder\.json: not valid JSON"):
+        StaticEncoder.load(copy)
+
+
+def test_hot_path_does_not_import_torch_or_model2vec():
+    code = (
+        "import sys, tierwise.encoder as e; v = e.default_encoder().encode_one('x'); "
+        "assert v.shape == (e.default_encoder().dim,); "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'model2vec', 'transformers', "
+        "'sentence_transformers'}); print(bad); sys.exit(1 if bad else 0)"
+    )
+    import tierwise
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(tierwise.__file__).resolve().parents[1])] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).parent, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
