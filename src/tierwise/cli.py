@@ -28,3 +28,7 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # python -m tierwise.cli
+    app()

@@ -1,0 +1,123 @@
+"""Router: fit / score / route, knob targets, artifact round-trips, the stand-in, CLI eval/train."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tierwise.router import ArtifactError, Router, conversation_text
+from tierwise.table import load_table
+
+REPO = Path(__file__).resolve().parents[1]
+GSM = REPO / "data/outcomes/routellm.csv.gz"
+
+
+@pytest.fixture(scope="module")
+def small_table():
+    t = load_table(REPO / "data/outcomes/llmrouter_dc.csv.gz").clean()
+    return t.rows(np.arange(600))
+
+
+@pytest.fixture(scope="module")
+def fitted(small_table):
+    return Router("ensemble").fit(small_table)
+
+
+def test_fit_score_route(fitted, small_table):
+    q = fitted.score(small_table.prompts[:5])
+    assert q.shape == (5, small_table.n_models) and ((q >= 0) & (q <= 1)).all()
+    d = fitted.route(small_table.prompts[0])
+    assert d.model in small_table.models and d.router == "ensemble"
+    assert set(d.scores) == set(small_table.models)
+    # knob extremes: 0 = best predicted quality, inf = the cheapest model
+    cheapest = small_table.models[int(np.argmin(small_table.mean_cost()))]
+    assert fitted.route(small_table.prompts[0], knob=float("inf")).model == cheapest
+    best = fitted.route(small_table.prompts[0], knob=0.0)
+    assert best.model == max(best.scores, key=best.scores.get)
+    only = fitted.route(small_table.prompts[0], allowed=[small_table.models[3]])
+    assert only.model == small_table.models[3]
+
+
+def test_knob_targets_follow_calibration_curve(fitted):
+    cal = fitted.calibration
+    assert cal["rows"] >= 100 and len(cal["knobs"]) == len(cal["cost"])
+    cheap = fitted.parse_knob("budget=0.3")
+    rich = fitted.parse_knob("quality=0.99")
+    assert cheap > rich  # a tighter budget needs a larger cost weight
+    i = cal["knobs"].index(fitted.parse_knob("share=0.2"))
+    assert cal["top_share"][i] <= 0.2
+    for bad in ("fast", "quality=", "speed=0.3", "-1"):
+        with pytest.raises(ValueError):
+            fitted.parse_knob(bad)
+
+
+def test_artifact_round_trip(fitted, small_table, tmp_path):
+    path = fitted.save(tmp_path / "r.tw")
+    again = Router.load(path)
+    assert again.models == fitted.models and again.kind == "ensemble"
+    np.testing.assert_allclose(again.score(small_table.prompts[:50]), fitted.score(small_table.prompts[:50]), rtol=1e-6, atol=1e-6)
+    assert again.parse_knob("quality=0.95") == fitted.parse_knob("quality=0.95")
+    assert again.metadata["training_data"]["fingerprint"] == small_table.fingerprint()
+    with pytest.raises(ValueError, match="trained for models"):
+        again.check_models(["a", "b"])
+
+
+def test_artifact_errors(fitted, tmp_path):
+    with pytest.raises(ArtifactError, match="not found"):
+        Router.load(tmp_path / "missing.tw")
+    junk = tmp_path / "junk.tw"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(ArtifactError, match="not a tierwise router artifact"):
+        Router.load(junk)
+    # an artifact whose encoder fingerprint differs from the installed encoder is refused
+    good = fitted.save(tmp_path / "g.tw")
+    with zipfile.ZipFile(good) as zf:
+        meta = json.loads(zf.read("router.json"))
+        arrays = zf.read("arrays.npz")
+    meta["metadata"]["features"]["encoder_fingerprint"] = "deadbeef"
+    bad = tmp_path / "bad.tw"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("router.json", json.dumps(meta))
+        zf.writestr("arrays.npz", arrays)
+    with pytest.raises(ArtifactError, match="retrain"):
+        Router.load(bad)
+
+
+def test_stand_in_climbs_with_difficulty():
+    r = Router.stand_in(["big", "small", "mid"], [3.0, 1.0, 2.0])
+    assert r.models == ["small", "mid", "big"] and r.name == "stand-in:heuristic"
+    assert r.route("hi").model == "small"
+    hard = "A train leaves at 3 pm going 45 mph; another at 4 pm going 60 mph. " * 12
+    assert r.route(hard).model in ("mid", "big")
+
+
+def test_conversation_text_puts_last_user_turn_first():
+    msgs = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "write python"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{"type": "text", "text": "now add tests"}]},
+    ]
+    assert conversation_text(msgs).split("\n") == ["now add tests", "ok", "write python", "be brief"]
+    assert conversation_text([]) == ""
+
+
+def test_cli_eval_json_and_train(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "tierwise.cli", "eval", str(GSM), "--source", "gsm8k", "--routers", "random,knn",
+         "--folds", "3", "--json", "--plot", str(tmp_path / "p.png")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["models"] == ["mixtral-8x7b", "gpt-4-1106"] and data["n"] > 1000
+    for name in ("random", "knn", "zero_router", "oracle"):
+        assert {"apgr", "cpt50", "cpt80", "cpt95", "aiq"} <= set(data["routers"][name])
+    assert data["routers"]["oracle"]["aiq"] > data["routers"]["zero_router"]["aiq"]
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    bad = subprocess.run([sys.executable, "-m", "tierwise.cli", "eval", str(tmp_path / "nope.csv")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope.csv: file not found" in bad.stderr
