@@ -32,6 +32,8 @@ def test_stratified_sample_is_proportional_and_fixed():
     assert stratified_sample(sources, 100, seed=3) == idx
     assert stratified_sample(sources, 100, seed=4) != idx
     assert stratified_sample(sources, 5000) == list(range(1000))
+    # nested: a bigger sample contains the smaller one, so a bigger rerun reuses collected cells
+    assert set(stratified_sample(sources, 40, seed=3)) <= set(idx)
 
 
 @pytest.mark.skipif(not (DATA / "mmlu_pro.csv.gz").exists(), reason="repo data missing")

@@ -132,7 +132,8 @@ def test_choice_logprob_grader_one_pass():
     assert g.generation.max_tokens == 1 and g.generation.top_logprobs > 0
     item = {"prompt": PROMPT_MC, "answer": "B"}
     msgs = g.messages(item)
-    assert msgs[0]["role"] == "system" and msgs[-1]["content"].endswith("Answer:")
+    assert len(msgs) == 1 and msgs[-1]["content"].startswith(PROMPT_MC)
+    assert msgs[-1]["content"].endswith("Reply with only the letter of the correct option.")
     res = ChatResult(text="B", tokens_in=60, tokens_out=1, token_logprobs=[-0.3],
                      first_token_top={"B": -0.3, "A": -1.6, "C": -2.9})
     grade = _run(g.grade(item, res))

@@ -268,6 +268,7 @@ async def run_collect(
     *,
     progress: bool = True,
     on_cell: Callable[[str, str], None] | None = None,
+    sidecar: str | Path | None = None,
 ) -> CollectReport:
     """Run, grade and record every (item, model) cell not already in the sidecar; write the table."""
     if not items:
@@ -281,7 +282,7 @@ async def run_collect(
             raise CollectError(f"{it.get('item_id', '?')}: {exc}") from None
     out = Path(out)
     started = time.monotonic()
-    store = CellStore(sidecar_path(out))
+    store = CellStore(sidecar or sidecar_path(out))
     settings = grader.settings_key()
     hashes = [prompt_hash(json.dumps(grader.messages(it), sort_keys=True)) for it in items]
     unique = list(dict.fromkeys(hashes))
@@ -407,3 +408,31 @@ def merge_tables(paths: Iterable[str | Path], out: str | Path) -> Path:
     out = Path(out)
     write_frame(pd.concat(frames, ignore_index=True), out)
     return out
+
+
+def summary(path: str | Path):
+    """Per (grader, model): rows, accuracy, mean cost, tokens and latency of a collected table."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, low_memory=False)
+    models = [c[len(CORRECT):] for c in frame.columns if c.startswith(CORRECT)]
+    groups = [("all", frame)] + (list(frame.groupby("grader")) if "grader" in frame else [])
+    rows = []
+    for g, f in groups:
+        for m in models:
+            rows.append({
+                "grader": g, "model": m, "rows": int(f[CORRECT + m].notna().sum()),
+                "accuracy": f[CORRECT + m].mean(), "mean_cost_usd": f[COST + m].mean(),
+                "mean_tokens_in": f[TOKENS_IN + m].mean(), "mean_tokens_out": f[TOKENS_OUT + m].mean(),
+                "mean_latency_s": f[LATENCY + m].mean(), "mean_logprob": f[LOGPROB + m].mean(),
+            })
+    return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":  # python -m tierwise.collect summary TABLE
+    if len(sys.argv) != 3 or sys.argv[1] != "summary":
+        sys.exit("usage: python -m tierwise.collect summary TABLE")
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(summary(sys.argv[2]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -388,7 +388,9 @@ CHOICE_SYSTEM = (
     "Answer the multiple-choice question. Think briefly if needed, then finish with "
     "'The answer is (X)' where X is the letter of the correct option."
 )
-CHOICE_LETTER_SYSTEM = "Answer the multiple-choice question with the letter of the correct option only."
+# at the end of the user turn, not in a system message: small instruct models then start their
+# reply with the letter itself instead of "To answer this..." (measured on Qwen2.5-Coder-0.5B/1.5B)
+CHOICE_LETTER_INSTRUCTION = "Reply with only the letter of the correct option."
 
 
 @dataclass
@@ -418,12 +420,12 @@ class ChoiceLogprobGrader(Grader):
 
     name: str = "choice-logprob"
     generation: Generation = field(
-        default_factory=lambda: Generation(max_tokens=1, logprobs=True, top_logprobs=20, system=CHOICE_LETTER_SYSTEM)
+        default_factory=lambda: Generation(max_tokens=1, logprobs=True, top_logprobs=20)
     )
 
     def messages(self, item: dict) -> list[dict]:
         msgs = super().messages(item)
-        msgs[-1] = {"role": "user", "content": item["prompt"].rstrip() + "\nAnswer:"}
+        msgs[-1] = {"role": "user", "content": item["prompt"].rstrip() + "\n\n" + CHOICE_LETTER_INSTRUCTION}
         return msgs
 
     def check_item(self, item: dict) -> None:

@@ -52,7 +52,8 @@ def prompt_hash(text: str) -> str:
 def stratified_sample(sources: list[str], limit: int, seed: int = DEFAULT_SEED) -> list[int]:
     """Row indices of a fixed-seed sample of ``limit`` rows, each source in proportion (largest remainder).
 
-    Returned in original row order so the table reads like the source file.
+    Returned in original row order so the table reads like the source file. Samples are nested:
+    each source's rows come from one fixed shuffle, so growing ``limit`` only adds rows.
     """
     n = len(sources)
     if limit >= n:
@@ -66,11 +67,13 @@ def stratified_sample(sources: list[str], limit: int, seed: int = DEFAULT_SEED) 
     left = limit - sum(alloc.values())
     for g in sorted(names, key=lambda g: (-(quotas[g] - alloc[g]), g))[:left]:
         alloc[g] += 1
-    rng = np.random.default_rng(seed)
     chosen: list[int] = []
     for g in names:
-        idx = np.array(groups[g])
-        chosen.extend(rng.choice(idx, size=alloc[g], replace=False).tolist())
+        # a fixed per-source shuffle, cut at the quota: a larger --limit extends a smaller one,
+        # so a bigger rerun reuses the cells already collected
+        key = int.from_bytes(hashlib.sha256(f"{seed}:{g}".encode()).digest()[:8], "little")
+        order = np.random.default_rng(key).permutation(len(groups[g]))
+        chosen.extend(groups[g][i] for i in order[: alloc[g]])
     return sorted(chosen)
 
 

@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
         models: Optional[str] = typer.Option(None, "--models", help="comma-separated subset of the pyramid's models"),
         pattern: Optional[str] = typer.Option(None, "--pattern", help="regex grader: pattern for every item (else the item's 'pattern' field)"),
         judge: Optional[str] = typer.Option(None, "--judge", help="judge grader: a pyramid model name, or URL#MODEL of an OpenAI-compatible endpoint"),
+        sidecar: Optional[Path] = typer.Option(None, "--sidecar", help="finished-cells SQLite file (default: <out>.cells.sqlite)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     ) -> None:
         """Run every pyramid model on every prompt, grade, and write an outcome table (resumable)."""
@@ -103,13 +104,13 @@ def register(app: typer.Typer) -> None:
         if not quiet:
             typer.echo(
                 f"collect: {len(pset)} prompts x {len(specs)} models ({', '.join(s.name for s in specs)}), "
-                f"grader {g.name}, sidecar {sidecar_path(out)}",
+                f"grader {g.name}, sidecar {sidecar or sidecar_path(out)}",
                 err=True,
             )
         try:
-            report = asyncio.run(run_collect(pset.items, specs, g, out, progress=not quiet))
+            report = asyncio.run(run_collect(pset.items, specs, g, out, progress=not quiet, sidecar=sidecar))
         except KeyboardInterrupt:
-            typer.echo(f"\ninterrupted: finished cells are saved in {sidecar_path(out)}; rerun the same command to resume", err=True)
+            typer.echo(f"\ninterrupted: finished cells are saved in {sidecar or sidecar_path(out)}; rerun the same command to resume", err=True)
             raise typer.Exit(130)
         except (CollectError, GraderError, TableError, OSError, RuntimeError) as exc:
             _fail(str(exc))
