@@ -66,9 +66,17 @@ def save_minilm(cache: Path) -> None:
 
 
 # ------------------------------------------------------------------ static encoder measurements
-def _stats_us(samples: list[float]) -> str:
+def _timed(fn, arg) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call; CPU time of this thread is robust to a busy shared machine."""
+    c0, t0 = time.thread_time(), time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - t0, time.thread_time() - c0
+
+
+def _stats_us(samples: list[tuple[float, float]]) -> str:
     a = np.asarray(samples) * 1e6
-    return f"p50 {np.percentile(a, 50):8.1f} us   p99 {np.percentile(a, 99):8.1f} us"
+    return (f"wall p50 {np.percentile(a[:, 0], 50):7.0f} us  p99 {np.percentile(a[:, 0], 99):7.0f} us"
+            f" | CPU p50 {np.percentile(a[:, 1], 50):7.0f} us  p99 {np.percentile(a[:, 1], 99):7.0f} us")
 
 
 def prompts_of_length(enc, pool: list[str], target: int, n: int, seed: int = 0) -> list[str]:
@@ -95,20 +103,17 @@ def bench_latency(enc, pool: list[str], reps: int = 300) -> None:
         toks = np.mean([enc.count_tokens(t) for t in texts])
         for t in texts[:5]:
             enc.encode_one(t)  # warm-up
-        samples = []
-        for i in range(reps):
-            t = texts[int(rng.integers(len(texts)))]
-            t0 = time.perf_counter()
-            enc.encode_one(t)
-            samples.append(time.perf_counter() - t0)
+        samples = [_timed(enc.encode_one, texts[int(rng.integers(len(texts)))]) for _ in range(reps)]
         print(f"encode_one ~{target:>4} tokens (mean {toks:6.0f}): {_stats_us(samples)}")
 
 
 def bench_throughput(enc, prompts: list[str]) -> None:
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     enc.encode(prompts)
-    dt = time.perf_counter() - t0
-    print(f"batch encode {len(prompts)} prompts: {dt:.2f} s = {len(prompts) / dt:,.0f} prompts/s")
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"batch encode {len(prompts)} prompts: wall {wall:.2f} s = {len(prompts) / wall:,.0f} prompts/s "
+          f"(process CPU {cpu:.2f} s; tokenizer threads: RAYON_NUM_THREADS="
+          f"{os.environ.get('RAYON_NUM_THREADS', 'all')})")
 
 
 def bench_load_and_rss() -> None:
@@ -174,12 +179,7 @@ def bench_caps(enc, cache: Path) -> None:
     ref_long, ref_synth = full.encode(long_), full.encode(synth)
     for head, tail in [(128, 32), (256, 64), (512, 128), (1024, 256), (None, None)]:
         e = full if head is None else StaticEncoder(enc._tok, enc._emb, enc.meta, "x", head, tail)
-        samples = []
-        for _ in range(20):
-            for t in synth:
-                t0 = time.perf_counter()
-                e.encode_one(t)
-                samples.append(time.perf_counter() - t0)
+        samples = [_timed(e.encode_one, t) for _ in range(20) for t in synth]
         cos_l = np.sum(e.encode(long_) * ref_long, axis=1)
         cos_s = np.sum(e.encode(synth) * ref_synth, axis=1)
         label = "no cap" if head is None else f"{head}+{tail}"
@@ -208,22 +208,16 @@ def bench_dims(cache: Path, n: int) -> None:
         print(f"  dims {d:>3}: kNN@20 overlap {ov:.3f}, weights {mb:5.1f} MiB float16")
 
 
-def bench_minilm_latency(pool: list[str]) -> None:
-    """MiniLM itself, one prompt at a time, for comparison (it truncates at 256 tokens)."""
+def bench_minilm_latency(enc, pool: list[str]) -> None:
+    """MiniLM itself, one prompt at a time on one thread, for comparison (it truncates at 256 tokens)."""
     import torch
 
     torch.set_num_threads(1)
     model = load_minilm()
-    rng = np.random.default_rng(2)
-    for label, texts in (("~50", [p for p in pool if len(p) < 260][:100]), ("~500", pool[:0])):
-        if not texts:
-            texts = ["\n\n".join(pool[int(rng.integers(len(pool)))] for _ in range(6)) for _ in range(20)]
-        samples = []
-        for i in range(40):
-            t0 = time.perf_counter()
-            model.encode([texts[i % len(texts)]], show_progress_bar=False)
-            samples.append(time.perf_counter() - t0)
-        print(f"MiniLM encode 1 prompt {label} tokens, 1 thread: {_stats_us(samples)}")
+    for target, texts in ((50, [p for p in pool if 35 <= enc.count_tokens(p) <= 65][:30]),
+                          (500, prompts_of_length(enc, pool, 500, 10))):
+        samples = [_timed(lambda t: model.encode([t], show_progress_bar=False), t) for t in texts * 2]
+        print(f"MiniLM encode 1 prompt ~{target} tokens: {_stats_us(samples)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(REPO / "src"))
     from tierwise.encoder import default_encoder
 
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (timings below are wall clock)")
     bench_load_and_rss()
     enc = default_encoder()
     print(f"encoder {enc.name} dim={enc.dim} fingerprint={enc.fingerprint()}")
@@ -256,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.dims:
         bench_dims(args.cache, args.sample)
     if args.minilm_latency:
-        bench_minilm_latency(routellm)
+        bench_minilm_latency(enc, routellm)
 
 
 if __name__ == "__main__":

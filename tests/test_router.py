@@ -45,11 +45,23 @@ def test_fit_score_route(fitted, small_table):
 def test_knob_targets_follow_calibration_curve(fitted):
     cal = fitted.calibration
     assert cal["rows"] >= 100 and len(cal["knobs"]) == len(cal["cost"])
-    cheap = fitted.parse_knob("budget=0.3")
-    rich = fitted.parse_knob("quality=0.99")
-    assert cheap > rich  # a tighter budget needs a larger cost weight
-    i = cal["knobs"].index(fitted.parse_knob("share=0.2"))
-    assert cal["top_share"][i] <= 0.2
+    knobs, cost, quality, share = (np.array(cal[k]) for k in ("knobs", "cost", "quality", "top_share"))
+
+    def point(spec):
+        return int(np.flatnonzero(knobs == fitted.parse_knob(spec))[0])
+
+    # budget: within budget, and no affordable point has higher quality
+    i = point("budget=0.3")
+    affordable = cost <= 0.3 * cal["top_cost"] + 1e-15
+    assert affordable[i] and quality[i] == quality[affordable].max()
+    # share: at most 20% to the dearest model
+    assert share[point("share=0.2")] <= 0.2
+    # quality: reaches 90% of the best single model, at the least cost that does
+    i = point("quality=0.9")
+    reach = quality >= 0.9 * cal["best_single_quality"] - 1e-12
+    assert reach[i] and cost[i] == cost[reach].min()
+    # unreachable quality: the best quality on offer
+    assert quality[point("quality=5")] == quality.max()
     for bad in ("fast", "quality=", "speed=0.3", "-1"):
         with pytest.raises(ValueError):
             fitted.parse_knob(bad)

@@ -64,3 +64,22 @@ class Featurizer:
 
     def describe(self) -> dict:
         return {"encoder": self.encoder.name, "encoder_fingerprint": self.encoder.fingerprint(), "surface": self.surface}
+
+
+class SurfaceFeaturizer:
+    """Surface statistics only, for the untrained stand-in: it never loads or runs the encoder."""
+
+    surface = True
+    dim = len(SURFACE_NAMES)
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        if not len(texts):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([surface_features(t) for t in texts])
+
+    def transform_one(self, text: str) -> np.ndarray:
+        return surface_features(text)[None, :]
+
+    def describe(self) -> dict:
+        return {"encoder": None, "encoder_fingerprint": None, "surface": True}
+

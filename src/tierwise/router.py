@@ -214,8 +214,8 @@ class Router:
         what = what.strip().lower()
         if what in ("quality", "q"):
             ok = quality >= target * cal["best_single_quality"] - 1e-12
-            if not ok.any():
-                return float(knobs[int(np.argmax(quality))])
+            if not ok.any():  # unreachable: the best quality on offer, at its lowest cost
+                ok = quality >= quality.max() - 1e-12
             return float(knobs[ok][np.argmin(cost[ok])])
         if what in ("share", "top", "top_share"):
             ok = share <= target + 1e-12
@@ -322,10 +322,11 @@ class Router:
         It uses only prompt length/number counts: longer, number-heavy prompts go up the pyramid.
         Its name says what it is (``stand-in:heuristic``) in every header and log row.
         """
+        from .features import SurfaceFeaturizer
         from .routers.baselines import HeuristicQuality
 
         order = np.argsort(np.asarray(costs, dtype=float), kind="stable")
-        obj = cls("heuristic", rule="threshold")
+        obj = cls("heuristic", rule="threshold", featurizer=SurfaceFeaturizer())
         obj.models = [list(models)[i] for i in order]
         obj.costs = np.asarray(costs, dtype=float)[order]
         obj.quality = HeuristicQuality(len(obj.models))
