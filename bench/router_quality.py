@@ -70,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
 
     featurizer = Featurizer()
-    sections, results = [], {}
+    results = {}
     for name, (fname, source, models) in BENCHMARKS.items():
         if args.only and name not in args.only:
             continue
@@ -112,7 +112,8 @@ def main() -> None:
             lines.append(f"| {router} | " + " | ".join(fmt(m.get(k), k) for k in keys) + " |")
         best = max(zip(report.singles[:, 1], report.singles[:, 0], report.models))
         lines += ["", f"Best single model: {best[2]} (quality {best[0]:.3f}). ![frontier](img/frontier_{name}.png)", ""]
-        sections.append("\n".join(lines))
+        results[name]["markdown"] = "\n".join(lines)
+        results[name]["seconds"] = round(elapsed, 1)
         print("\n".join(lines))
     out = Path(args.out)
     header = (
@@ -122,11 +123,14 @@ def main() -> None:
         "thresholds); CPT in % of calls to the strong model. N models: AIQ (RouterBench) over the single models'\n"
         "cost range, cost to match the best single model as a fraction of its cost, quality at 25% of its cost.\n\n"
     )
-    if not args.only:
-        out.write_text(header + "\n".join(sections))
-        (ROOT / "docs/results.json").write_text(json.dumps(results, indent=1))
-        print(f"wrote {out}", file=sys.stderr)
-
+    # --only re-runs some benchmarks and keeps the others' last results, so the page stays whole
+    store = out.with_suffix(".json")
+    merged = json.loads(store.read_text()) if store.exists() else {}
+    merged.update(results)
+    ordered = [merged[k] for k in BENCHMARKS if k in merged]
+    out.write_text(header + "\n".join(r["markdown"] for r in ordered if "markdown" in r))
+    store.write_text(json.dumps(merged, indent=1))
+    print(f"wrote {out} and {store}", file=sys.stderr)
 
 if __name__ == "__main__":
     main()
