@@ -19,6 +19,7 @@ from tierwise.cascade import (
     Thresholds,
     calibrate,
     cascade_curve,
+    cascade_cv_curve,
     load_cascade_table,
     parse_target,
     simulate,
@@ -107,6 +108,40 @@ def test_cascade_curve_is_a_frontier_with_the_pure_models_as_bounds(tmp_path):
     half = np.arange(len(t)) % 2 == 0
     held = cascade_curve(t.rows(~half), fit=t.rows(half))
     assert len(held) >= 3 and all(0 <= q <= 1 for _, q in held)
+
+
+def test_cascade_cv_curve_is_held_out_and_within_bounds(tmp_path):
+    t = load_cascade_table(_synthetic(tmp_path))
+    cv = cascade_cv_curve(t, folds=5)
+    costs, quals = np.array(cv).T
+    single_c = t.cost.mean(axis=0)
+    assert len(cv) == 24 and np.all(np.diff(costs) >= 0)
+    assert costs.min() >= single_c.min() * 0.999 and costs.max() <= single_c.sum() * 1.001
+    # tight budgets stay near the small model, loose ones get near the top model
+    assert quals[0] < t.correct[:, 0].mean() + 0.05 and quals[-1] > t.correct[:, -1].mean() - 0.05
+    # mid budgets mix models: better than the small model, cheaper than the top one
+    mid = (costs > single_c[0] * 1.5) & (costs < single_c[-1])
+    assert mid.any() and quals[mid].max() > t.correct[:, 1].mean()
+    with pytest.raises(CascadeError, match="usable rows"):
+        cascade_cv_curve(t.rows(np.arange(10)), folds=5)
+
+
+def test_cli_eval_places_the_cascade_beside_the_routers(tmp_path):
+    import subprocess
+    import sys
+
+    table = _synthetic(tmp_path, n=200)
+    out = subprocess.run(
+        [sys.executable, "-m", "tierwise.cli", "eval", str(table), "--routers", "random,knn", "--folds", "3",
+         "--cascade", "--json", "--plot", str(tmp_path / "p.png")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    routers = json.loads(out.stdout)["routers"]
+    casc = routers["cascade (logprob)"]
+    # logprob really predicts success in this table: the cascade beats mixing single models
+    assert casc["aiq"] > routers["zero_router"]["aiq"]
+    assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
 def test_thresholds_roundtrip_and_errors(tmp_path):

@@ -236,6 +236,38 @@ def cascade_curve(table: OutcomeTable, fit: OutcomeTable | None = None) -> list[
     return sorted(zip(c.tolist(), q.tolist()))
 
 
+def cascade_cv_curve(table: OutcomeTable, folds: int = 5, seed: int = 0, points: int = 24) -> list[tuple[float, float]]:
+    """Held-out cost-quality curve of the cascade, comparable with the routers' k-fold CV curves.
+
+    For each cost budget on a grid (cheapest model .. cheapest-to-top cascade), thresholds are
+    calibrated on k-1 folds (best quality within the budget) and applied to the held-out fold; the
+    held-out outcomes of all folds are pooled into one (cost, quality) point per budget.
+    """
+    from .evaluate import fold_ids
+
+    t = table.clean()
+    if len(t) < folds * 4:
+        raise CascadeError(f"{table.path}: only {len(t)} usable rows for a {folds}-fold cascade curve")
+    conf = confidences(t)
+    single = t.cost.mean(axis=0)
+    budgets = np.linspace(single.min(), single.sum(), points)
+    ids = fold_ids(len(t), folds, seed)
+    cost_sum, qual_sum = np.zeros(points), np.zeros(points)
+    for f in range(folds):
+        fit, test = ids != f, ids == f
+        T = _candidates(t.rows(fit))
+        fc, fq, _ = _simulate_many(t.correct[fit], t.cost[fit], conf[fit], T)
+        chosen = []
+        for b in budgets:
+            ok = np.flatnonzero(fc <= b * (1 + 1e-9))
+            ok = ok if ok.size else np.array([int(np.argmin(fc))])
+            chosen.append(ok[np.lexsort((fc[ok], -fq[ok]))[0]])
+        c, q, _ = _simulate_many(t.correct[test], t.cost[test], conf[test], T[chosen])
+        cost_sum += c * test.sum()
+        qual_sum += q * test.sum()
+    return sorted(zip((cost_sum / len(t)).tolist(), (qual_sum / len(t)).tolist()))
+
+
 def parse_target(target: str) -> tuple[str, float]:
     """``quality=0.95`` (fraction of the top model's quality) or ``cost=0.0002`` (max USD/request)."""
     key, sep, value = str(target).partition("=")

@@ -130,6 +130,14 @@ def evaluate(
     return report
 
 
+def add_points_row(report: EvalReport, name: str, points, table: OutcomeTable) -> None:
+    """Report a non-learned strategy (e.g. the cascade) given as (cost, quality) points on ``table``:
+    it gets the same N-model metrics as the routers and its own line on the plot."""
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    report.extra_points[name] = pts
+    report.routers[name] = nmodel_metrics(pts, table.correct, table.cost)
+
+
 def plot_report(report: EvalReport, path: str, title: str = "") -> None:
     """Cost-quality plot: single models, zero-router hull, oracle, each router's hull."""
     import matplotlib

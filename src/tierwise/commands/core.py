@@ -98,9 +98,10 @@ def eval_command(
         _fail(str(exc))
     if cascade:
         try:
-            from ..cascade import cascade_curve
+            from ..cascade import cascade_cv_curve
+            from ..evaluate import add_points_row
 
-            report.extra_points["cascade (logprob)"] = cascade_curve(t.clean())
+            add_points_row(report, "cascade (logprob)", cascade_cv_curve(t, folds=folds, seed=seed), t.clean())
         except Exception as exc:  # the cascade needs logprob columns; say why it is missing
             console.print(f"[yellow]cascade not shown: {exc}[/yellow]")
     if plot:
