@@ -85,6 +85,11 @@ def main() -> None:
         t0 = time.time()
         X = featurizer.transform(table.prompts)
         report = evaluate(table, ROUTERS, folds=args.folds, features=X, progress=lambda m: print(f"[{name}] {m}", file=sys.stderr))
+        if all(f"logprob|{m}" in table.extra for m in table.models[:-1]):  # collected tables: the cascade too
+            from tierwise.cascade import cascade_cv_curve
+            from tierwise.evaluate import add_points_row
+
+            add_points_row(report, "cascade (logprob)", cascade_cv_curve(table, folds=args.folds), table)
         if args.minilm_dir is not None:
             emb = minilm_knn(name, table, args.minilm_dir, source)
             if emb is not None:

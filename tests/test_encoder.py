@@ -143,3 +143,16 @@ def test_hot_path_does_not_import_torch_or_model2vec():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        cwd=Path(__file__).parent, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ascii_fast_path_gives_the_tokenizers_ids_on_every_shipped_prompt(enc):
+    """The memoised ASCII path must be an exact stand-in for ``tokenizers``, never an approximation."""
+    from tierwise.table import load_table
+
+    data = Path(__file__).resolve().parents[1] / "data" / "outcomes"
+    prompts = [p for name in ("routellm.csv.gz", "mmlu_pro.csv.gz", "llmrouter_dc.csv.gz")
+               for p in load_table(data / name).prompts[::3]]
+    prompts += ["[MASK] is a token", "tab\tand\x0bvertical", "under_score snake_case x=1;y==2", "ÉCOLE café", "a" * 150]
+    assert enc._fast_ascii and sum(p.isascii() for p in prompts) > 1000
+    for p in prompts:
+        assert enc._token_ids(p) == enc._tok.encode(p, add_special_tokens=False).ids, p[:80]

@@ -83,7 +83,14 @@ def run_router_bench(table_path: Path, kind: str = "ensemble", iterations: int =
     }
     log = (lambda *a: None) if as_json else print
     log(f"router={kind} trained on {len(table)} rows of {table_path}; one thread; {iterations} decisions per cell")
-    log(f"{'tokens':>7} {'models':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'decisions/s':>12}")
+    import os
+
+    results["load_average_1m"] = round(os.getloadavg()[0], 2)
+    results["cpu_count"] = os.cpu_count()
+    log(f"load average {results['load_average_1m']} on {results['cpu_count']} cores (wall times include waits"
+        " for the CPU on a busy machine; CPU columns are this thread's own time)")
+    log(f"{'tokens':>7} {'models':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'decisions/s':>12}"
+        f" {'CPU p50 ms':>11} {'CPU p99 ms':>11}")
     with threadpool_limits(limits=1):
         for n_models in MODEL_COUNTS:
             t = _table_with_n_models(table, n_models)
@@ -91,22 +98,27 @@ def run_router_bench(table_path: Path, kind: str = "ensemble", iterations: int =
             for n_tok, text in prompts.items():
                 for _ in range(50):  # warm caches
                     router.route(text)
-                samples = []
+                wall, cpu = [], []
                 for _ in range(iterations):
-                    s = time.perf_counter()
+                    c, s = time.thread_time(), time.perf_counter()
                     router.route(text)
-                    samples.append(time.perf_counter() - s)
-                p50, p99, mean = _percentiles(samples)
+                    wall.append(time.perf_counter() - s)
+                    cpu.append(time.thread_time() - c)
+                p50, p99, mean = _percentiles(wall)
+                cpu50, cpu99, _ = _percentiles(cpu)
                 cell = {
                     "tokens": n_tok,
                     "models": n_models,
                     "p50_ms": round(p50, 4),
                     "p99_ms": round(p99, 4),
                     "mean_ms": round(mean, 4),
+                    "cpu_p50_ms": round(cpu50, 4),
+                    "cpu_p99_ms": round(cpu99, 4),
                     "decisions_per_s": round(1000.0 / mean, 1),
                 }
                 results["cells"].append(cell)
-                log(f"{n_tok:>7} {n_models:>6} {p50:>8.3f} {p99:>8.3f} {mean:>8.3f} {cell['decisions_per_s']:>12.0f}")
+                log(f"{n_tok:>7} {n_models:>6} {p50:>8.3f} {p99:>8.3f} {mean:>8.3f} {cell['decisions_per_s']:>12.0f}"
+                    f" {cpu50:>11.3f} {cpu99:>11.3f}")
         # batch throughput: how fast offline evaluation / re-routing of logs goes
         batch = table.prompts[:2000]
         s = time.perf_counter()

@@ -248,7 +248,8 @@ def _first_error(exc: ValidationError) -> str:
 def default_pyramid() -> Pyramid:
     """The embedded local pyramid: SmolLM2-135M < Qwen2.5-Coder-0.5B < Qwen2.5-Coder-1.5B on CPU.
 
-    Prices come from the bundled price book so the defaults and offline evaluation agree.
+    Prices come from the bundled price book so the defaults and offline evaluation agree. The
+    router is the shipped one trained on these models' own outcomes, when the package has it.
     """
     from .prices import default_price_book
     from .weights import EMBEDDED
@@ -270,4 +271,11 @@ def default_pyramid() -> Pyramid:
                 "tags": ["local", "embedded"],
             }
         )
-    return Pyramid.from_dict({"models": models}, source="<default pyramid>")
+    shipped = default_router_path()
+    spec = {"models": models, "router": str(shipped) if shipped.exists() else None}
+    return Pyramid.from_dict(spec, source="<default pyramid>")
+
+
+def default_router_path() -> Path:
+    """The router trained on the embedded pyramid's own outcomes (scripts/build_default_router.sh)."""
+    return Path(__file__).resolve().parent / "assets" / "default_router.tw"

@@ -19,12 +19,13 @@ SURFACE_NAMES = ("log_chars", "log_words", "log_numbers", "log_lines", "has_code
 
 def surface_features(text: str) -> np.ndarray:
     n_chars = len(text)
-    digits = sum(ch.isdigit() for ch in text) if n_chars < 50_000 else 0
+    numbers = _NUMBER.findall(text)
+    digits = sum(map(len, numbers))  # characters inside numbers (C-speed; no per-character Python loop)
     return np.array(
         [
             np.log1p(n_chars),
             np.log1p(len(_WORD.findall(text))),
-            np.log1p(len(_NUMBER.findall(text))),
+            np.log1p(len(numbers)),
             np.log1p(text.count("\n")),
             1.0 if ("```" in text or "def " in text or "{" in text) else 0.0,
             np.log1p(text.count("?")),

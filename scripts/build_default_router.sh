@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Rebuild the shipped default router for the embedded local pyramid, end to end:
+#   1. collect outcomes on exactly those models (scripts/collect_default.sh; resumable),
+#   2. train the ensemble router on them -> src/tierwise/assets/default_router.tw
+#      (5-fold CV metrics stored inside; default knob calibrated to 95% of the top model's quality),
+#   3. measure it against the zero router and the logprob cascade -> docs/results.md (section "local")
+#      and docs/img/frontier_local.png.
+#
+# Usage: scripts/build_default_router.sh [N_MMLU] [N_GSM8K]     (defaults 300 200; ~1 h on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N_MMLU="${1:-300}"
+N_GSM="${2:-200}"
+TABLE=data/local/local_pyramid.csv.gz
+
+bash scripts/collect_default.sh "$N_MMLU" "$N_GSM"
+tierwise train "$TABLE" --out src/tierwise/assets/default_router.tw --target quality=0.95
+python bench/router_quality.py --only local
