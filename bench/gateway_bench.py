@@ -33,8 +33,13 @@ class StubBackend:
     What it does is chosen by the request's ``model`` field (the backend's remote model id):
     ``echo`` answers "echo: <last user message>"; ``fail`` answers HTTP 500; ``stall`` never
     answers; ``stall-after-first`` streams one token then stalls; ``slow-<ms>`` waits then answers.
+    ``confident`` / ``unsure`` answer like ``echo`` and, when the request asks for ``logprobs``, add
+    OpenAI's ``logprobs.content`` with -0.05 / -3.0 per token (one token per word), in the body or
+    in each streamed chunk, so the cascade's confidence can be driven from tests.
     It counts requests per mode so tests can check who was called.
     """
+
+    LOGPROB = {"confident": -0.05, "unsure": -3.0}
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.host = host
@@ -117,6 +122,17 @@ class StubBackend:
         if mode.startswith("slow-"):
             await asyncio.sleep(int(mode[5:]) / 1000)
         tin, tout = max(1, len(str(msgs)) // 4), max(1, len(text) // 4)
+        lp = self.LOGPROB.get(mode) if body.get("logprobs") else None
+
+        def logprobs(pieces: list[str]) -> dict | None:
+            if lp is None:
+                return None
+            tops = int(body.get("top_logprobs") or 0)
+            return {"content": [{"token": p, "logprob": lp, "bytes": list(p.encode()),
+                                 "top_logprobs": [{"token": p, "logprob": lp, "bytes": list(p.encode())}][:tops]}
+                                for p in pieces]}
+
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))]
         if body.get("stream"):
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
 
@@ -124,11 +140,9 @@ class StubBackend:
                 data = b"data: " + (obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()) + b"\n\n"
                 return b"%x\r\n%s\r\n" % (len(data), data)
 
-            words = text.split(" ")
-            for i, w in enumerate(words):
-                piece = w if i == 0 else " " + w
+            for piece in pieces:
                 writer.write(event({"object": "chat.completion.chunk", "choices": [
-                    {"index": 0, "delta": {"content": piece}, "finish_reason": None}]}))
+                    {"index": 0, "delta": {"content": piece}, "logprobs": logprobs([piece]), "finish_reason": None}]}))
                 await writer.drain()
                 if mode == "stall-after-first":
                     await asyncio.sleep(3600)
@@ -141,7 +155,8 @@ class StubBackend:
             return
         payload = json.dumps({
             "id": "stub", "object": "chat.completion", "model": mode,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs(pieces),
+                         "finish_reason": "stop"}],
             "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout},
         }).encode()
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"

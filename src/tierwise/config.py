@@ -123,6 +123,7 @@ class Pyramid(BaseModel):
 
     models: list[ModelConfig] = Field(min_length=1)
     router: str | None = None  # path to a router artifact; None = the gateway's default
+    cascade: str | None = None  # thresholds file from `tierwise cascade calibrate`; serves model "tierwise:cascade"
     knob: float = DEFAULT_KNOB
     rule: Literal["cost_weight", "threshold"] = "cost_weight"
     log: str = DEFAULT_LOG  # SQLite path or postgres:// URL
@@ -213,6 +214,9 @@ class Pyramid(BaseModel):
         if pyramid.router is not None:
             r = Path(pyramid.router).expanduser()
             pyramid.router = str(r if r.is_absolute() else (base / r).resolve())
+        if pyramid.cascade is not None:
+            c = Path(pyramid.cascade).expanduser()
+            pyramid.cascade = str(c if c.is_absolute() else (base / c).resolve())
         return pyramid
 
 

@@ -8,7 +8,9 @@ right after its answer always finds the request's row (the queue is FIFO). ``clo
 
 The log is what ``tierwise stats`` proves savings from and what ``tierwise train`` can learn from
 (``feedback_rows()``), so it stores token counts and the decision (candidate scores, fallbacks),
-not just the outcome.
+not just the outcome. Cascade requests also store their chain (``cascade_chain``: every model
+called, its confidence, kept/escalated/error, and its own tokens and cost) so the savings baseline
+can use the kept answer's tokens instead of the totals over every model called.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ DEFAULT_LOG = "tierwise-log.sqlite"
 _COLUMNS = (
     "id", "ts", "prompt_hash", "prompt", "requested_model", "router", "rule", "knob", "scores",
     "chosen", "model", "fallbacks", "tokens_in", "tokens_out", "latency_ms", "route_ms",
-    "cost_usd", "status", "error", "stream",
+    "cost_usd", "status", "error", "stream", "cascade_chain",
 )
 
 _SCHEMA = """
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS requests (
     cost_usd DOUBLE PRECISION,
     status INTEGER NOT NULL,
     error TEXT,
-    stream INTEGER
+    stream INTEGER,
+    cascade_chain TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -98,12 +101,15 @@ class RequestRecord:
     error: str | None = None
     stream: bool = False
     prompt: str | None = None
+    # cascade requests only: [{model, confidence, outcome, tokens_in, tokens_out, cost_usd}, ...]
+    cascade_chain: list[dict[str, Any]] | None = None
 
     def as_row(self) -> tuple:
         d = asdict(self)
         d["scores"] = json.dumps(self.scores)
         d["fallbacks"] = json.dumps(self.fallbacks)
         d["stream"] = int(self.stream)
+        d["cascade_chain"] = None if self.cascade_chain is None else json.dumps(self.cascade_chain)
         knob = d["knob"]
         if knob is not None and knob == float("inf"):
             d["knob"] = 1e308  # JSON/SQL have no infinity; "always cheapest"
@@ -115,6 +121,7 @@ def _row_to_dict(row: Sequence[Any]) -> dict[str, Any]:
     d["scores"] = json.loads(d["scores"] or "{}")
     d["fallbacks"] = json.loads(d["fallbacks"] or "[]")
     d["stream"] = bool(d["stream"])
+    d["cascade_chain"] = json.loads(d["cascade_chain"]) if d.get("cascade_chain") else None
     return d
 
 
@@ -152,7 +159,21 @@ class _Dialect:
     def create(self, con) -> None:
         for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
             con.execute(stmt)
+        self._migrate(con)
         con.commit()
+
+    def _migrate(self, con) -> None:
+        """Add columns newer than an existing log's table (nullable, so old rows stay valid)."""
+        if self.postgres:
+            con.execute("ALTER TABLE requests ADD COLUMN IF NOT EXISTS cascade_chain TEXT")
+            return
+        have = {row[1] for row in con.execute("PRAGMA table_info(requests)")}
+        if "cascade_chain" not in have:
+            try:
+                con.execute("ALTER TABLE requests ADD COLUMN cascade_chain TEXT")
+            except sqlite3.OperationalError as exc:  # another process migrated it just now
+                if "duplicate column" not in str(exc).lower():
+                    raise
 
 
 _STOP = object()
@@ -344,12 +365,22 @@ def _percentile(values: list[float], q: float) -> float | None:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+def _answer_tokens(row: dict[str, Any]) -> tuple[int, int]:
+    """Tokens of the answer the client got: the kept model's own for a cascade row, else the row's."""
+    for step in row.get("cascade_chain") or ():
+        if step.get("outcome") == "kept" and step.get("tokens_in") is not None:
+            return int(step["tokens_in"] or 0), int(step.get("tokens_out") or 0)
+    return int(row["tokens_in"] or 0), int(row["tokens_out"] or 0)
+
+
 def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]) -> dict[str, Any]:
     """Traffic share, fallbacks, latency and money saved versus always using the priciest model.
 
     ``prices``: model -> (USD per 1M input tokens, USD per 1M output tokens), from the pyramid. The
     baseline re-prices every answered request's logged token counts at the priciest model's rates
     (token counts differ a little between tokenizers; the log has the answering model's counts).
+    A cascade row's tokens and cost are totals over every model it called; its baseline uses only
+    the kept answer's tokens (from ``cascade_chain``), as the priciest model would have been asked once.
     """
     ok = [r for r in rows if r["status"] == 200 and r["model"]]
     by_model: dict[str, dict[str, Any]] = {}
@@ -366,7 +397,7 @@ def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]
     baseline = None
     if biggest is not None:
         pin, pout = prices[biggest]
-        baseline = sum(((r["tokens_in"] or 0) * pin + (r["tokens_out"] or 0) * pout) / 1e6 for r in ok)
+        baseline = sum((tin * pin + tout * pout) / 1e6 for tin, tout in map(_answer_tokens, ok))
     lat = [float(r["latency_ms"]) for r in ok if r["latency_ms"] is not None]
     route = [float(r["route_ms"]) for r in rows if r["route_ms"]]
     statuses: dict[str, int] = {}

@@ -5,6 +5,12 @@ Drop-in for any OpenAI client: ``model="tierwise"`` routes with the pyramid's de
 The answer says which model answered (``model`` field, ``x-tierwise-*`` headers) and every request
 lands in the decision log.
 
+``model="tierwise:cascade"`` runs the confidence cascade (:mod:`tierwise.cascade`) when the pyramid
+has calibrated thresholds (``cascade:`` in the YAML or ``serve --cascade``); plain ``tierwise`` uses
+it too when no trained router is loaded, since calibrated thresholds beat the untrained stand-in.
+The cascade logic stays in cascade.py: the gateway only wraps each model call in its own rules
+(slots, timeouts, context check, failure records) and shapes the answer like a routed one.
+
 Reliability rules, in order: models whose context window cannot hold prompt + ``max_tokens`` are
 never tried; each attempt has the model's own timeout (queue wait and generation each); an error or
 timeout before the first streamed token falls back to the next model up the pyramid (then, if the
@@ -32,10 +38,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
 
 from .backends.base import Backend, BackendError, ChatResult, StreamDelta
+from .cascade import CascadeError, CascadeModel, CascadeRouter, Thresholds
 from .decision import Decision
 from .decision_log import DecisionLog, RequestRecord, prompt_hash
 
 ROUTED = "tierwise"
+CASCADE = "tierwise:cascade"
 # Request ids: 128 random bits from a generator seeded once from the OS. uuid4() reads os.urandom
 # on every call, which is a slow syscall in some sandboxes (0.3-0.7 ms measured) on the hot path.
 _ids = random.Random()
@@ -212,6 +220,13 @@ class _Attempt:
     messages: list[dict]
     chain: list[str]
     decision: Decision | None = None
+    allowed: list[str] = field(default_factory=list)  # models whose context window fits the request
+    # cascade requests only: tokens per model called, models that failed, the model streaming live,
+    # and the per-model streams opened (closed explicitly when the client leaves)
+    usage: dict[str, list[int]] | None = None
+    failed: set[str] = field(default_factory=set)
+    live: str | None = None
+    streams: list[Any] = field(default_factory=list)
 
 
 class Gateway:
@@ -219,7 +234,9 @@ class Gateway:
 
     def __init__(self, models: Sequence[ModelSlot], router: Any, log: DecisionLog | None, *,
                  api_keys: Sequence[str] = (), max_body_bytes: int = DEFAULT_MAX_BODY,
-                 max_pending: int = DEFAULT_MAX_PENDING, default_knob: Any = None):
+                 max_pending: int = DEFAULT_MAX_PENDING, default_knob: Any = None,
+                 cascade: CascadeRouter | None = None, cascade_source: str | None = None,
+                 cascade_default: bool = False):
         if not models:
             raise ValueError("the pyramid has no models")
         self.models = list(models)  # cheapest first
@@ -231,6 +248,9 @@ class Gateway:
         self.max_body_bytes = int(max_body_bytes)
         self.max_pending = int(max_pending)
         self.default_knob = default_knob
+        self.cascade = cascade  # template: per request its models are wrapped in _CascadeBackend
+        self.cascade_source = cascade_source
+        self.cascade_default = bool(cascade_default and cascade is not None)
         self.pending = 0
         self.metrics = _Metrics()
         from .router import conversation_text  # the router module owns how a conversation is read
@@ -279,9 +299,13 @@ class Gateway:
         m.requests.labels(label, str(status)).inc()
         m.latency.labels(label).observe(rec.latency_ms / 1000)
         if status == 200 and rec.model:
-            m.tokens.labels(rec.model, "in").inc(rec.tokens_in)
-            m.tokens.labels(rec.model, "out").inc(rec.tokens_out)
-            m.cost.labels(rec.model).inc(rec.cost_usd)
+            # a cascade spent tokens on every model it called: count them where they were spent
+            spent = ([(rec.model, rec.tokens_in, rec.tokens_out, rec.cost_usd)] if att.usage is None
+                     else [(n, u[0], u[1], self.by_name[n].cost(u[0], u[1])) for n, u in att.usage.items()])
+            for name, t_in, t_out, cost in spent:
+                m.tokens.labels(name, "in").inc(t_in)
+                m.tokens.labels(name, "out").inc(t_out)
+                m.cost.labels(name).inc(cost)
         if self.log is not None:
             self.log.record(rec)
 
@@ -352,15 +376,21 @@ class Gateway:
             max_tokens = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
             allowed = [m.name for m in self.models
                        if m.backend.count_tokens(att.messages) + max_tokens <= m.context_window]
-            self._plan(att, req.model, allowed, text, max_tokens)
+            att.allowed = allowed
+            cascade = self._wants_cascade(req.model)
+            if cascade:
+                self._plan_cascade(att, max_tokens)
+            else:
+                self._plan(att, req.model, allowed, text, max_tokens)
             kwargs = {"max_tokens": max_tokens, "temperature": req.temperature or 0.0,
                       "stop": [req.stop] if isinstance(req.stop, str) else req.stop}
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                response = await self._stream(att, kwargs, include_usage)
+                run_stream = self._cascade_stream if cascade else self._stream
+                response = await run_stream(att, kwargs, include_usage)
                 streaming = True
                 return response
-            return await self._complete(att, kwargs)
+            return await (self._cascade_complete if cascade else self._complete)(att, kwargs)
         except APIError as exc:
             self._finish(att, exc.status, error=exc.message)
             return exc.response(self._headers(att))
@@ -419,7 +449,7 @@ class Gateway:
             else:
                 first = requested
         else:
-            names = ", ".join([ROUTED, f"{ROUTED}:<knob>", *self.by_name])
+            names = ", ".join([ROUTED, f"{ROUTED}:<knob>", *([CASCADE] if self.cascade else []), *self.by_name])
             raise APIError(404, f"model '{requested}' does not exist; use one of: {names}", param="model",
                            code="model_not_found")
         att.chain = self._chain(first, allowed)
@@ -465,23 +495,222 @@ class Gateway:
         if result is None:
             raise self._all_failed(att)
         self._answered(att, name, result.tokens_in, result.tokens_out)
-        body = {
-            "id": att.rec.id,
+        body = self._completion_body(att, result.text, result.finish_reason)
+        self._finish(att, 200)
+        return _json(body, 200, self._headers(att))
+
+    @staticmethod
+    def _completion_body(att: _Attempt, text: str, finish_reason: str | None) -> dict:
+        """OpenAI's ``chat.completion`` for the answer recorded on ``att.rec`` (model, usage)."""
+        rec = att.rec
+        return {
+            "id": rec.id,
             "object": "chat.completion",
-            "created": int(att.rec.ts),
-            "model": name,
+            "created": int(rec.ts),
+            "model": rec.model,
             "system_fingerprint": None,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": result.text, "refusal": None},
+                "message": {"role": "assistant", "content": text, "refusal": None},
                 "logprobs": None,
-                "finish_reason": result.finish_reason or "stop",
+                "finish_reason": finish_reason or "stop",
             }],
-            "usage": {"prompt_tokens": att.rec.tokens_in, "completion_tokens": att.rec.tokens_out,
-                      "total_tokens": att.rec.tokens_in + att.rec.tokens_out},
+            "usage": {"prompt_tokens": rec.tokens_in, "completion_tokens": rec.tokens_out,
+                      "total_tokens": rec.tokens_in + rec.tokens_out},
         }
+
+    # -- the cascade ------------------------------------------------------------------------
+
+    def _wants_cascade(self, requested: str) -> bool:
+        """``tierwise:cascade`` always; plain ``tierwise`` when the cascade replaces the stand-in."""
+        if requested == CASCADE:
+            if self.cascade is None:
+                raise APIError(400, f"model '{CASCADE}' needs calibrated cascade thresholds: run `tierwise cascade "
+                                    "calibrate TABLE --target quality=0.95 --out cascade.json`, then set "
+                                    "`cascade: cascade.json` in the pyramid YAML or start `tierwise serve "
+                                    "--cascade cascade.json`", param="model", code="cascade_not_configured")
+            return True
+        return requested == ROUTED and self.cascade_default
+
+    def _plan_cascade(self, att: _Attempt, max_tokens: int) -> None:
+        """The cascade decides as it goes; here only what must hold before it starts."""
+        rec = att.rec
+        rec.router = "cascade"
+        rec.rule = self.cascade.thresholds.confidence
+        if not att.allowed:
+            raise self._too_long(max_tokens)
+        top = self.by_name[self.cascade.models[-1].name]
+        if top.name not in att.allowed:  # the top answers whenever nothing below is confident
+            raise APIError(400, f"prompt plus max_tokens={max_tokens} does not fit the cascade's top model "
+                                f"{top.name} ({top.context_window} tokens); ask a model by name instead",
+                           param="messages", code="context_length_exceeded")
+        att.usage = {}
+
+    def _cascade_for(self, att: _Attempt) -> CascadeRouter:
+        """The configured cascade with this request's view of each model (cheap: no I/O)."""
+        tpl = self.cascade
+        models = [CascadeModel(m.name, _CascadeBackend(self, self.by_name[m.name], att), m.input_per_1m,
+                               m.output_per_1m) for m in tpl.models]
+        return CascadeRouter(models, tpl.thresholds, samples=tpl.samples, sample_temperature=tpl.sample_temperature)
+
+    def _cascade_steps(self, att: _Attempt, chain: Sequence[tuple[str, float | None, bool]] | None) -> list[dict]:
+        """Log form of the chain, with each model's own tokens and cost; ``None``: what is known so far."""
+        if chain is None:  # the cascade failed or was cut off: rebuild its chain from the per-model records
+            chain = [(n, None, n != att.live or n in att.failed) for n in self.order
+                     if n in att.usage or n in att.failed or n == att.live]
+        steps = []
+        for name, conf, escalated in chain:
+            t_in, t_out = att.usage.get(name, (0, 0))
+            outcome = "error" if escalated and name in att.failed else "escalated" if escalated else "kept"
+            steps.append({"model": name, "confidence": None if conf is None else round(float(conf), 6),
+                          "outcome": outcome, "tokens_in": t_in, "tokens_out": t_out,
+                          "cost_usd": self.by_name[name].cost(t_in, t_out)})
+        return steps
+
+    def _cascade_spent(self, att: _Attempt) -> None:
+        """Totals over every model called so far (the money is spent even if the request fails)."""
+        rec = att.rec
+        rec.tokens_in = sum(u[0] for u in att.usage.values())
+        rec.tokens_out = sum(u[1] for u in att.usage.values())
+        rec.cost_usd = sum(self.by_name[n].cost(*u) for n, u in att.usage.items())
+
+    def _cascade_failed(self, att: _Attempt, exc: BaseException) -> APIError:
+        """The top model failed (lower ones were escalated past or not confident): 502, or 503 if busy."""
+        self._cascade_spent(att)
+        att.rec.cascade_chain = self._cascade_steps(att, None)
+        fb = att.rec.fallbacks
+        tried = "; ".join(f"{f['model']}: {f['error']}" for f in fb) or (str(exc) or type(exc).__name__)
+        top = self.cascade.models[-1].name
+        if fb and fb[-1]["model"] == top and fb[-1]["reason"] == "overloaded":
+            return APIError(503, f"cascade: the top model {top} is busy ({tried})", type="server_error",
+                            code="overloaded", headers={"retry-after": "1"})
+        return APIError(502, f"cascade: the top model {top} failed and no cheaper answer was kept ({tried})",
+                        type="server_error", code="backend_error")
+
+    def _cascade_answered(self, att: _Attempt, model: str, chain: Sequence[tuple[str, float | None, bool]],
+                          tokens_in: int, tokens_out: int, cost_usd: float) -> None:
+        rec = att.rec
+        rec.model = rec.chosen = model
+        rec.tokens_in, rec.tokens_out, rec.cost_usd = int(tokens_in), int(tokens_out), float(cost_usd)
+        rec.cascade_chain = self._cascade_steps(att, chain)
+
+    async def _cascade_complete(self, att: _Attempt, kwargs: dict) -> Response:
+        try:
+            res = await self._cascade_for(att).complete(att.messages, **kwargs)
+        except BackendError as exc:  # only the top model's failure gets here; lower ones are escalated past
+            raise self._cascade_failed(att, exc) from None
+        self._cascade_answered(att, res.model, res.chain, res.tokens_in, res.tokens_out, res.cost_usd)
+        body = self._completion_body(att, res.text, res.finish_reason)
         self._finish(att, 200)
-        return _json(body, 200, self._headers(att))
+        headers = self._headers(att)
+        headers["x-tierwise-cascade-chain"] = chain_header(att.rec.cascade_chain)
+        return _json(body, 200, headers)
+
+    async def _cascade_stream(self, att: _Attempt, kwargs: dict, include_usage: bool) -> Response:
+        """Wait until the answering model is known (a kept lower answer, or the top's first token), so
+        failures before that are still a plain JSON error and every chunk names the right model."""
+        agen = self._cascade_for(att).stream(att.messages, **kwargs)
+        it = _aiter(agen)
+        buffered: list[StreamDelta] = []
+
+        async def close_all() -> None:
+            for g in (agen, *reversed(att.streams)):
+                with contextlib.suppress(BaseException):
+                    await _aclose(g)
+
+        try:
+            while att.live is None and not (buffered and "cascade" in buffered[-1].extra):
+                buffered.append(await it.__anext__())  # bounded: every model call has its timeout
+        except BackendError as exc:
+            await close_all()
+            raise self._cascade_failed(att, exc) from None
+        except BaseException:
+            await close_all()
+            raise
+        rec = att.rec
+        final = buffered[-1].extra.get("cascade") if buffered[-1].extra else None
+        rec.model = rec.chosen = final["model"] if final else att.live
+        headers = self._headers(att)
+        if final is None:  # the top streams live: what the lower models cost, plus the top's prompt
+            self._cascade_spent(att)
+            slot = self.by_name[rec.model]
+            prompt_cost = slot.cost(slot.backend.count_tokens(att.messages), 0)
+            headers["x-tierwise-cost-usd"] = f"{rec.cost_usd + prompt_cost:.10f}"
+            headers["x-tierwise-cost-estimated"] = "prompt-only"
+        else:
+            headers["x-tierwise-cost-usd"] = f"{float(final['cost_usd']):.10f}"
+        done = False
+
+        async def cleanup(status: int, error: str | None) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            await close_all()
+            if att.rec.cascade_chain is None:  # failed or cut off: log what was spent on the way
+                self._cascade_spent(att)
+                att.rec.cascade_chain = self._cascade_steps(att, None)
+            self.pending -= 1
+            self._finish(att, status, error=error)
+
+        return _GuardedStream(self._cascade_sse(att, it, buffered, cleanup, include_usage), cleanup,
+                              media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+
+    async def _cascade_sse(self, att: _Attempt, it: Any, buffered: list[StreamDelta], cleanup: Any,
+                           include_usage: bool) -> AsyncIterator[bytes]:
+        """Same wire format as ``_sse``; the last chunk(s) carry ``tierwise`` = {model, chain, cost}."""
+        rec = att.rec
+        base = {"id": rec.id, "object": "chat.completion.chunk", "created": int(rec.ts), "model": rec.model,
+                "system_fingerprint": None}
+
+        def event(obj: dict) -> bytes:
+            return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+        def chunk(delta: dict, finish: str | None = None, **extra: Any) -> bytes:
+            obj = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            if include_usage:
+                obj["usage"] = None
+            return event({**obj, **extra})
+
+        status, error = 200, None
+        last: StreamDelta | None = None
+        try:
+            yield chunk({"role": "assistant", "content": "", "refusal": None})
+            pending = iter(buffered)
+            while True:
+                d = next(pending, None)
+                if d is None:
+                    try:
+                        d = await it.__anext__()  # each gap bounded by the model's timeout (_CascadeBackend)
+                    except StopAsyncIteration:
+                        break
+                if d.text:
+                    yield chunk({"content": d.text})
+                if "cascade" in d.extra:
+                    last = d
+                    break
+            if last is None:
+                raise BackendError("cascade", "ended without an answer")
+            info = last.extra["cascade"]
+            self._cascade_answered(att, info["model"], info["chain"], last.tokens_in or 0, last.tokens_out or 0,
+                                   info["cost_usd"])
+            tw = {"model": rec.model, "router": "cascade", "cost_usd": rec.cost_usd,
+                  "chain": chain_header(rec.cascade_chain), "steps": rec.cascade_chain}
+            yield chunk({}, last.finish_reason or "stop", tierwise=tw)
+            if include_usage:
+                usage = {"prompt_tokens": rec.tokens_in, "completion_tokens": rec.tokens_out,
+                         "total_tokens": rec.tokens_in + rec.tokens_out}
+                yield event({**base, "choices": [], "usage": usage, "tierwise": tw})
+            yield b"data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            status, error = 499, "client closed the stream"
+            raise
+        except Exception as exc:  # after the first token there is no fallback: end with an error event
+            msg = str(exc) or type(exc).__name__
+            status, error = 502, msg
+            yield event(APIError(502, msg, type="server_error", code="backend_error").body())
+        finally:
+            await cleanup(status, error)
 
     async def _open_stream(self, slot: ModelSlot, messages: list[dict], kwargs: dict):
         """Start a stream and wait for its first token (or its end) within the model's timeout.
@@ -627,7 +856,11 @@ class Gateway:
     def list_models(self) -> dict:
         created = int(time.time())
         data = [{"id": ROUTED, "object": "model", "created": created, "owned_by": "tierwise",
-                 "router": getattr(self.router, "name", None)}]
+                 "router": "cascade" if self.cascade_default else getattr(self.router, "name", None)}]
+        if self.cascade is not None:
+            data.append({"id": CASCADE, "object": "model", "created": created, "owned_by": "tierwise",
+                         "router": "cascade", "confidence": self.cascade.thresholds.confidence,
+                         "thresholds": self.cascade_source})
         for m in self.models:
             data.append({"id": m.name, "object": "model", "created": created, "owned_by": "tierwise",
                          "context_window": m.context_window,
@@ -647,6 +880,126 @@ class Gateway:
         if not found:
             raise APIError(404, f"unknown request_id '{fb.request_id}'", param="request_id", code="not_found")
         return _json({"object": "feedback", "request_id": fb.request_id, "score": fb.score})
+
+
+class _CascadeBackend(Backend):
+    """One pyramid model as the cascade sees it during one request.
+
+    The cascade calls backends directly; this wraps each call in the gateway's rules -- the model's
+    concurrency slot, its ``timeout_s`` for the slot wait and for the answer (streams: the first
+    token and each gap), the context-window check -- and records failures and per-model tokens on
+    the request. Every failure surfaces as a ``BackendError``, which is what the cascade escalates past.
+    """
+
+    def __init__(self, gw: Gateway, slot: ModelSlot, att: _Attempt):
+        self.gw, self.slot, self.att = gw, slot, att
+        self.name = slot.name
+        self.context_window = slot.context_window
+
+    def count_tokens(self, messages: list[dict]) -> int:
+        return self.slot.backend.count_tokens(messages)
+
+    def _failed(self, exc: BaseException, reason: str, *, record: bool = True) -> BackendError:
+        self.att.failed.add(self.name)
+        if record:
+            self.gw._fail(self.att, self.name, exc, reason)
+        if isinstance(exc, BackendError):
+            return exc
+        return BackendError(self.name, str(exc) or type(exc).__name__, timeout=reason == "timeout")
+
+    def _fits(self) -> None:
+        if self.name not in self.att.allowed:
+            raise self._failed(BackendError(self.name, "context window too small for prompt + max_tokens"),
+                               "context")
+
+    def _used(self, tokens_in: int, tokens_out: int) -> None:
+        u = self.att.usage.setdefault(self.name, [0, 0])
+        u[0] += int(tokens_in)
+        u[1] += int(tokens_out)
+
+    async def chat(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
+                   stop: list[str] | None = None, logprobs: bool = False, top_logprobs: int = 0,
+                   timeout: float | None = None) -> ChatResult:
+        self._fits()
+        slot = self.slot
+        try:
+            async with self.gw._slot(slot):
+                r = await _within(slot.backend.chat(messages, max_tokens=max_tokens, temperature=temperature,
+                                                    stop=stop, logprobs=logprobs, top_logprobs=top_logprobs,
+                                                    timeout=slot.timeout_s), slot.timeout_s)
+        except _QueueTimeout as exc:
+            raise self._failed(exc, "overloaded") from None
+        except asyncio.TimeoutError:
+            raise self._failed(TimeoutError(f"no answer within {slot.timeout_s:g}s"), "timeout") from None
+        except BackendError as exc:
+            raise self._failed(exc, "timeout" if exc.timeout else "error") from None
+        except Exception as exc:
+            raise self._failed(exc, "error") from None
+        self._used(r.tokens_in, r.tokens_out)
+        return r
+
+    def stream(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
+               stop: list[str] | None = None, timeout: float | None = None) -> AsyncIterator[StreamDelta]:
+        gen = self._stream(messages, max_tokens, temperature, stop)
+        self.att.streams.append(gen)  # closed by the gateway even if the cascade is torn down mid-stream
+        return gen
+
+    async def _stream(self, messages: list[dict], max_tokens: int, temperature: float,
+                      stop: list[str] | None) -> AsyncIterator[StreamDelta]:
+        self._fits()
+        slot = self.slot
+        cm = self.gw._slot(slot)
+        try:
+            await cm.__aenter__()
+        except _QueueTimeout as exc:
+            raise self._failed(exc, "overloaded") from None
+        agen = slot.backend.stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                                   timeout=slot.timeout_s)
+        it = _aiter(agen)
+        t_in = t_out = None
+        started = finished = False
+        pieces = 0
+        try:
+            while True:
+                try:
+                    d = await _within(it.__anext__(), slot.timeout_s)
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    msg = (f"stream stalled for {slot.timeout_s:g}s" if started
+                           else f"no first token within {slot.timeout_s:g}s")
+                    raise self._failed(TimeoutError(msg), "timeout", record=not started) from None
+                except BackendError as exc:
+                    raise self._failed(exc, "timeout" if exc.timeout else "error", record=not started) from None
+                except Exception as exc:
+                    raise self._failed(exc, "error", record=not started) from None
+                if not started:
+                    started = True
+                    self.att.live = slot.name
+                if d.tokens_in is not None:
+                    t_in = d.tokens_in
+                if d.tokens_out is not None:
+                    t_out = d.tokens_out
+                pieces += bool(d.text)
+                yield d
+            finished = True
+        finally:
+            if started:  # complete: the same fallbacks as CascadeRouter.stream, so records add up to
+                # its totals; cut off: the prompt and the pieces sent were paid for all the same
+                self._used(t_in if t_in is not None else slot.backend.count_tokens(messages),
+                           t_out if t_out is not None else (0 if finished else pieces))
+            with contextlib.suppress(BaseException):
+                await _aclose(agen)
+            await cm.__aexit__(None, None, None)
+
+
+def chain_header(steps: Sequence[dict] | None) -> str:
+    """``m0:-0.92:escalated,m1:-0.21:kept``: model, confidence (``none``: no signal), outcome."""
+    out = []
+    for s in steps or ():
+        conf = "none" if s.get("confidence") is None else f"{s['confidence']:.2f}"
+        out.append(f"{s['model']}:{conf}:{s['outcome']}")
+    return ",".join(out)
 
 
 class _QueueTimeout(Exception):
@@ -725,6 +1078,33 @@ def load_router(pyramid: Any, path: str | None = None) -> Any:
     return Router.stand_in(names, costs)
 
 
+def load_cascade(pyramid: Any, path: Any = None) -> tuple[Thresholds, str] | None:
+    """Cascade thresholds from ``path`` (a file or :class:`Thresholds`) or the pyramid's ``cascade:``.
+
+    Checked against the pyramid here, at startup, so a file calibrated for other models stops the
+    gateway with the file named instead of failing on the first request.
+    """
+    path = path if path is not None else _get(pyramid, "cascade")
+    if path is None or path == "":
+        return None
+    if isinstance(path, Thresholds):
+        th, source = path, str(path.meta.get("source") or "<thresholds>")
+    else:
+        th, source = Thresholds.load(path), str(path)
+    names = [_get(m, "name") for m in pyramid.models]
+    if th.models != names:
+        raise CascadeError(f"{source}: cascade thresholds are for models {th.models}, the pyramid has {names}; "
+                           "calibrate on a table collected from this pyramid (`tierwise cascade calibrate`)")
+    if th.confidence == "self_consistency" and int(th.meta.get("samples") or 0) < 1:
+        raise CascadeError(f"{source}: confidence self_consistency needs meta.samples >= 1 (answers sampled per model)")
+    return th, source
+
+
+def _trained(router: Any) -> bool:
+    """False for the untrained stand-in (``Router.stand_in``), which the cascade should replace."""
+    return not str(getattr(router, "name", "")).startswith("stand-in")
+
+
 def default_knob(pyramid: Any, router: Any) -> Any:
     """The knob for ``model="tierwise"``: the pyramid's if the user set one, else the router's own.
 
@@ -743,24 +1123,36 @@ def default_knob(pyramid: Any, router: Any) -> Any:
 
 def create_app(pyramid: Any, *, router: Any = None, backends: dict[str, Backend] | None = None,
                log: DecisionLog | None = None, store_prompts: bool = False,
-               max_pending: int = DEFAULT_MAX_PENDING) -> FastAPI:
+               max_pending: int = DEFAULT_MAX_PENDING, cascade: Any = None,
+               cascade_default: bool | None = None) -> FastAPI:
     """The gateway app for a loaded pyramid.
 
-    ``router``/``backends``/``log`` default to what the pyramid config says; pass them to share or
-    replace parts (tests inject a failing backend this way). The app closes the log and backends on
-    shutdown, so queued log rows are written before the process exits.
+    ``router``/``backends``/``log``/``cascade`` (thresholds file or :class:`Thresholds`) default to
+    what the pyramid config says; pass them to share or replace parts (tests inject a failing backend
+    this way). ``cascade_default``: whether plain ``tierwise`` runs the cascade; default: when a
+    cascade is configured and the router is the untrained stand-in. The app closes the log and
+    backends on shutdown, so queued log rows are written before the process exits.
     """
     from .decision_log import open_log
 
+    loaded = load_cascade(pyramid, cascade)  # before any backend starts: a bad file fails fast
     slots = build_slots(pyramid, backends)
     router = router if router is not None else load_router(pyramid)
     if log is None:
         target = pyramid.log_target() if hasattr(pyramid, "log_target") else _get(pyramid, "log")
         log = open_log(target, store_prompts=store_prompts)
     keys = pyramid.client_keys() if hasattr(pyramid, "client_keys") else _get(pyramid, "api_keys")
+    cascade_router, source = None, None
+    if loaded is not None:
+        th, source = loaded
+        models = [CascadeModel(s.name, s.backend, s.input_per_1m, s.output_per_1m) for s in slots]
+        cascade_router = CascadeRouter(models, th, samples=int(th.meta.get("samples") or 0))
+    if cascade_default is None:
+        cascade_default = cascade_router is not None and not _trained(router)
     gw = Gateway(slots, router, log, api_keys=keys or (),
                  max_body_bytes=int(_get(pyramid, "max_body_bytes", default=None) or DEFAULT_MAX_BODY),
-                 max_pending=max_pending, default_knob=default_knob(pyramid, router))
+                 max_pending=max_pending, default_knob=default_knob(pyramid, router),
+                 cascade=cascade_router, cascade_source=source, cascade_default=cascade_default)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -809,7 +1201,9 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict[str, Backend]
     async def health() -> Response:
         problem = log.writer_error
         return _json({"status": "degraded" if problem else "ok", "models": [s.name for s in slots],
-                      "router": getattr(router, "name", None), "in_flight": gw.pending, "log": problem or "ok"})
+                      "router": getattr(router, "name", None), "cascade": gw.cascade_source,
+                      "routed_model_uses": "cascade" if gw.cascade_default else "router",
+                      "in_flight": gw.pending, "log": problem or "ok"})
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -42,6 +42,10 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0 exposes it; set api_keys then)"),
         port: int = typer.Option(8000, help="TCP port"),
         router: Optional[Path] = typer.Option(None, "--router", help="router artifact (overrides the pyramid's)"),
+        cascade: Optional[Path] = typer.Option(
+            None, "--cascade",
+            help="thresholds from `tierwise cascade calibrate` (overrides the pyramid's `cascade:`); serves "
+                 "model 'tierwise:cascade', and plain 'tierwise' too when no trained router is loaded"),
         log_prompts: bool = typer.Option(False, "--log-prompts", help="store prompt text in the log (for training from feedback)"),
         log_level: str = typer.Option("warning", help="uvicorn log level"),
     ) -> None:
@@ -54,12 +58,16 @@ def register(app: typer.Typer) -> None:
         pyramid = _pyramid(config)
         try:
             r = load_router(pyramid, str(router) if router else None)
-            app_ = create_app(pyramid, router=r, store_prompts=log_prompts)
+            app_ = create_app(pyramid, router=r, store_prompts=log_prompts,
+                              cascade=str(cascade) if cascade is not None else None)
         except (LogError, ValueError, OSError, RuntimeError) as exc:
             _fail(str(exc))
         gw = app_.state.gateway
+        casc = ""
+        if gw.cascade is not None:
+            casc = f"  cascade: {gw.cascade_source}" + (" (also for model 'tierwise')" if gw.cascade_default else "")
         typer.echo(f"tierwise gateway on http://{host}:{port}/v1  models: {', '.join(m.name for m in gw.models)}  "
-                   f"router: {gw.router.name}  log: {gw.log.url}", err=True)
+                   f"router: {gw.router.name}{casc}  log: {gw.log.url}", err=True)
         uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
 
     @app.command("log")
@@ -85,10 +93,14 @@ def register(app: typer.Typer) -> None:
 
         for r in rows:
             score = r["scores"].get(r["model"]) if r["model"] else None
+            path = "->".join(f["model"] for f in r["fallbacks"])
+            if r.get("cascade_chain"):  # cascade: its path, score = the kept answer's confidence
+                path = "cascade " + "->".join(s["model"] for s in r["cascade_chain"])
+                score = next((s["confidence"] for s in r["cascade_chain"] if s["outcome"] == "kept"), None)
             t.add_row(
                 _time.strftime("%H:%M:%S", _time.localtime(r["ts"])), r["id"][-12:], r["requested_model"] or "",
                 r["model"] or "-", "" if score is None else f"{score:.2f}",
-                "->".join(f["model"] for f in r["fallbacks"]) or "", f"{r['tokens_in']}/{r['tokens_out']}",
+                path, f"{r['tokens_in']}/{r['tokens_out']}",
                 f"{r['latency_ms']:.0f}", f"{r['cost_usd']:.6f}", str(r["status"]),
             )
         Console().print(t)
