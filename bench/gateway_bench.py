@@ -171,11 +171,12 @@ def free_port() -> int:
 
 
 def write_pyramid(path: Path, backend_url: str, log: str, modes: tuple[str, ...] = ("echo", "echo", "echo"),
-                  extra: str = "", timeout_s: float = 10.0) -> Path:
-    """A pyramid of ``len(modes)`` stub-backed models, cheapest first (names m0, m1, ...)."""
+                  extra: str = "", timeout_s: float = 10.0, names: list[str] | None = None) -> Path:
+    """A pyramid of ``len(modes)`` stub-backed models, cheapest first (names m0, m1, ... unless given)."""
     lines = ["models:"]
     for i, mode in enumerate(modes):
-        lines += [f"  - name: m{i}", "    backend: openai", f"    endpoint: {backend_url}", f"    model: {mode}",
+        name = names[i] if names else f"m{i}"
+        lines += [f"  - name: {name}", "    backend: openai", f"    endpoint: {backend_url}", f"    model: {mode}",
                   f"    input_per_1m: {0.1 * 10 ** i:g}", f"    output_per_1m: {0.2 * 10 ** i:g}",
                   "    context_window: 8192", f"    timeout_s: {timeout_s}", "    max_concurrency: 64"]
     lines.append(f"log: {log}")
@@ -292,6 +293,9 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--load-requests", type=int, default=640, help="total requests of the concurrency run")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="time bound of the concurrency run")
+    ap.add_argument("--router", default="stand-in",
+                    help="'stand-in' (untrained heuristic), 'default' (the shipped router of the embedded pyramid; "
+                         "the stub models then take its model names), or a router artifact path")
     ap.add_argument("--stub-port", type=int, help=argparse.SUPPRESS)  # internal: run only the stub backend
     args = ap.parse_args()
     if args.stub_port:
@@ -309,7 +313,17 @@ def main() -> int:
         stub_proc = subprocess.Popen([sys.executable, __file__, "--stub-port", str(stub_port)])
         stub_url = f"http://127.0.0.1:{stub_port}/v1"
         _wait_port(stub_port)
-        cfg = write_pyramid(Path(tmp) / "pyramid.yaml", stub_url, log)
+        names, extra = None, ""
+        if args.router != "stand-in":
+            from tierwise.config import default_router_path
+            from tierwise.router import Router
+
+            router_path = default_router_path() if args.router == "default" else Path(args.router).resolve()
+            names = Router.load(router_path).models
+            extra = f"router: {router_path}\n"
+        cfg = write_pyramid(Path(tmp) / "pyramid.yaml", stub_url, log, modes=("echo",) * (len(names) if names else 3),
+                            names=names, extra=extra)
+        print(f"router: {args.router}{' (' + ', '.join(names) + ')' if names else ''}")
         port = free_port()
         proc = start_gateway(cfg, port)
         try:
@@ -319,7 +333,7 @@ def main() -> int:
             routed = _timed_posts(f"http://127.0.0.1:{port}/v1/chat/completions", {**body, "model": "tierwise"},
                                   args.requests)
             cpu1 = _cpu_s(proc.pid)
-            named = _timed_posts(f"http://127.0.0.1:{port}/v1/chat/completions", {**body, "model": "m0"},
+            named = _timed_posts(f"http://127.0.0.1:{port}/v1/chat/completions", {**body, "model": (names or ["m0"])[0]},
                                  args.requests)
             cpu2 = _cpu_s(proc.pid)
             t0 = time.perf_counter()

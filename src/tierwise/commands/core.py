@@ -189,14 +189,18 @@ def route_command(
 
 
 def bench_command(
-    table: Path = typer.Option(Path("data/outcomes/mmlu_pro.csv.gz"), help="Table to train the benchmark routers on."),
+    table: Optional[Path] = typer.Option(None, help="Table to train the benchmark routers on (default: the shipped mmlu_pro table)."),
     kind: str = typer.Option("ensemble", help="Router kind to time."),
     iterations: int = typer.Option(2000, help="Decisions timed per cell."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Router decision latency (encode + score + choose), p50/p99, by prompt length and model count."""
     from ..bench import run_router_bench
+    from ..promptsets import data_dir
 
+    table = table or data_dir() / "mmlu_pro.csv.gz"
+    if not table.is_file():
+        _fail(f"{table}: file not found (pass --table, or set TIERWISE_DATA to the folder of the shipped tables)")
     run_router_bench(table, kind=kind, iterations=iterations, as_json=as_json)
 
 
