@@ -21,6 +21,20 @@ def _rec(i: int, model: str = "small", **kw) -> RequestRecord:
     return RequestRecord(**base)
 
 
+def _record_from_threads(log: DecisionLog, threads: int, per_thread: int) -> None:
+    """``threads`` threads record ``per_thread`` rows each at once (ids ``req-{t * 1000 + j}``)."""
+
+    def worker(t: int) -> None:
+        for j in range(per_thread):
+            log.record(_rec(t * 1000 + j))
+
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for th in workers:
+        th.start()
+    for th in workers:
+        th.join()
+
+
 def test_rows_roundtrip_and_last(tmp_path):
     log = DecisionLog(tmp_path / "log.sqlite")
     for i in range(5):
@@ -64,19 +78,9 @@ def test_record_does_not_block(tmp_path):
 
 def test_no_lost_rows_with_32_threads(tmp_path):
     log = DecisionLog(tmp_path / "log.sqlite", batch=16)
-    per_thread = 50
-
-    def worker(t: int) -> None:
-        for j in range(per_thread):
-            log.record(_rec(t * 1000 + j))
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(32)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    _record_from_threads(log, 32, per_thread=50)
     log.close()
-    assert DecisionLog(tmp_path / "log.sqlite").count() == 32 * per_thread
+    assert DecisionLog(tmp_path / "log.sqlite").count() == 32 * 50
 
 
 def test_feedback_found_unknown_and_bad_score(tmp_path):
@@ -183,16 +187,7 @@ def postgres_url():
 
 def test_postgres_log_rows_feedback_and_concurrency(postgres_url):
     log = DecisionLog(postgres_url, store_prompts=True, batch=32)
-
-    def worker(t: int) -> None:
-        for j in range(25):
-            log.record(_rec(t * 1000 + j))
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(32)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    _record_from_threads(log, 32, per_thread=25)
     assert log.add_feedback("req-5", 0.5).result(10) is True
     assert log.add_feedback("missing", 0.5).result(10) is False
     log.close()

@@ -20,6 +20,7 @@ import openai
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from _helpers import log_row, log_rows, prices_of  # noqa: E402
 from gateway_bench import StubBackend, free_port, start_gateway, stop_gateway, write_pyramid  # noqa: E402
 
 KEY = "sk-tierwise-test"
@@ -56,34 +57,6 @@ def _router(cfg: Path):
     return load_router(Pyramid.load(cfg))
 
 
-def _prices(cfg: Path) -> dict[str, tuple[float, float]]:
-    from tierwise.config import Pyramid
-
-    return {m.name: (m.input_per_1m, m.output_per_1m) for m in Pyramid.load(cfg).models}
-
-
-def _log_rows(path: Path, want: int | None = None, timeout: float = 10.0) -> list[dict]:
-    """Rows as another process sees them (the writer batches, so wait briefly for ``want``)."""
-    from tierwise.decision_log import DecisionLog
-
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = DecisionLog(path).rows()
-        if want is None or len(rows) >= want or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.05)
-
-
-def _row(path: Path, rid: str, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for r in _log_rows(path):
-            if r["id"] == rid:
-                return r
-        time.sleep(0.05)
-    raise AssertionError(f"request {rid} not in the decision log")
-
-
 def _assert_error_shape(body: dict, status: int, resp_status: int) -> dict:
     assert resp_status == status
     err = body["error"]
@@ -107,11 +80,11 @@ def test_non_stream_routed_headers_match_body_and_log(client, main_gw):
     assert h["x-request-id"] == resp.id
     assert h["x-tierwise-router"] == "stand-in:heuristic"
     assert 0.0 <= float(h["x-tierwise-score"]) <= 1.0
-    pin, pout = _prices(main_gw["cfg"])[resp.model]
+    pin, pout = prices_of(main_gw["cfg"])[resp.model]
     u = resp.usage
     assert u.prompt_tokens > 0 and u.completion_tokens > 0 and u.total_tokens == u.prompt_tokens + u.completion_tokens
     assert float(h["x-tierwise-cost-usd"]) == pytest.approx((u.prompt_tokens * pin + u.completion_tokens * pout) / 1e6)
-    row = _row(main_gw["log"], resp.id)
+    row = log_row(main_gw["log"], resp.id)
     assert row["status"] == 200 and row["model"] == resp.model and row["requested_model"] == "tierwise"
     assert row["tokens_in"] == u.prompt_tokens and row["tokens_out"] == u.completion_tokens
     assert set(row["scores"]) == {"m0", "m1", "m2"} and row["fallbacks"] == []
@@ -144,7 +117,7 @@ def test_routes_on_the_whole_conversation(client, main_gw):
     b = client.chat.completions.create(model="tierwise", messages=[
         {"role": "user", "content": LONG_NUMERIC}, {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "and then?"}])
-    ra, rb = _row(main_gw["log"], a.id), _row(main_gw["log"], b.id)
+    ra, rb = log_row(main_gw["log"], a.id), log_row(main_gw["log"], b.id)
     assert ra["prompt_hash"] != rb["prompt_hash"]
     assert ra["scores"] != rb["scores"]
 
@@ -162,7 +135,7 @@ def test_stream_is_openai_sse(client, main_gw):
     finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finals) == 1 and finals[0].choices[0].finish_reason == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
-    row = _row(main_gw["log"], chunks[0].id)
+    row = log_row(main_gw["log"], chunks[0].id)
     assert row["stream"] and row["status"] == 200 and row["tokens_out"] == chunks[-1].usage.completion_tokens
 
 
@@ -186,7 +159,7 @@ def test_direct_model_name_bypasses_router(client, main_gw):
     resp = raw.parse()
     assert resp.model == "m2" and raw.headers["x-tierwise-router"] == "direct"
     assert "x-tierwise-score" not in raw.headers
-    row = _row(main_gw["log"], resp.id)
+    row = log_row(main_gw["log"], resp.id)
     assert row["router"] == "direct" and row["scores"] == {}
 
 
@@ -316,7 +289,7 @@ def test_fallback_on_500_and_timeout(fault_gw):
     assert resp.model == "m2" and resp.choices[0].message.content == "echo: hi"
     assert raw.headers["x-tierwise-fallbacks"] == "m0,m1"
     assert 1.0 <= elapsed < 10  # m1's 1 s timeout was waited out, nothing hung
-    row = _row(fault_gw["log"], resp.id)
+    row = log_row(fault_gw["log"], resp.id)
     assert row["chosen"] == "m0" and row["model"] == "m2" and row["status"] == 200
     assert [(f["model"], f["reason"]) for f in row["fallbacks"]] == [("m0", "error"), ("m1", "timeout")]
     assert "500" in row["fallbacks"][0]["error"]
@@ -328,7 +301,7 @@ def test_fallback_before_first_streamed_token(fault_gw):
     fault_gw["sent"] += 1
     assert {ch.model for ch in chunks} == {"m2"}
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "echo: s"
-    row = _row(fault_gw["log"], chunks[0].id)
+    row = log_row(fault_gw["log"], chunks[0].id)
     assert [f["model"] for f in row["fallbacks"]] == ["m0", "m1"] and row["stream"]
 
 
@@ -340,7 +313,7 @@ def test_stall_after_first_token_ends_stream_with_error(fault_gw):
             got.append(ch)
     fault_gw["sent"] += 1
     assert "".join(ch.choices[0].delta.content or "" for ch in got if ch.choices) == "echo:"
-    row = _row(fault_gw["log"], got[0].id)
+    row = log_row(fault_gw["log"], got[0].id)
     assert row["status"] == 502 and row["model"] == "m3" and "stalled" in row["error"]
 
 
@@ -351,7 +324,7 @@ def test_client_leaving_mid_stream_frees_the_slot_and_is_logged(fault_gw):
         first = next(r.iter_lines())
         assert first.startswith("data: ")
     fault_gw["sent"] += 1
-    row = _row(fault_gw["log"], rid)
+    row = log_row(fault_gw["log"], rid)
     assert row["status"] == 499 and row["model"] == "m3"
     deadline = time.monotonic() + 5
     while httpx.get(fault_gw["url"] + "/health").json()["in_flight"] and time.monotonic() < deadline:
@@ -366,7 +339,7 @@ def test_log_survives_restart(fault_gw):
         ids.append(c.chat.completions.create(model="m2", messages=[{"role": "user", "content": f"r{i}"}]).id)
         fault_gw["sent"] += 1
     stop_gateway(fault_gw["proc"])  # SIGTERM: queued rows are flushed on shutdown
-    rows = _log_rows(fault_gw["log"])
+    rows = log_rows(fault_gw["log"])
     assert len(rows) == fault_gw["sent"]
     assert set(ids) <= {r["id"] for r in rows}
     with sqlite3.connect(fault_gw["log"]) as con:
@@ -374,7 +347,7 @@ def test_log_survives_restart(fault_gw):
     fault_gw["proc"] = start_gateway(fault_gw["cfg"], fault_gw["port"])
     new = c.chat.completions.create(model="m2", messages=[{"role": "user", "content": "after restart"}]).id
     fault_gw["sent"] += 1
-    rows = _log_rows(fault_gw["log"], want=fault_gw["sent"])
+    rows = log_rows(fault_gw["log"], want=fault_gw["sent"])
     assert len(rows) == fault_gw["sent"] and new in {r["id"] for r in rows} and set(ids) <= {r["id"] for r in rows}
 
 
@@ -392,7 +365,7 @@ def test_log_and_stats_commands(fault_gw):
     res = runner.invoke(app, ["stats", "--json", "--config", str(fault_gw["cfg"])])
     assert res.exit_code == 0, res.output
     s = json.loads(res.output)
-    want = summarize(DecisionLog(fault_gw["log"]).rows(), _prices(fault_gw["cfg"]))
+    want = summarize(DecisionLog(fault_gw["log"]).rows(), prices_of(fault_gw["cfg"]))
     assert s["requests"] == want["requests"] == len(DecisionLog(fault_gw["log"]).rows())
     assert s["baseline_model"] == "m3" and s["saved_usd"] == pytest.approx(want["saved_usd"])
     assert s["fallbacks"] >= 4
@@ -444,7 +417,7 @@ def test_all_backends_failing_is_502(stub, tmp_path):
         r = httpx.post(url + "/v1/chat/completions", timeout=30,
                        json={"model": "tierwise", "stream": True, "messages": [{"role": "user", "content": "x"}]})
         _assert_error_shape(r.json(), 502, r.status_code)
-    rows = _log_rows(tmp_path / "log.sqlite")
+    rows = log_rows(tmp_path / "log.sqlite")
     assert [r["status"] for r in rows] == [502, 502] and all(len(r["fallbacks"]) == 2 for r in rows)
 
 

@@ -22,6 +22,7 @@ import openai
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from _helpers import log_row, log_rows, prices_of  # noqa: E402
 from gateway_bench import StubBackend, free_port, start_gateway, stop_gateway, write_pyramid  # noqa: E402
 
 from tierwise.cascade import Thresholds  # noqa: E402
@@ -31,33 +32,6 @@ MSGS = [{"role": "user", "content": "What is the capital of France?"}]
 
 def _thresholds(path: Path, models: list[str], value: float = -1.0) -> Path:
     return Thresholds(models, [value] * (len(models) - 1)).save(path)
-
-
-def _prices(cfg: Path) -> dict[str, tuple[float, float]]:
-    from tierwise.config import Pyramid
-
-    return {m.name: (m.input_per_1m, m.output_per_1m) for m in Pyramid.load(cfg).models}
-
-
-def _log_rows(path: Path, want: int | None = None, timeout: float = 10.0) -> list[dict]:
-    from tierwise.decision_log import DecisionLog
-
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = DecisionLog(path).rows()
-        if want is None or len(rows) >= want or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.05)
-
-
-def _row(path: Path, rid: str, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for r in _log_rows(path):
-            if r["id"] == rid:
-                return r
-        time.sleep(0.05)
-    raise AssertionError(f"request {rid} not in the decision log")
 
 
 def _error(resp: httpx.Response, status: int) -> dict:
@@ -125,10 +99,10 @@ def test_confident_small_model_answers_alone(confident_gw, stub):
     assert h["x-tierwise-router"] == "cascade" and h["x-tierwise-cascade-chain"] == "m0:-0.05:kept"
     assert h["x-request-id"] == resp.id and "x-tierwise-fallbacks" not in h
     u = resp.usage
-    pin, pout = _prices(confident_gw["cfg"])["m0"]
+    pin, pout = prices_of(confident_gw["cfg"])["m0"]
     assert u.total_tokens == u.prompt_tokens + u.completion_tokens and u.prompt_tokens > 0
     assert float(h["x-tierwise-cost-usd"]) == pytest.approx((u.prompt_tokens * pin + u.completion_tokens * pout) / 1e6)
-    row = _row(confident_gw["log"], resp.id)
+    row = log_row(confident_gw["log"], resp.id)
     assert row["router"] == "cascade" and row["model"] == "m0" and row["requested_model"] == "tierwise:cascade"
     assert row["status"] == 200 and row["tokens_in"] == u.prompt_tokens and row["tokens_out"] == u.completion_tokens
     assert [(s["model"], s["outcome"]) for s in row["cascade_chain"]] == [("m0", "kept")]
@@ -157,14 +131,14 @@ def test_unsure_small_model_escalates_to_the_top(unsure_gw, stub):
     assert stub.calls.get("confident", 0) - before.get("confident", 0) == 1
     assert resp.model == "m2" == h["x-tierwise-model"]
     assert h["x-tierwise-cascade-chain"] == "m0:-3.00:escalated,m1:-3.00:escalated,m2:-0.05:kept"
-    row = _row(unsure_gw["log"], resp.id)
+    row = log_row(unsure_gw["log"], resp.id)
     steps = row["cascade_chain"]
     assert [(s["model"], s["confidence"], s["outcome"]) for s in steps] == [
         ("m0", -3.0, "escalated"), ("m1", -3.0, "escalated"), ("m2", -0.05, "kept")]
     # usage and cost are totals over every model called, as in the log row
     assert resp.usage.prompt_tokens == row["tokens_in"] == sum(s["tokens_in"] for s in steps)
     assert resp.usage.completion_tokens == row["tokens_out"] == sum(s["tokens_out"] for s in steps)
-    prices = _prices(unsure_gw["cfg"])
+    prices = prices_of(unsure_gw["cfg"])
     want = sum((s["tokens_in"] * prices[s["model"]][0] + s["tokens_out"] * prices[s["model"]][1]) / 1e6 for s in steps)
     assert float(h["x-tierwise-cost-usd"]) == pytest.approx(want) == pytest.approx(row["cost_usd"])
     assert row["model"] == "m2" and row["router"] == "cascade" and row["fallbacks"] == []
@@ -191,7 +165,7 @@ def test_stream_equals_non_stream(gw, kept, request):
     assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
     assert tw["cost_usd"] == pytest.approx(float(raw.headers["x-tierwise-cost-usd"]))
-    row = _row(info["log"], chunks[0].id)
+    row = log_row(info["log"], chunks[0].id)
     assert row["stream"] and row["status"] == 200 and row["model"] == kept and row["router"] == "cascade"
     assert [s["model"] for s in row["cascade_chain"]] == [s["model"] for s in tw["steps"]]
     # the wire format: the same chunk shape as routed streams, ending with [DONE]
@@ -212,7 +186,7 @@ def test_stream_escalated_chain_in_final_chunk(unsure_gw):
     tw = chunks[-1].tierwise
     # the top streams live without logprobs, so its confidence is unknown (none); it is always kept
     assert tw["chain"] == "m0:-3.00:escalated,m1:-3.00:escalated,m2:none:kept"
-    row = _row(unsure_gw["log"], chunks[0].id)
+    row = log_row(unsure_gw["log"], chunks[0].id)
     assert [s["outcome"] for s in row["cascade_chain"]] == ["escalated", "escalated", "kept"]
     assert row["tokens_in"] == sum(s["tokens_in"] for s in row["cascade_chain"])
 
@@ -223,7 +197,7 @@ def test_log_and_stats_count_every_cascade_request(unsure_gw):
     from tierwise.cli import app
     from tierwise.decision_log import summarize
 
-    rows = _log_rows(unsure_gw["log"], want=unsure_gw["sent"])
+    rows = log_rows(unsure_gw["log"], want=unsure_gw["sent"])
     assert len(rows) == unsure_gw["sent"] and all(r["router"] == "cascade" for r in rows)
     runner = CliRunner()
     res = runner.invoke(app, ["log", "--json", "--last", "2", "--log", str(unsure_gw["log"])])
@@ -235,11 +209,11 @@ def test_log_and_stats_count_every_cascade_request(unsure_gw):
     assert res.exit_code == 0, res.output
     s = json.loads(res.output)
     # baseline: the kept answer's own tokens at the top model's prices, not the totals over 3 models
-    pin, pout = _prices(unsure_gw["cfg"])["m2"]
+    pin, pout = prices_of(unsure_gw["cfg"])["m2"]
     kept = [next(st for st in r["cascade_chain"] if st["outcome"] == "kept") for r in rows]
     want = sum((k["tokens_in"] * pin + k["tokens_out"] * pout) / 1e6 for k in kept)
     assert s["baseline_cost_usd"] == pytest.approx(want)
-    assert s["cost_usd"] == pytest.approx(summarize(rows, _prices(unsure_gw["cfg"]))["cost_usd"])
+    assert s["cost_usd"] == pytest.approx(summarize(rows, prices_of(unsure_gw["cfg"]))["cost_usd"])
     assert s["saved_usd"] < 0  # every request went through all three models: the cascade cost more here
 
 
@@ -287,7 +261,7 @@ def test_failing_lower_model_is_escalated_past(stub, tmp_path):
     assert resp.model == "m1" and raw.headers["x-tierwise-cascade-chain"] == "m0:none:error,m1:-0.05:kept"
     assert raw.headers["x-tierwise-fallbacks"] == "m0"
     assert _stream_text(chunks) == resp.choices[0].message.content and chunks[-1].tierwise["model"] == "m1"
-    rows = _log_rows(tmp_path / "log.sqlite", want=2)
+    rows = log_rows(tmp_path / "log.sqlite", want=2)
     assert len(rows) == 2
     for r in rows:
         assert r["status"] == 200 and r["model"] == "m1"
@@ -306,7 +280,7 @@ def test_top_model_stalling_is_a_timely_502(stub, tmp_path):
             err = _error(r, 502)
             assert err["code"] == "backend_error" and "m1" in err["message"]
             assert r.headers["x-tierwise-router"] == "cascade"
-    rows = _log_rows(tmp_path / "log.sqlite", want=2)
+    rows = log_rows(tmp_path / "log.sqlite", want=2)
     assert [r["status"] for r in rows] == [502, 502]
     for r in rows:
         assert r["router"] == "cascade" and "m1" in r["error"]
@@ -341,7 +315,7 @@ def test_lower_timeout_escalates_and_top_stall_mid_stream_ends_with_error(stub, 
         while any(m.semaphore._value != m.max_concurrency for m in gw.models) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert [m.semaphore._value for m in gw.models] == [m.max_concurrency for m in gw.models]
-    rows = _log_rows(tmp_path / "log.sqlite", want=3)
+    rows = log_rows(tmp_path / "log.sqlite", want=3)
     assert [r["status"] for r in rows] == [200, 502, 499]
     assert "stalled" in rows[1]["error"] and rows[1]["model"] == "m1"
     assert rows[2]["model"] == "m1" and [(s["model"], s["outcome"]) for s in rows[2]["cascade_chain"]] == [
@@ -391,7 +365,7 @@ def test_cascade_unconfigured_is_400(stub, tmp_path):
         assert "tierwise:cascade" not in {m["id"] for m in httpx.get(url + "/v1/models").json()["data"]}
         r = httpx.post(url + "/v1/chat/completions", timeout=30, json={"model": "tierwise", "messages": MSGS})
         assert r.status_code == 200 and r.headers["x-tierwise-router"] == "stand-in:heuristic"
-    assert [r["status"] for r in _log_rows(tmp_path / "log.sqlite", want=2)] == [400, 200]
+    assert [r["status"] for r in log_rows(tmp_path / "log.sqlite", want=2)] == [400, 200]
 
 
 def test_trained_router_keeps_plain_tierwise_routed(stub, tmp_path):

@@ -421,6 +421,19 @@ class CascadeRouter:
         accepted = conf is not None and conf >= threshold
         return r, conf, accepted, r.tokens_in + xin, r.tokens_out + xout
 
+    async def _step(self, model, threshold, messages, max_tokens, temperature, stop, chain, t_in, t_out, cost):
+        """One non-top model's turn, recorded in ``chain`` and added to the running totals.
+
+        Returns (result, accepted, t_in, t_out, cost); a model that errors is escalated past (result None).
+        """
+        try:
+            r, conf, accepted, mi, mo = await self._try(model, threshold, messages, max_tokens, temperature, stop)
+        except BackendError:
+            chain.append((model.name, None, True))
+            return None, False, t_in, t_out, cost
+        chain.append((model.name, conf, not accepted))
+        return r, accepted, t_in + mi, t_out + mo, cost + model.cost(mi, mo)
+
     async def complete(
         self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0, stop: list[str] | None = None
     ) -> CascadeResult:
@@ -441,14 +454,8 @@ class CascadeRouter:
                 cost += model.cost(r.tokens_in, r.tokens_out)
                 return CascadeResult(r.text, model.name, chain, t_in, t_out, cost, r.finish_reason,
                                      time.perf_counter() - started)
-            try:
-                r, conf, accepted, mi, mo = await self._try(model, threshold, messages, max_tokens, temperature, stop)
-            except BackendError:
-                chain.append((model.name, None, True))
-                continue
-            t_in, t_out = t_in + mi, t_out + mo
-            cost += model.cost(mi, mo)
-            chain.append((model.name, conf, not accepted))
+            r, accepted, t_in, t_out, cost = await self._step(model, threshold, messages, max_tokens, temperature,
+                                                              stop, chain, t_in, t_out, cost)
             if accepted:
                 return CascadeResult(r.text, model.name, chain, t_in, t_out, cost, r.finish_reason,
                                      time.perf_counter() - started)
@@ -468,14 +475,8 @@ class CascadeRouter:
         plan = self._plan()
         for i, (model, threshold) in enumerate(plan):
             if i < len(plan) - 1:
-                try:
-                    r, conf, accepted, mi, mo = await self._try(model, threshold, messages, max_tokens, temperature, stop)
-                except BackendError:
-                    chain.append((model.name, None, True))
-                    continue
-                t_in, t_out = t_in + mi, t_out + mo
-                cost += model.cost(mi, mo)
-                chain.append((model.name, conf, not accepted))
+                r, accepted, t_in, t_out, cost = await self._step(model, threshold, messages, max_tokens,
+                                                                  temperature, stop, chain, t_in, t_out, cost)
                 if accepted:
                     yield StreamDelta(text=r.text)
                     yield StreamDelta(

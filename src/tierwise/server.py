@@ -28,7 +28,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Literal, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Literal, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -289,6 +289,23 @@ class Gateway:
         down = [m.name for m in reversed(self.models[:i]) if m.name in allowed]
         return [first, *up, *down]
 
+    def _stream_end(self, att: _Attempt,
+                    release: Callable[[], Awaitable[None]]) -> Callable[[int, str | None], Awaitable[None]]:
+        """How a streamed request ends, run once by whichever comes first (the body generator or
+        ``_GuardedStream``): ``release`` the model side, then count the request done and log it."""
+        done = False
+
+        async def end(status: int, error: str | None) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            await release()
+            self.pending -= 1
+            self._finish(att, status, error=error)
+
+        return end
+
     def _finish(self, att: _Attempt, status: int, *, error: str | None = None) -> None:
         rec = att.rec
         rec.status = status
@@ -484,14 +501,8 @@ class Gateway:
                     result = await _within(slot.backend.chat(att.messages, timeout=slot.timeout_s, **kwargs),
                                            slot.timeout_s)
                 break
-            except _QueueTimeout as exc:
-                self._fail(att, name, exc, "overloaded")
-            except asyncio.TimeoutError:
-                self._fail(att, name, TimeoutError(f"no answer within {slot.timeout_s:g}s"), "timeout")
-            except BackendError as exc:
-                self._fail(att, name, exc, "timeout" if exc.timeout else "error")
             except Exception as exc:
-                self._fail(att, name, exc, "error")
+                self._fail(att, name, *_failure(exc, f"no answer within {slot.timeout_s:g}s"))
         if result is None:
             raise self._all_failed(att)
         self._answered(att, name, result.tokens_in, result.tokens_out)
@@ -639,20 +650,14 @@ class Gateway:
             headers["x-tierwise-cost-estimated"] = "prompt-only"
         else:
             headers["x-tierwise-cost-usd"] = f"{float(final['cost_usd']):.10f}"
-        done = False
 
-        async def cleanup(status: int, error: str | None) -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
+        async def release() -> None:
             await close_all()
             if att.rec.cascade_chain is None:  # failed or cut off: log what was spent on the way
                 self._cascade_spent(att)
                 att.rec.cascade_chain = self._cascade_steps(att, None)
-            self.pending -= 1
-            self._finish(att, status, error=error)
 
+        cleanup = self._stream_end(att, release)
         return _GuardedStream(self._cascade_sse(att, it, buffered, cleanup, include_usage), cleanup,
                               media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
 
@@ -745,14 +750,8 @@ class Gateway:
             try:
                 opened = await self._open_stream(slot, att.messages, kwargs)
                 break
-            except _QueueTimeout as exc:
-                self._fail(att, name, exc, "overloaded")
-            except asyncio.TimeoutError:
-                self._fail(att, name, TimeoutError(f"no first token within {slot.timeout_s:g}s"), "timeout")
-            except BackendError as exc:
-                self._fail(att, name, exc, "timeout" if exc.timeout else "error")
             except Exception as exc:
-                self._fail(att, name, exc, "error")
+                self._fail(att, name, *_failure(exc, f"no first token within {slot.timeout_s:g}s"))
         if opened is None:
             raise self._all_failed(att)
         agen, buffered, cm = opened
@@ -764,19 +763,13 @@ class Gateway:
         rec.cost_usd = slot.cost(prompt_tokens, 0)
         headers = self._headers(att)
         headers["x-tierwise-cost-estimated"] = "prompt-only"
-        done = False
 
-        async def cleanup(status: int, error: str | None) -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
+        async def release() -> None:
             with contextlib.suppress(BaseException):
                 await _aclose(agen)
             await cm.__aexit__(None, None, None)
-            self.pending -= 1
-            self._finish(att, status, error=error)
 
+        cleanup = self._stream_end(att, release)
         return _GuardedStream(self._sse(att, slot, agen, buffered, cleanup, include_usage, prompt_tokens),
                               cleanup, media_type="text/event-stream",
                               headers={**headers, "cache-control": "no-cache"})
@@ -927,14 +920,8 @@ class _CascadeBackend(Backend):
                 r = await _within(slot.backend.chat(messages, max_tokens=max_tokens, temperature=temperature,
                                                     stop=stop, logprobs=logprobs, top_logprobs=top_logprobs,
                                                     timeout=slot.timeout_s), slot.timeout_s)
-        except _QueueTimeout as exc:
-            raise self._failed(exc, "overloaded") from None
-        except asyncio.TimeoutError:
-            raise self._failed(TimeoutError(f"no answer within {slot.timeout_s:g}s"), "timeout") from None
-        except BackendError as exc:
-            raise self._failed(exc, "timeout" if exc.timeout else "error") from None
         except Exception as exc:
-            raise self._failed(exc, "error") from None
+            raise self._failed(*_failure(exc, f"no answer within {slot.timeout_s:g}s")) from None
         self._used(r.tokens_in, r.tokens_out)
         return r
 
@@ -965,14 +952,10 @@ class _CascadeBackend(Backend):
                     d = await _within(it.__anext__(), slot.timeout_s)
                 except StopAsyncIteration:
                     break
-                except asyncio.TimeoutError:
+                except Exception as exc:
                     msg = (f"stream stalled for {slot.timeout_s:g}s" if started
                            else f"no first token within {slot.timeout_s:g}s")
-                    raise self._failed(TimeoutError(msg), "timeout", record=not started) from None
-                except BackendError as exc:
-                    raise self._failed(exc, "timeout" if exc.timeout else "error", record=not started) from None
-                except Exception as exc:
-                    raise self._failed(exc, "error", record=not started) from None
+                    raise self._failed(*_failure(exc, msg), record=not started) from None
                 if not started:
                     started = True
                     self.att.live = slot.name
@@ -1004,6 +987,20 @@ def chain_header(steps: Sequence[dict] | None) -> str:
 
 class _QueueTimeout(Exception):
     pass
+
+
+def _failure(exc: Exception, timeout_msg: str) -> tuple[BaseException, str]:
+    """A failed model call as (error to record, fallback reason); ``timeout_msg`` says which deadline passed.
+
+    The one rule for the gateway's fallbacks and the cascade's escalations.
+    """
+    if isinstance(exc, _QueueTimeout):
+        return exc, "overloaded"
+    if isinstance(exc, asyncio.TimeoutError):
+        return TimeoutError(timeout_msg), "timeout"
+    if isinstance(exc, BackendError):
+        return exc, "timeout" if exc.timeout else "error"
+    return exc, "error"
 
 
 async def _within(aw: Any, seconds: float) -> Any:

@@ -84,3 +84,50 @@ class Backend(ABC):
 
     async def aclose(self) -> None:
         return None
+
+
+class TimedBackend(Backend):
+    """A backend with its own time budget ``timeout_s``, which a call's ``timeout`` overrides.
+
+    The ``chat`` / ``stream`` signature and that budget rule live here once: subclasses write
+    ``_chat`` and ``_stream``, which get the call's options as keywords and its budget as ``limit``.
+    """
+
+    timeout_s: float
+
+    async def chat(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
+        timeout: float | None = None,
+    ) -> ChatResult:
+        return await self._chat(messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                                logprobs=logprobs, top_logprobs=top_logprobs, limit=timeout or self.timeout_s)
+
+    def stream(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[StreamDelta]:
+        return self._stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                            limit=timeout or self.timeout_s)
+
+    @abstractmethod
+    async def _chat(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
+                    logprobs: bool, top_logprobs: int, limit: float) -> ChatResult: ...
+
+    @abstractmethod
+    def _stream(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
+                limit: float) -> AsyncIterator[StreamDelta]: ...
+
+    def _timeout(self, limit: float) -> BackendError:
+        return BackendError(self.name, f"timed out after {limit:g}s", timeout=True)

@@ -26,7 +26,7 @@ from typing import AsyncIterator, Callable
 
 import numpy as np
 
-from .base import Backend, BackendError, ChatResult, StreamDelta
+from .base import BackendError, ChatResult, StreamDelta, TimedBackend
 
 # Used only when a GGUF carries no chat template.
 CHATML = (
@@ -46,7 +46,7 @@ class _Gen:
     timed_out: bool = False
 
 
-class LlamaBackend(Backend):
+class LlamaBackend(TimedBackend):
     """A local GGUF model; ``timeout`` is the whole request's budget, queueing included."""
 
     def __init__(
@@ -230,21 +230,20 @@ class LlamaBackend(Backend):
         fut.add_done_callback(release)
         return fut
 
-    def _timeout(self, limit: float) -> BackendError:
-        return BackendError(self.name, f"timed out after {limit:g}s", timeout=True)
+    def _outcome(self, fut, limit: float) -> _Gen:
+        """A finished generation's result; its failure, or running out of time, as a BackendError."""
+        try:
+            g: _Gen = fut.result()
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(self.name, f"generation failed: {type(exc).__name__}: {exc}") from None
+        if g.timed_out:
+            raise self._timeout(limit)
+        return g
 
-    async def chat(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: list[str] | None = None,
-        logprobs: bool = False,
-        top_logprobs: int = 0,
-        timeout: float | None = None,
-    ) -> ChatResult:
-        limit = timeout or self.timeout_s
+    async def _chat(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
+                    logprobs: bool, top_logprobs: int, limit: float) -> ChatResult:
         t0 = time.monotonic()
         deadline = t0 + limit
         cancel = threading.Event()
@@ -256,19 +255,16 @@ class LlamaBackend(Backend):
             cancel,
         )
         try:
-            g: _Gen = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()) + 0.05)
+            await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()) + 0.05)
         except asyncio.TimeoutError:
             cancel.set()
             raise self._timeout(limit) from None
         except asyncio.CancelledError:
             cancel.set()
             raise
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendError(self.name, f"generation failed: {type(exc).__name__}: {exc}") from None
-        if g.timed_out:
-            raise self._timeout(limit)
+        except Exception:
+            pass  # the generation failed: _outcome reports it
+        g = self._outcome(fut, limit)
         return ChatResult(
             text=g.text,
             tokens_in=g.tokens_in,
@@ -279,17 +275,9 @@ class LlamaBackend(Backend):
             latency_s=time.monotonic() - t0,
         )
 
-    async def stream(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: list[str] | None = None,
-        timeout: float | None = None,
-    ) -> AsyncIterator[StreamDelta]:
+    async def _stream(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
+                      limit: float) -> AsyncIterator[StreamDelta]:
         """Text pieces as they are decoded; the worker thread feeds an asyncio queue thread-safely."""
-        limit = timeout or self.timeout_s
         deadline = time.monotonic() + limit
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -313,14 +301,7 @@ class LlamaBackend(Backend):
                 if kind == "text":
                     yield StreamDelta(text=value)
                     continue
-                try:
-                    g: _Gen = value.result()
-                except BackendError:
-                    raise
-                except Exception as exc:
-                    raise BackendError(self.name, f"generation failed: {type(exc).__name__}: {exc}") from None
-                if g.timed_out:
-                    raise self._timeout(limit)
+                g = self._outcome(value, limit)
                 yield StreamDelta(finish_reason=g.finish, tokens_in=g.tokens_in, tokens_out=g.tokens_out)
                 return
         finally:

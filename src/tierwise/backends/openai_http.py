@@ -15,10 +15,10 @@ from typing import AsyncIterator
 import httpx
 
 from ..prices import estimate_tokens
-from .base import Backend, BackendError, ChatResult, StreamDelta
+from .base import BackendError, ChatResult, StreamDelta, TimedBackend
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(TimedBackend):
     """Chat completions against ``{endpoint}/chat/completions``."""
 
     def __init__(
@@ -68,18 +68,8 @@ class OpenAIBackend(Backend):
             return BackendError(self.name, f"{type(exc).__name__} talking to {self.url}: {exc}")
         return BackendError(self.name, f"bad response from {self.url}: {type(exc).__name__}: {exc}")
 
-    async def chat(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: list[str] | None = None,
-        logprobs: bool = False,
-        top_logprobs: int = 0,
-        timeout: float | None = None,
-    ) -> ChatResult:
-        limit = timeout or self.timeout_s
+    async def _chat(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
+                    logprobs: bool, top_logprobs: int, limit: float) -> ChatResult:
         body = self._payload(
             messages, max_tokens, temperature, stop,
             logprobs=True if logprobs or top_logprobs else None,
@@ -94,7 +84,7 @@ class OpenAIBackend(Backend):
             text = (choice.get("message") or {}).get("content") or ""
         except Exception as exc:
             if isinstance(exc, asyncio.TimeoutError):
-                raise BackendError(self.name, f"timed out after {limit:g}s", timeout=True) from None
+                raise self._timeout(limit) from None
             raise self._error(exc) from None
         usage = data.get("usage") or {}
         token_lp, first_top = None, None
@@ -113,17 +103,9 @@ class OpenAIBackend(Backend):
             latency_s=time.perf_counter() - t0,
         )
 
-    async def stream(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: list[str] | None = None,
-        timeout: float | None = None,
-    ) -> AsyncIterator[StreamDelta]:
-        """Server-sent events; ``timeout`` bounds each wait (connect, first byte, gap between chunks)."""
-        limit = timeout or self.timeout_s
+    async def _stream(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
+                      limit: float) -> AsyncIterator[StreamDelta]:
+        """Server-sent events; ``limit`` bounds each wait (connect, first byte, gap between chunks)."""
         body = self._payload(messages, max_tokens, temperature, stop, stream=True,
                              stream_options={"include_usage": True})
         text_parts: list[str] = []
