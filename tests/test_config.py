@@ -154,3 +154,14 @@ def test_example_pyramid_loads(tmp_path, monkeypatch):
     p = Pyramid.load(copy)
     assert {m.backend for m in p.models} == {"llama_cpp", "openai"}
     assert any(m.embedded for m in p.models)
+
+
+def test_knob_may_be_a_target_string(tmp_path):
+    from tierwise.config import Pyramid
+
+    base = {"models": [{"name": "a", "backend": "openai", "endpoint": "http://x/v1", "model": "a",
+                        "input_per_1m": 0.1, "output_per_1m": 0.2}]}
+    assert Pyramid.from_dict({**base, "knob": "quality=0.9"}).knob == "quality=0.9"
+    assert Pyramid.from_dict({**base, "knob": "0.25"}).knob == 0.25
+    with pytest.raises(Exception, match="neither a number nor a target"):
+        Pyramid.from_dict({**base, "knob": "fast"})

@@ -133,3 +133,15 @@ def test_cli_eval_json_and_train(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 10_000
     bad = subprocess.run([sys.executable, "-m", "tierwise.cli", "eval", str(tmp_path / "nope.csv")], capture_output=True, text=True)
     assert bad.returncode == 2 and "nope.csv: file not found" in bad.stderr
+
+
+def test_pyramid_target_knob_resolves_on_the_router_calibration(fitted):
+    from tierwise.config import Pyramid
+    from tierwise.server import default_knob
+
+    models = [{"name": m, "backend": "openai", "endpoint": "http://x/v1", "model": m,
+               "input_per_1m": 0.1 * 10 ** i, "output_per_1m": 0.2 * 10 ** i} for i, m in enumerate(fitted.models)]
+    p = Pyramid.from_dict({"models": models, "knob": "quality=0.9"})
+    assert default_knob(p, fitted) == fitted.parse_knob("quality=0.9")
+    with pytest.raises(ValueError, match="no calibration curve"):
+        default_knob(p, Router.stand_in(fitted.models, [1.0, 2.0]))

@@ -124,7 +124,7 @@ class Pyramid(BaseModel):
     models: list[ModelConfig] = Field(min_length=1)
     router: str | None = None  # path to a router artifact; None = the gateway's default
     cascade: str | None = None  # thresholds file from `tierwise cascade calibrate`; serves model "tierwise:cascade"
-    knob: float = DEFAULT_KNOB
+    knob: float | str = DEFAULT_KNOB  # a number, or a target resolved by a trained router ("quality=0.95")
     rule: Literal["cost_weight", "threshold"] = "cost_weight"
     log: str = DEFAULT_LOG  # SQLite path or postgres:// URL
     api_keys: list[str] | None = None  # keys clients must present to the gateway
@@ -145,9 +145,23 @@ class Pyramid(BaseModel):
                     f"models[{i}]: {cur.name!r} costs less than {prev.name!r} (input+output "
                     f"{cur.blended_per_1m:g} < {prev.blended_per_1m:g} USD/1M); list models cheapest first"
                 )
-        if self.rule == "threshold" and not 0.0 <= self.knob <= 1.0001:
+        if isinstance(self.knob, str):
+            try:
+                self.knob = float(self.knob)
+            except ValueError:
+                pass
+        if isinstance(self.knob, str):
+            what, sep, value = self.knob.partition("=")
+            try:
+                float(value)
+            except ValueError:
+                sep = ""
+            if not sep or what.strip().lower() not in ("quality", "q", "share", "top", "top_share", "cost", "budget"):
+                raise ValueError(f"knob: {self.knob!r} is neither a number nor a target like quality=0.95, "
+                                 "share=0.3, cost=0.0004, budget=0.5")
+        elif self.rule == "threshold" and not 0.0 <= self.knob <= 1.0001:
             raise ValueError("knob: the threshold rule needs a knob in [0, 1]")
-        if self.rule == "cost_weight" and self.knob < 0:
+        elif self.rule == "cost_weight" and self.knob < 0:
             raise ValueError("knob: the cost_weight rule needs a knob >= 0")
         if self.api_keys is not None and self.api_keys_env is not None:
             raise ValueError("api_keys: give either 'api_keys' or 'api_keys_env', not both")

@@ -83,7 +83,10 @@ def _first_crossing(x: np.ndarray, y: np.ndarray, target: float) -> float:
     return float(x[-1])
 
 
-def pair_metrics(strong_score, weak_correct, strong_correct) -> dict[str, float]:
+def pair_metrics(strong_score, weak_correct, strong_correct) -> dict[str, float | None]:
+    """APGR and CPT(50/80/95%); all None when the two models are equally good (no gap to recover)."""
+    if not np.mean(strong_correct) - np.mean(weak_correct) > 1e-12:
+        return {"apgr": None, "cpt50": None, "cpt80": None, "cpt95": None}
     return {
         "apgr": apgr(strong_score, weak_correct, strong_correct),
         "cpt50": cpt(strong_score, weak_correct, strong_correct, 0.50),

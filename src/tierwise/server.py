@@ -1069,7 +1069,10 @@ def load_router(pyramid: Any, path: str | None = None) -> Any:
     path = path or _get(pyramid, "router")
     if path:
         router = Router.load(path)
-        router.check_models(names)
+        try:
+            router.check_models(names)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         return router
     costs = [sum(_price_of(m)) for m in pyramid.models]
     return Router.stand_in(names, costs)
@@ -1111,6 +1114,11 @@ def default_knob(pyramid: Any, router: Any) -> Any:
     explicit = "knob" in getattr(pyramid, "model_fields_set", ())
     if not explicit:
         return None
+    if isinstance(pyramid.knob, str):  # a target: resolved once, now, on the router's calibration curve
+        try:
+            return router.parse_knob(pyramid.knob)
+        except ValueError as exc:
+            raise ValueError(f"knob {pyramid.knob!r}: {exc}") from None
     rule = _get(pyramid, "rule")
     if rule is not None and getattr(router, "rule", rule) != rule:
         raise ValueError(f"pyramid rule {rule!r} with knob {pyramid.knob!r}, but router {router.name!r} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -36,7 +37,9 @@ def _jsonable(obj):
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if hasattr(obj, "item"):
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # strict JSON has no NaN/inf
     return obj
 
 
@@ -121,7 +124,9 @@ def train_command(
     models: Optional[str] = typer.Option(None, help="Comma-separated subset of models."),
     prices: Optional[Path] = typer.Option(None, help="Price table for tables without cost columns."),
     rule: str = typer.Option("cost_weight", help="Decision rule: cost_weight | threshold."),
-    target: Optional[str] = typer.Option(None, help="Default knob as a target, e.g. quality=0.95, share=0.3, cost=0.0004."),
+    target: str = typer.Option("quality=0.95", help="Default knob as a target on the calibration curve, e.g. "
+                               "quality=0.95 (95% of the best model's quality at least cost), share=0.3, cost=0.0004; "
+                               "'best' = always the best predicted model."),
     cv: int = typer.Option(5, help="Folds for the CV metrics stored in the artifact (0 = skip)."),
     feedback: Optional[str] = typer.Option(None, help="Decision-log path/URL: add user ratings (POST /v1/feedback) as training rows."),
 ) -> None:
@@ -160,7 +165,12 @@ def train_command(
     console.log(f"fitting {kind} on {len(train_rows)} rows")
     try:
         router = Router(kind, rule=rule, featurizer=featurizer).fit(train_rows, X=X)
-        if target:
+        if target.strip().lower() == "best":
+            pass
+        elif not router.calibration:
+            console.print(f"[yellow]too few fully graded rows to hold out a calibration slice; target {target!r} "
+                          "not applied: the default knob is 'best predicted model' (set knob: in the pyramid)[/yellow]")
+        else:
             router.calibrate(target)
     except ValueError as exc:
         _fail(str(exc))
