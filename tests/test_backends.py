@@ -340,11 +340,15 @@ def test_llama_concurrent_calls_queue_without_blocking_loop(llama):
 
 @pytest.mark.slow
 def test_llama_timeout_and_recovery(llama):
+    # a request that cannot finish in time: hundreds of tokens asked for, 50 ms allowed (a short
+    # answer could otherwise end with EOS inside the budget on a fast machine)
+    long = [{"role": "user", "content": "Count from 1 to 500, separated by commas, and nothing else."}]
+
     async def go():
         with pytest.raises(BackendError) as info:
-            await llama.chat(PROMPT, max_tokens=400, timeout=0.15)
+            await llama.chat(long, max_tokens=400, timeout=0.05)
         with pytest.raises(BackendError) as info2:
-            async for _ in llama.stream(PROMPT, max_tokens=400, timeout=0.15):
+            async for _ in llama.stream(long, max_tokens=400, timeout=0.05):
                 pass
         # a consumer that leaves early frees the slot too
         agen = llama.stream(PROMPT, max_tokens=400)
