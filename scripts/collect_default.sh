@@ -8,12 +8,12 @@
 # MMLU-Pro runs first because it is ~50x cheaper per cell: if the run is cut short, one complete
 # table exists. Resumable: rerun the script and finished cells are taken from the sidecars.
 #
-# Usage: scripts/collect_default.sh [N_MMLU] [N_GSM8K]      (defaults 300 120)
+# Usage: scripts/collect_default.sh [N_MMLU] [N_GSM8K]      (defaults 300 60)
 # Env:   OUT_DIR (default data/local), WORK_DIR for the sidecars (default ~/.cache/tierwise/collect)
 set -euo pipefail
 
 N_MMLU="${1:-300}"
-N_GSM="${2:-120}"
+N_GSM="${2:-60}"
 OUT_DIR="${OUT_DIR:-data/local}"
 WORK_DIR="${WORK_DIR:-$HOME/.cache/tierwise/collect}"
 mkdir -p "$OUT_DIR" "$WORK_DIR"
