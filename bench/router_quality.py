@@ -117,6 +117,15 @@ def main() -> None:
             lines.append(f"| {router} | " + " | ".join(fmt(m.get(k), k) for k in keys) + " |")
         best = max(zip(report.singles[:, 1], report.singles[:, 0], report.models))
         lines += ["", f"Best single model: {best[2]} (quality {best[0]:.3f}). ![frontier](img/frontier_{name}.png)", ""]
+        if name == "local":
+            from tierwise.config import default_router_path
+            from tierwise.router import Router
+
+            if default_router_path().exists():
+                shipped = Router.load(default_router_path())
+                lines.insert(-1, f"Shipped default router (`src/tierwise/assets/default_router.tw`): `{shipped.kind}`"
+                             f"{' (picked by CV AIQ among ' + ', '.join(k for k in shipped.metadata['cv'] if k not in ('zero_router', 'oracle')) + ')' if shipped.metadata.get('selected_by_cv') else ''}"
+                             f", default knob calibrated to `{shipped.metadata.get('calibrated_target')}`.")
         results[name]["markdown"] = "\n".join(lines)
         results[name]["seconds"] = round(elapsed, 1)
         print("\n".join(lines))

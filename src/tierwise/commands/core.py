@@ -116,10 +116,14 @@ def eval_command(
         _print_report(report, Console())
 
 
+AUTO_KINDS = ("knn", "mf", "linear", "ensemble")
+
+
 def train_command(
     table: Path = typer.Argument(..., help="Outcome table to learn from."),
     out: Path = typer.Option(..., help="Where to write the router artifact (.tw)."),
-    kind: str = typer.Option("ensemble", help="Router kind: ensemble | mf | knn | linear | prior | random."),
+    kind: str = typer.Option("ensemble", help="Router kind: ensemble | mf | knn | linear | prior | random, or "
+                             "'auto' = the one of knn, mf, linear, ensemble with the best cross-validated AIQ."),
     source: Optional[str] = typer.Option(None, help="Keep rows whose `source` starts with this prefix."),
     models: Optional[str] = typer.Option(None, help="Comma-separated subset of models."),
     prices: Optional[Path] = typer.Option(None, help="Price table for tables without cost columns."),
@@ -154,14 +158,20 @@ def train_command(
     console.log(f"encoding {len(train_rows)} prompts")
     X = featurizer.transform(train_rows.prompts)
     cv_metrics = None
+    candidates = AUTO_KINDS if kind == "auto" else (kind,)
+    if kind == "auto" and not cv:
+        _fail("--kind auto picks by cross-validation: give --cv 2 or more")
     if cv:
-        console.log(f"{cv}-fold cross-validation of {kind}")
+        console.log(f"{cv}-fold cross-validation of {', '.join(candidates)}")
         complete = np.isfinite(train_rows.correct).all(axis=1)
         try:
-            rep = evaluate(train_rows.rows(complete), [kind], folds=cv, features=X[complete], rule=rule)
+            rep = evaluate(train_rows.rows(complete), candidates, folds=cv, features=X[complete], rule=rule)
         except ValueError as exc:
             _fail(str(exc))
-        cv_metrics = _jsonable({k: rep.routers[k] for k in (kind, "zero_router", "oracle")})
+        if kind == "auto":  # model selection on the same folds: the stored CV figure is mildly optimistic
+            kind = max(candidates, key=lambda k: rep.routers[k]["aiq"])
+            console.log("AIQ " + ", ".join(f"{k} {rep.routers[k]['aiq']:.4f}" for k in candidates) + f": picked {kind}")
+        cv_metrics = _jsonable({k: rep.routers[k] for k in (*candidates, "zero_router", "oracle")})
     console.log(f"fitting {kind} on {len(train_rows)} rows")
     try:
         router = Router(kind, rule=rule, featurizer=featurizer).fit(train_rows, X=X)
@@ -175,6 +185,7 @@ def train_command(
     except ValueError as exc:
         _fail(str(exc))
     router.metadata["cv"] = cv_metrics
+    router.metadata["selected_by_cv"] = len(candidates) > 1
     router.metadata["cv_folds"] = cv
     router.save(out)
     console.print(f"wrote {out}: {kind} over {router.models}, default knob {router.default_knob:.4g}")
