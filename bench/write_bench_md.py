@@ -83,7 +83,7 @@ Stand-in router (no training data):
 {gw_stand_in}
 ```
 
-Shipped default router (`src/tierwise/assets/default_router.tw`, the ensemble of the embedded pyramid):
+Shipped default router (`src/tierwise/assets/default_router.tw`, trained on the embedded pyramid):
 
 ```
 {gw_default}

@@ -273,7 +273,8 @@ def _resolve_costs(path, frame, columns, models, prompts, extra, prices, require
                 raise TableError(path, f"column {col!r} has a negative cost")
             cost[:, j] = values
             origin[m] = f"column {col}"
-            units.add("table units")
+            # `tierwise collect` writes USD per request next to the token counts it priced
+            units.add("USD" if TOKENS_IN + m in extra else "table units")
             continue
         price, why = (None, "")
         if book is not None:
