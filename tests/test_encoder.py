@@ -145,14 +145,16 @@ def test_hot_path_does_not_import_torch_or_model2vec():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_ascii_fast_path_gives_the_tokenizers_ids_on_every_shipped_prompt(enc):
-    """The memoised ASCII path must be an exact stand-in for ``tokenizers``, never an approximation."""
+def test_fast_path_gives_the_tokenizers_ids_on_every_shipped_prompt(enc):
+    """The memoised chunk path must be an exact stand-in for ``tokenizers``, never an approximation."""
     from tierwise.table import load_table
 
     data = Path(__file__).resolve().parents[1] / "data" / "outcomes"
     prompts = [p for name in ("routellm.csv.gz", "mmlu_pro.csv.gz", "llmrouter_dc.csv.gz")
-               for p in load_table(data / name).prompts[::3]]
-    prompts += ["[MASK] is a token", "tab\tand\x0bvertical", "under_score snake_case x=1;y==2", "ÉCOLE café", "a" * 150]
-    assert enc._fast_ascii and sum(p.isascii() for p in prompts) > 1000
+               for p in load_table(data / name).prompts[::2]]
+    prompts += ["[MASK] is a token", "tab\tand\x0bvertical", "under_score snake_case x=1;y==2", "ÉCOLE café", "a" * 150,
+                "日本語のテキスト mixed with English", "naïve  double  spaces ", "a\u00a0b non-breaking", "x\u2028y",
+                "“curly quotes” — dashes… and emoji 🚀!", "[CLS][SEP] joined", "\x00null\x1funit sep"]
+    assert enc._fast_ascii and sum(p.isascii() for p in prompts) > 1000 and sum(not p.isascii() for p in prompts) > 50
     for p in prompts:
         assert enc._token_ids(p) == enc._tok.encode(p, add_special_tokens=False).ids, p[:80]

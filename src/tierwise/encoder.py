@@ -35,14 +35,15 @@ HEAD_TOKENS = 512
 TAIL_TOKENS = 128
 CHARS_PER_TOKEN = 6
 
-# Fast path for plain-ASCII text under a BERT-style uncased WordPiece tokenizer: lower-case, split
-# into runs of letters/digits and single punctuation marks (what BertPreTokenizer does on ASCII),
-# then look each word's WordPiece ids up in a memo. ~10x faster than a full ``Tokenizer.encode``
-# (which also builds offsets and an Encoding object) and yields identical ids (tested on every
-# shipped prompt). Anything else (non-ASCII, control characters) goes through ``tokenizers``.
+# Fast path under a BERT-style uncased WordPiece tokenizer: text is cut at ASCII spaces and each
+# chunk's ids are memoised. A new plain-ASCII chunk is lower-cased and split into runs of
+# letters/digits and single punctuation marks (what BertPreTokenizer does on ASCII); any other
+# chunk (non-ASCII, control characters, literal special tokens) goes through ``tokenizers``. ~10x
+# faster than a full ``Tokenizer.encode`` per prompt (which also builds offsets and an Encoding
+# object) with identical ids (tested on every shipped prompt).
 _ASCII_WORD = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_WORD_MEMO_MAX = 200_000
+_CHUNK_MEMO_MAX = 100_000  # ~10-20 MB at most; cleared when full
 
 
 class EncoderAssetError(RuntimeError):
@@ -85,7 +86,7 @@ class StaticEncoder:
         self.head_tokens = int(head_tokens)
         self.tail_tokens = int(tail_tokens)
         self._fast_ascii = _is_uncased_bert_wordpiece(tokenizer)
-        self._word_ids: dict[str, list[int]] = {}
+        self._chunk_ids: dict[str, list[int]] = {}
         # literal added tokens ("[CLS]", "[MASK]", ...) are split out whole by the tokenizer: slow path
         self._added = tuple(t.content for t in tokenizer.get_added_tokens_decoder().values())
         self._head_chars = self.head_tokens * CHARS_PER_TOKEN
@@ -154,19 +155,32 @@ class StaticEncoder:
         return [head, tail]
 
     def _token_ids(self, piece: str) -> list[int]:
-        if (self._fast_ascii and piece.isascii() and not _ASCII_CONTROL.search(piece)
-                and not any(a in piece for a in self._added)):
-            memo = self._word_ids
-            if len(memo) > _WORD_MEMO_MAX:
-                memo.clear()
-            ids: list[int] = []
-            for word in _ASCII_WORD.findall(piece.lower()):
-                w_ids = memo.get(word)
-                if w_ids is None:
-                    w_ids = memo[word] = [t.id for t in self._tok.model.tokenize(word)]
-                ids.extend(w_ids)
-            return ids
-        return self._tok.encode(piece, add_special_tokens=False).ids
+        """Token ids of ``piece``, exactly as ``tokenizers`` gives them, memoised per space-separated chunk.
+
+        BERT normalisation and pre-tokenisation never look across an ASCII space, so each chunk
+        tokenises the same alone as in context; a chunk is computed once (plain ASCII by the
+        lower-case/split rule, anything else by ``tokenizers`` itself) and then looked up.
+        """
+        if not self._fast_ascii:
+            return self._tok.encode(piece, add_special_tokens=False).ids
+        memo = self._chunk_ids
+        if len(memo) > _CHUNK_MEMO_MAX:
+            memo.clear()
+        ids: list[int] = []
+        for chunk in piece.split(" "):
+            if not chunk:
+                continue
+            c_ids = memo.get(chunk)
+            if c_ids is None:
+                c_ids = memo[chunk] = self._chunk_token_ids(chunk)
+            ids.extend(c_ids)
+        return ids
+
+    def _chunk_token_ids(self, chunk: str) -> list[int]:
+        if chunk.isascii() and not _ASCII_CONTROL.search(chunk) and not any(a in chunk for a in self._added):
+            model = self._tok.model
+            return [t.id for word in _ASCII_WORD.findall(chunk.lower()) for t in model.tokenize(word)]
+        return self._tok.encode(chunk, add_special_tokens=False).ids
 
     def _ids(self, pieces: list[str]) -> np.ndarray:
         """Token ids of one text's pieces, unknown tokens dropped, capped to head + tail."""
