@@ -99,12 +99,16 @@ class Router:
         return self._featurizer
 
     # ------------------------------------------------------------------ training
-    def fit(self, table, *, X: np.ndarray | None = None, holdout: float = 0.2, seed: int = 0) -> "Router":
+    def fit(self, table, *, X: np.ndarray | None = None, holdout: float = 0.2, seed: int = 0,
+            oof: np.ndarray | None = None) -> "Router":
         """Learn from an outcome table (contaminated rows and rows with no outcome are dropped).
 
-        A ``holdout`` share of the fully evaluated rows is first held out to record the
-        calibration curve, then the model is refit on every row. Missing cells (e.g. feedback
-        rows) are masked. Pass precomputed features as ``X`` (row-aligned with ``table.trainable()``).
+        The calibration curve (knob -> cost, quality, traffic share; what targets resolve on) is
+        recorded on out-of-sample predictions: ``oof``, cross-validated predictions for every fully
+        evaluated row (what ``tierwise train`` passes: every row counts, so small tables calibrate
+        stably), or else a ``holdout`` share of those rows. Then the model is refit on every row.
+        Missing cells (e.g. feedback rows) are masked. Pass precomputed features as ``X``
+        (row-aligned with ``table.trainable()``).
         """
         from .metrics import router_curve, single_model_points
 
@@ -118,11 +122,17 @@ class Router:
         complete = np.isfinite(t.correct).all(axis=1)
         order = rng.permutation(np.flatnonzero(complete))
         n_hold = int(len(t) * holdout)
-        if n_hold >= 10:
+        if oof is not None:
+            hold = np.flatnonzero(complete)
+            if oof.shape != (len(hold), len(self.models)):
+                raise ValueError(f"oof predictions have shape {oof.shape}; expected {(len(hold), len(self.models))}")
+            pred, n_hold = np.asarray(oof, dtype=float), len(hold)
+        elif n_hold >= 10:
             hold = order[:n_hold]
             train = np.setdiff1d(np.arange(len(t)), hold)
             qm = make_quality_model(self.kind, **self.params).fit(X[train], t.correct[train])
             pred = qm.predict(X[hold])
+        if oof is not None or n_hold >= 10:
             grid = _fine_grid(self.rule)
             curve = router_curve(pred, t.correct[hold], t.cost[hold], self.rule, grid)
             singles = single_model_points(t.correct[hold], t.cost[hold])
@@ -134,6 +144,7 @@ class Router:
                 "best_single_quality": float(singles[:, 1].max()),
                 "top_cost": float(singles[:, 0].max()),
                 "rows": int(n_hold),
+                "method": "cross-validated predictions" if oof is not None else f"{holdout:.0%} holdout",
             }
         self.quality = make_quality_model(self.kind, **self.params).fit(X, t.correct)
         self.metadata.update(

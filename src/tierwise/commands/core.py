@@ -174,7 +174,8 @@ def train_command(
         cv_metrics = _jsonable({k: rep.routers[k] for k in (*candidates, "zero_router", "oracle")})
     console.log(f"fitting {kind} on {len(train_rows)} rows")
     try:
-        router = Router(kind, rule=rule, featurizer=featurizer).fit(train_rows, X=X)
+        oof = rep.oof[kind] if cv else None  # calibrate targets on every row's out-of-fold prediction
+        router = Router(kind, rule=rule, featurizer=featurizer).fit(train_rows, X=X, oof=oof)
         if target.strip().lower() == "best":
             pass
         elif not router.calibration:
