@@ -193,10 +193,11 @@ def simulate(table: OutcomeTable, thresholds) -> tuple[float, float]:
     return float(c[0]), float(q[0])
 
 
-def _candidates(table: OutcomeTable) -> np.ndarray:
-    """Threshold combinations to search: per model, quantiles of its confidence plus skip/accept-all."""
-    conf = confidences(table)
-    free = table.n_models - 1
+def _candidates(conf: np.ndarray) -> np.ndarray:
+    """Threshold combinations to search: per model, quantiles of its confidence plus skip/accept-all.
+
+    ``conf`` is the (n, m) matrix of :func:`confidences`, computed once by the caller."""
+    free = conf.shape[1] - 1
     if free == 0:
         return np.zeros((1, 0))
     per = max(3, int(MAX_COMBOS ** (1.0 / free)) - 2)
@@ -229,8 +230,9 @@ def cascade_curve(table: OutcomeTable, fit: OutcomeTable | None = None) -> list[
     fit = table if fit is None else fit
     if fit.models != table.models:
         raise CascadeError(f"fit table models {fit.models} differ from {table.models}")
-    T = _candidates(fit)
-    fc, fq, _ = _simulate_many(fit.correct, fit.cost, confidences(fit), T)
+    fit_conf = confidences(fit)
+    T = _candidates(fit_conf)
+    fc, fq, _ = _simulate_many(fit.correct, fit.cost, fit_conf, T)
     chosen = T[_frontier(fc, fq)]
     c, q, _ = _simulate_many(table.correct, table.cost, confidences(table), chosen)
     return sorted(zip(c.tolist(), q.tolist()))
@@ -255,7 +257,7 @@ def cascade_cv_curve(table: OutcomeTable, folds: int = 5, seed: int = 0, points:
     cost_sum, qual_sum = np.zeros(points), np.zeros(points)
     for f in range(folds):
         fit, test = ids != f, ids == f
-        T = _candidates(t.rows(fit))
+        T = _candidates(conf[fit])
         fc, fq, _ = _simulate_many(t.correct[fit], t.cost[fit], conf[fit], T)
         chosen = []
         for b in budgets:
@@ -293,8 +295,9 @@ def calibrate(table: OutcomeTable, target: str | tuple[str, float]) -> Threshold
     table = table.clean()
     if len(table) == 0:
         raise CascadeError(f"{table.path}: no row has every model graded")
-    T = _candidates(table)
-    costs, quals, _ = _simulate_many(table.correct, table.cost, confidences(table), T)
+    conf = confidences(table)
+    T = _candidates(conf)
+    costs, quals, _ = _simulate_many(table.correct, table.cost, conf, T)
     top_quality = float(np.nanmean(table.correct[:, -1]))
     if key == "quality":
         need = value * top_quality

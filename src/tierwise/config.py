@@ -151,14 +151,13 @@ class Pyramid(BaseModel):
             except ValueError:
                 pass
         if isinstance(self.knob, str):
-            what, sep, value = self.knob.partition("=")
+            from .decision import parse_target
+
             try:
-                float(value)
+                parse_target(self.knob)
             except ValueError:
-                sep = ""
-            if not sep or what.strip().lower() not in ("quality", "q", "share", "top", "top_share", "cost", "budget"):
                 raise ValueError(f"knob: {self.knob!r} is neither a number nor a target like quality=0.95, "
-                                 "share=0.3, cost=0.0004, budget=0.5")
+                                 "share=0.3, cost=0.0004, budget=0.5") from None
         elif self.rule == "threshold" and not 0.0 <= self.knob <= 1.0001:
             raise ValueError("knob: the threshold rule needs a knob in [0, 1]")
         elif self.rule == "cost_weight" and self.knob < 0:

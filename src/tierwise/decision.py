@@ -16,6 +16,34 @@ import numpy as np
 
 RULES = ("cost_weight", "threshold")
 
+TARGET_HELP = (
+    "a knob is a number (cost weight, or quality threshold for the 'threshold' rule) or a target: "
+    "'quality=0.95' (95% of the best model's quality at least cost), 'share=0.3' (at most 30% of "
+    "traffic to the most expensive model), 'cost=0.0004' (mean cost per request at most this), "
+    "'budget=0.5' (mean cost at most 50% of the most expensive model's)"
+)
+# accepted spellings of a target -> its canonical name
+TARGET_KINDS = {"quality": "quality", "q": "quality", "share": "share", "top": "share", "top_share": "share",
+                "cost": "cost", "budget": "budget"}
+
+
+def parse_target(spec: str) -> tuple[str, float]:
+    """``'quality=0.95'`` -> ``('quality', 0.95)``: the canonical target name and its value.
+
+    Only the syntax is checked here (the config validates it at load time); resolving a target
+    to a knob needs a trained router's calibration curve (``Router.parse_knob``).
+    """
+    what, sep, raw = str(spec).partition("=")
+    if not sep:
+        raise ValueError(f"cannot read knob {spec!r}; {TARGET_HELP}")
+    kind = TARGET_KINDS.get(what.strip().lower())
+    if kind is None:
+        raise ValueError(f"unknown target {what.strip()!r}; {TARGET_HELP}")
+    try:
+        return kind, float(raw)
+    except ValueError:
+        raise ValueError(f"target {spec!r} needs a number after '='; {TARGET_HELP}") from None
+
 
 @dataclass
 class Decision:

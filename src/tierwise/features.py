@@ -35,6 +35,13 @@ def surface_features(text: str) -> np.ndarray:
     )
 
 
+def surface_matrix(texts: Sequence[str]) -> np.ndarray:
+    """(n, len(SURFACE_NAMES)) float32 surface statistics of many prompts."""
+    if not len(texts):
+        return np.zeros((0, len(SURFACE_NAMES)), dtype=np.float32)
+    return np.stack([surface_features(t) for t in texts])
+
+
 class Featurizer:
     """Turns prompt text into the feature vector every learned router consumes."""
 
@@ -54,8 +61,7 @@ class Featurizer:
         emb = self.encoder.encode(list(texts))
         if not self.surface:
             return emb
-        extra = np.stack([surface_features(t) for t in texts]) if len(texts) else np.zeros((0, len(SURFACE_NAMES)))
-        return np.hstack([emb, extra]).astype(np.float32)
+        return np.hstack([emb, surface_matrix(texts)]).astype(np.float32)
 
     def transform_one(self, text: str) -> np.ndarray:
         emb = self.encoder.encode_one(text)
@@ -74,13 +80,10 @@ class SurfaceFeaturizer:
     dim = len(SURFACE_NAMES)
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        if not len(texts):
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([surface_features(t) for t in texts])
+        return surface_matrix(texts)
 
     def transform_one(self, text: str) -> np.ndarray:
         return surface_features(text)[None, :]
 
     def describe(self) -> dict:
         return {"encoder": None, "encoder_fingerprint": None, "surface": True}
-

@@ -84,7 +84,7 @@ def _first_crossing(x: np.ndarray, y: np.ndarray, target: float) -> float:
 
 
 def pair_metrics(strong_score, weak_correct, strong_correct) -> dict[str, float | None]:
-    """APGR and CPT(50/80/95%); all None when the two models are equally good (no gap to recover)."""
+    """APGR and CPT(50/80/95%); all None when the dearer model is not better (no gap to recover)."""
     if not np.mean(strong_correct) - np.mean(weak_correct) > 1e-12:
         return {"apgr": None, "cpt50": None, "cpt80": None, "cpt95": None}
     return {

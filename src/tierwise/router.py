@@ -19,20 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .decision import RULES, Decision, choose
+from .decision import RULES, TARGET_HELP, Decision, choose, parse_target
 from .routers import QualityModel, make_quality_model
 from .routers.base import QUALITY_MODELS
 
 ARTIFACT_FORMAT = "tierwise-router"
 ARTIFACT_VERSION = 1
-TARGET_HELP = (
-    "a knob is a number (cost weight, or quality threshold for the 'threshold' rule) or a target: "
-    "'quality=0.95' (95% of the best model's quality at least cost), 'share=0.3' (at most 30% of "
-    "traffic to the most expensive model), 'cost=0.0004' (mean cost per request at most this), "
-    "'budget=0.5' (mean cost at most 50% of the most expensive model's)"
-)
-
-
 class ArtifactError(ValueError):
     def __init__(self, path: str | Path, problem: str):
         super().__init__(f"{path}: {problem}")
@@ -122,17 +114,18 @@ class Router:
         complete = np.isfinite(t.correct).all(axis=1)
         order = rng.permutation(np.flatnonzero(complete))
         n_hold = int(len(t) * holdout)
+        pred = None  # out-of-sample predictions for the rows ``hold``, if there are enough rows
         if oof is not None:
             hold = np.flatnonzero(complete)
             if oof.shape != (len(hold), len(self.models)):
                 raise ValueError(f"oof predictions have shape {oof.shape}; expected {(len(hold), len(self.models))}")
-            pred, n_hold = np.asarray(oof, dtype=float), len(hold)
+            pred = np.asarray(oof, dtype=float)
         elif n_hold >= 10:
             hold = order[:n_hold]
             train = np.setdiff1d(np.arange(len(t)), hold)
             qm = make_quality_model(self.kind, **self.params).fit(X[train], t.correct[train])
             pred = qm.predict(X[hold])
-        if oof is not None or n_hold >= 10:
+        if pred is not None:
             grid = _fine_grid(self.rule)
             curve = router_curve(pred, t.correct[hold], t.cost[hold], self.rule, grid)
             singles = single_model_points(t.correct[hold], t.cost[hold])
@@ -143,7 +136,7 @@ class Router:
                 "top_share": curve.top_share.tolist(),
                 "best_single_quality": float(singles[:, 1].max()),
                 "top_cost": float(singles[:, 0].max()),
-                "rows": int(n_hold),
+                "rows": len(hold),
                 "method": "cross-validated predictions" if oof is not None else f"{holdout:.0%} holdout",
             }
         self.quality = make_quality_model(self.kind, **self.params).fit(X, t.correct)
@@ -210,32 +203,23 @@ class Router:
             if value < 0 or (self.rule == "threshold" and value > 1.0001):
                 raise ValueError(f"knob {spec!r} out of range; {TARGET_HELP}")
             return value
-        if "=" not in spec:
-            raise ValueError(f"cannot read knob {spec!r}; {TARGET_HELP}")
-        what, _, raw = spec.partition("=")
-        try:
-            target = float(raw)
-        except ValueError:
-            raise ValueError(f"target {spec!r} needs a number after '='; {TARGET_HELP}") from None
+        what, target = parse_target(spec)
         cal = self.calibration
         if not cal:
             raise ValueError("this router has no calibration curve; use a numeric knob")
         knobs = np.array(cal["knobs"])
         cost, quality, share = (np.array(cal[k]) for k in ("cost", "quality", "top_share"))
-        what = what.strip().lower()
-        if what in ("quality", "q"):
+        if what == "quality":
             ok = quality >= target * cal["best_single_quality"] - 1e-12
             if not ok.any():  # unreachable: the best quality on offer, at its lowest cost
                 ok = quality >= quality.max() - 1e-12
             return float(knobs[ok][np.argmin(cost[ok])])
-        if what in ("share", "top", "top_share"):
+        if what == "share":
             ok = share <= target + 1e-12
         elif what == "cost":
             ok = cost <= target + 1e-15
-        elif what == "budget":
+        else:  # budget
             ok = cost <= target * cal["top_cost"] + 1e-15
-        else:
-            raise ValueError(f"unknown target {what!r}; {TARGET_HELP}")
         if not ok.any():
             return float(knobs[int(np.argmin(cost))])  # nothing fits: the cheapest operating point
         cand = np.flatnonzero(ok)

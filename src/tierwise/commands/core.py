@@ -176,13 +176,12 @@ def train_command(
     try:
         oof = rep.oof[kind] if cv else None  # calibrate targets on every row's out-of-fold prediction
         router = Router(kind, rule=rule, featurizer=featurizer).fit(train_rows, X=X, oof=oof)
-        if target.strip().lower() == "best":
-            pass
-        elif not router.calibration:
-            console.print(f"[yellow]too few fully graded rows to hold out a calibration slice; target {target!r} "
-                          "not applied: the default knob is 'best predicted model' (set knob: in the pyramid)[/yellow]")
-        else:
-            router.calibrate(target)
+        if target.strip().lower() != "best":
+            if router.calibration:
+                router.calibrate(target)
+            else:
+                console.print(f"[yellow]too few fully graded rows to calibrate on; target {target!r} not applied: the "
+                              "default knob is 'best predicted model' (set knob: in the pyramid)[/yellow]")
     except ValueError as exc:
         _fail(str(exc))
     router.metadata["cv"] = cv_metrics
