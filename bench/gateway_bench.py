@@ -8,217 +8,25 @@
 
 The backend is a stub written on raw asyncio (answers in microseconds), so model time does not
 hide gateway time. Run: ``python bench/gateway_bench.py [--requests 400] [--clients 32]``.
-Tests import ``StubBackend`` from here for fault injection (500s, stalls).
+The stub and the gateway helpers live in ``tierwise.testing`` (shared with the tests).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from tierwise.testing import StubBackend, free_port, start_gateway, stop_gateway, write_pyramid  # noqa: E402
 
-class StubBackend:
-    """A tiny OpenAI-compatible HTTP/1.1 server in a background thread.
-
-    What it does is chosen by the request's ``model`` field (the backend's remote model id):
-    ``echo`` answers "echo: <last user message>"; ``fail`` answers HTTP 500; ``stall`` never
-    answers; ``stall-after-first`` streams one token then stalls; ``slow-<ms>`` waits then answers.
-    ``confident`` / ``unsure`` answer like ``echo`` and, when the request asks for ``logprobs``, add
-    OpenAI's ``logprobs.content`` with -0.05 / -3.0 per token (one token per word), in the body or
-    in each streamed chunk, so the cascade's confidence can be driven from tests.
-    It counts requests per mode so tests can check who was called.
-    """
-
-    LOGPROB = {"confident": -0.05, "unsure": -3.0}
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self.host = host
-        self.port = 0
-        self.port_wanted = port
-        self.calls: dict[str, int] = {}
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="stub-backend")
-        self._server: asyncio.AbstractServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    def start(self) -> "StubBackend":
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        async def _close() -> None:
-            if self._server is not None:
-                self._server.close()
-            for t in asyncio.all_tasks():
-                if t is not asyncio.current_task():
-                    t.cancel()
-
-        asyncio.run_coroutine_threadsafe(_close(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def __enter__(self) -> "StubBackend":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def boot() -> None:
-            self._server = await asyncio.start_server(self._handle, self.host, self.port_wanted, backlog=256)
-            self.port = self._server.sockets[0].getsockname()[1]
-
-        self._loop.run_until_complete(boot())
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    k, _, v = line.partition(b":")
-                    if k.strip().lower() == b"content-length":
-                        length = int(v)
-                body = json.loads(await reader.readexactly(length)) if length else {}
-                await self._answer(body, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def _answer(self, body: dict, writer: asyncio.StreamWriter) -> None:
-        mode = str(body.get("model", "echo"))
-        self.calls[mode] = self.calls.get(mode, 0) + 1
-        msgs = body.get("messages") or [{}]
-        user = next((m.get("content") for m in reversed(msgs) if m.get("role") == "user"), "")
-        text = f"echo: {user}"
-        if mode == "fail":
-            payload = b'{"error":{"message":"stub failure","type":"server_error"}}'
-            writer.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
-                         b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
-            await writer.drain()
-            return
-        if mode == "stall":
-            await asyncio.sleep(3600)
-        if mode.startswith("slow-"):
-            await asyncio.sleep(int(mode[5:]) / 1000)
-        tin, tout = max(1, len(str(msgs)) // 4), max(1, len(text) // 4)
-        lp = self.LOGPROB.get(mode) if body.get("logprobs") else None
-
-        def logprobs(pieces: list[str]) -> dict | None:
-            if lp is None:
-                return None
-            tops = int(body.get("top_logprobs") or 0)
-            return {"content": [{"token": p, "logprob": lp, "bytes": list(p.encode()),
-                                 "top_logprobs": [{"token": p, "logprob": lp, "bytes": list(p.encode())}][:tops]}
-                                for p in pieces]}
-
-        pieces = [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))]
-        if body.get("stream"):
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-
-            def event(obj: dict | str) -> bytes:
-                data = b"data: " + (obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()) + b"\n\n"
-                return b"%x\r\n%s\r\n" % (len(data), data)
-
-            for piece in pieces:
-                writer.write(event({"object": "chat.completion.chunk", "choices": [
-                    {"index": 0, "delta": {"content": piece}, "logprobs": logprobs([piece]), "finish_reason": None}]}))
-                await writer.drain()
-                if mode == "stall-after-first":
-                    await asyncio.sleep(3600)
-            writer.write(event({"object": "chat.completion.chunk", "choices": [
-                {"index": 0, "delta": {}, "finish_reason": "stop"}]}))
-            writer.write(event({"object": "chat.completion.chunk", "choices": [],
-                                "usage": {"prompt_tokens": tin, "completion_tokens": tout}}))
-            writer.write(event("[DONE]") + b"0\r\n\r\n")
-            await writer.drain()
-            return
-        payload = json.dumps({
-            "id": "stub", "object": "chat.completion", "model": mode,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs(pieces),
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout},
-        }).encode()
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                     % (len(payload), payload))
-        await writer.drain()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_pyramid(path: Path, backend_url: str, log: str, modes: tuple[str, ...] = ("echo", "echo", "echo"),
-                  extra: str = "", timeout_s: float = 10.0, names: list[str] | None = None) -> Path:
-    """A pyramid of ``len(modes)`` stub-backed models, cheapest first (names m0, m1, ... unless given)."""
-    lines = ["models:"]
-    for i, mode in enumerate(modes):
-        name = names[i] if names else f"m{i}"
-        lines += [f"  - name: {name}", "    backend: openai", f"    endpoint: {backend_url}", f"    model: {mode}",
-                  f"    input_per_1m: {0.1 * 10 ** i:g}", f"    output_per_1m: {0.2 * 10 ** i:g}",
-                  "    context_window: 8192", f"    timeout_s: {timeout_s}", "    max_concurrency: 64"]
-    lines.append(f"log: {log}")
-    path.write_text("\n".join(lines) + "\n" + extra)
-    return path
-
-
-def start_gateway(config: Path, port: int, *extra_args: str, env: dict | None = None) -> subprocess.Popen:
-    """``tierwise serve`` as a real process; returns once /health answers."""
-    import httpx
-
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    e = {**os.environ, **(env or {})}
-    e["PYTHONPATH"] = src + os.pathsep + e.get("PYTHONPATH", "")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from tierwise.cli import app; app()", "serve", "--config", str(config),
-         "--host", "127.0.0.1", "--port", str(port), *extra_args],
-        env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tierwise serve exited with {proc.returncode}:\n{proc.stdout.read()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("tierwise serve did not become healthy within 120 s")
-
-
-def stop_gateway(proc: subprocess.Popen) -> str:
-    """SIGTERM (graceful: flushes the log), then the process output."""
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out or ""
+__all__ = ["StubBackend", "free_port", "start_gateway", "stop_gateway", "write_pyramid"]
 
 
 def _cpu_s(pid: int) -> float:
@@ -303,7 +111,6 @@ def main() -> int:
         stub.start()
         stub._thread.join()
         return 0
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from tierwise.decision_log import DecisionLog
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,10 +10,8 @@ Thresholds are not guessed: :func:`calibrate` picks them from a collected table 
 model's quality, or a cost ceiling. A threshold of ``None`` (``+inf``) means *skip the model*: it is
 never called, so "always the top model" is one of the cascades searched.
 
-Streaming policy: the cascade cannot know whether it keeps an answer before the answer is complete,
-so intermediate models' answers are buffered, never shown; the kept answer is sent as soon as it is
-accepted (in one piece if it came from a lower model), and the top model -- whose answer is always
-kept -- streams live token by token.
+This module is the offline half (thresholds, simulation, calibration: pure, no I/O); the online
+cascade that serves requests is a dispatch strategy of the engine (``tierwise.engine.cascade``).
 """
 
 from __future__ import annotations
@@ -21,22 +19,16 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Sequence
 
 import numpy as np
 
-from .backends.base import Backend, BackendError, StreamDelta
-from .table import CORRECT, LOGPROB, OutcomeTable, TableError, load_table
+from .errors import CascadeError
+from .table import LOGPROB, OutcomeTable, TableError, load_table
 
 SKIP = math.inf  # threshold meaning "do not call this model"
 MAX_COMBOS = 6000
-
-
-class CascadeError(ValueError):
-    """Bad thresholds file, target, or table for the cascade; the message names what to fix."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,190 +319,3 @@ def calibrate(table: OutcomeTable, target: str | tuple[str, float]) -> Threshold
         "note": "in-sample: expected figures are measured on the calibration table itself",
     }
     return Thresholds(list(table.models), [float(v) for v in T[best]], "logprob", meta)
-
-
-# --------------------------------------------------------------------------------------------
-# online router
-
-
-@dataclass
-class CascadeModel:
-    name: str
-    backend: Backend
-    input_per_1m: float = 0.0
-    output_per_1m: float = 0.0
-
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.input_per_1m + tokens_out * self.output_per_1m) / 1e6
-
-
-@dataclass
-class CascadeResult:
-    text: str
-    model: str
-    chain: list[tuple[str, float | None, bool]]  # (model, confidence, escalated) per model called
-    tokens_in: int  # totals over every model called
-    tokens_out: int
-    cost_usd: float
-    finish_reason: str = "stop"
-    latency_s: float = 0.0
-
-
-def _answer_key(text: str) -> str:
-    """What two sampled answers must share to agree: the final number if any, else normalised text."""
-    from .graders import extract_number, normalise_text
-
-    num = extract_number(text)
-    return f"#{num}" if num is not None else normalise_text(text)[:200]
-
-
-class CascadeRouter:
-    """Try models cheapest first; keep the first answer whose confidence clears its threshold."""
-
-    def __init__(
-        self,
-        models: Sequence[CascadeModel],
-        thresholds: Thresholds,
-        *,
-        samples: int = 0,
-        sample_temperature: float = 0.7,
-    ):
-        names = [m.name for m in models]
-        if names != thresholds.models:
-            raise CascadeError(f"thresholds are for models {thresholds.models}, the pyramid has {names}")
-        if thresholds.confidence == "self_consistency" and samples < 1:
-            raise CascadeError("self_consistency confidence needs samples >= 1")
-        self.models = list(models)
-        self.thresholds = thresholds
-        self.samples = samples
-        self.sample_temperature = sample_temperature
-
-    @classmethod
-    def from_pyramid(cls, pyramid, thresholds: Thresholds, backends: dict[str, Backend] | None = None, **kw) -> "CascadeRouter":
-        """Build from a :class:`tierwise.config.Pyramid`; ``backends`` reuses already-started ones."""
-        from .backends import build_backend
-
-        backends = backends or {}
-        models = [
-            CascadeModel(m.name, backends.get(m.name) or build_backend(m), m.input_per_1m, m.output_per_1m)
-            for m in pyramid.models
-        ]
-        return cls(models, thresholds, **kw)
-
-    def _plan(self) -> list[tuple[CascadeModel, float]]:
-        """Models to call in order with their thresholds (skipped models left out; top: -inf)."""
-        plan = [(m, t) for m, t in zip(self.models[:-1], self.thresholds.values) if t != SKIP]
-        return plan + [(self.models[-1], -math.inf)]
-
-    async def _confidence(self, model: CascadeModel, messages, text, logprobs, max_tokens, stop):
-        """Returns (confidence, extra tokens_in, extra tokens_out) for one intermediate answer."""
-        if self.thresholds.confidence == "logprob":
-            vals = [v for v in (logprobs or []) if v is not None and math.isfinite(v)]
-            return (sum(vals) / len(vals) if vals else None), 0, 0
-        key = _answer_key(text)
-        agree, t_in, t_out = 0, 0, 0
-        for _ in range(self.samples):
-            r = await model.backend.chat(messages, max_tokens=max_tokens, temperature=self.sample_temperature, stop=stop)
-            agree += _answer_key(r.text) == key
-            t_in, t_out = t_in + r.tokens_in, t_out + r.tokens_out
-        return agree / self.samples, t_in, t_out
-
-    async def _try(self, model, threshold, messages, max_tokens, temperature, stop):
-        """Answer with one non-top model: (result, confidence, accepted, tokens_in, tokens_out)."""
-        r = await model.backend.chat(
-            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, logprobs=True
-        )
-        conf, xin, xout = await self._confidence(model, messages, r.text, r.token_logprobs, max_tokens, stop)
-        accepted = conf is not None and conf >= threshold
-        return r, conf, accepted, r.tokens_in + xin, r.tokens_out + xout
-
-    async def _step(self, model, threshold, messages, max_tokens, temperature, stop, chain, t_in, t_out, cost):
-        """One non-top model's turn, recorded in ``chain`` and added to the running totals.
-
-        Returns (result, accepted, t_in, t_out, cost); a model that errors is escalated past (result None).
-        """
-        try:
-            r, conf, accepted, mi, mo = await self._try(model, threshold, messages, max_tokens, temperature, stop)
-        except BackendError:
-            chain.append((model.name, None, True))
-            return None, False, t_in, t_out, cost
-        chain.append((model.name, conf, not accepted))
-        return r, accepted, t_in + mi, t_out + mo, cost + model.cost(mi, mo)
-
-    async def complete(
-        self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0, stop: list[str] | None = None
-    ) -> CascadeResult:
-        """Answer ``messages``; an intermediate model that errors is escalated past (recorded in chain)."""
-        started = time.perf_counter()
-        chain: list[tuple[str, float | None, bool]] = []
-        t_in = t_out = 0
-        cost = 0.0
-        plan = self._plan()
-        for i, (model, threshold) in enumerate(plan):
-            if i == len(plan) - 1:
-                r = await model.backend.chat(
-                    messages, max_tokens=max_tokens, temperature=temperature, stop=stop, logprobs=True
-                )
-                conf = _mean(r.token_logprobs)
-                chain.append((model.name, conf, False))
-                t_in, t_out = t_in + r.tokens_in, t_out + r.tokens_out
-                cost += model.cost(r.tokens_in, r.tokens_out)
-                return CascadeResult(r.text, model.name, chain, t_in, t_out, cost, r.finish_reason,
-                                     time.perf_counter() - started)
-            r, accepted, t_in, t_out, cost = await self._step(model, threshold, messages, max_tokens, temperature,
-                                                              stop, chain, t_in, t_out, cost)
-            if accepted:
-                return CascadeResult(r.text, model.name, chain, t_in, t_out, cost, r.finish_reason,
-                                     time.perf_counter() - started)
-        raise AssertionError("unreachable: the top model always answers")  # pragma: no cover
-
-    async def stream(
-        self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0, stop: list[str] | None = None
-    ) -> AsyncIterator[StreamDelta]:
-        """Stream only the kept answer (see the module docstring for the policy).
-
-        Yields text deltas; the last delta carries ``finish_reason``, total ``tokens_in``/``tokens_out``
-        over every model called, and ``extra["cascade"] = {"model", "chain", "cost_usd"}``.
-        """
-        chain: list[tuple[str, float | None, bool]] = []
-        t_in = t_out = 0
-        cost = 0.0
-        plan = self._plan()
-        for i, (model, threshold) in enumerate(plan):
-            if i < len(plan) - 1:
-                r, accepted, t_in, t_out, cost = await self._step(model, threshold, messages, max_tokens,
-                                                                  temperature, stop, chain, t_in, t_out, cost)
-                if accepted:
-                    yield StreamDelta(text=r.text)
-                    yield StreamDelta(
-                        finish_reason=r.finish_reason, tokens_in=t_in, tokens_out=t_out,
-                        extra={"cascade": {"model": model.name, "chain": chain, "cost_usd": cost}},
-                    )
-                    return
-                continue
-            # top model: always kept, so stream it live
-            final_in = final_out = None
-            finish = "stop"
-            async for d in model.backend.stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop):
-                if d.text:
-                    yield StreamDelta(text=d.text)
-                if d.finish_reason is not None:
-                    finish = d.finish_reason
-                if d.tokens_in is not None:
-                    final_in = d.tokens_in
-                if d.tokens_out is not None:
-                    final_out = d.tokens_out
-            final_in = final_in if final_in is not None else model.backend.count_tokens(messages)
-            final_out = final_out or 0
-            chain.append((model.name, None, False))
-            t_in, t_out = t_in + final_in, t_out + final_out
-            cost += model.cost(final_in, final_out)
-            yield StreamDelta(
-                finish_reason=finish, tokens_in=t_in, tokens_out=t_out,
-                extra={"cascade": {"model": model.name, "chain": chain, "cost_usd": cost}},
-            )
-
-
-def _mean(values: list[float] | None) -> float | None:
-    vals = [v for v in (values or []) if v is not None and math.isfinite(v)]
-    return sum(vals) / len(vals) if vals else None

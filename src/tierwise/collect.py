@@ -52,7 +52,9 @@ class ModelSpec:
     factory: Callable[[], Backend] | None = None
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.input_per_1m + tokens_out * self.output_per_1m) / 1e6
+        from .prices import token_cost
+
+        return token_cost(tokens_in, tokens_out, self.input_per_1m, self.output_per_1m)
 
 
 def model_identity(cfg) -> str:

@@ -16,13 +16,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ConfigError
+
+# The one place for defaults: the YAML keys below and the engine use these.
 DEFAULT_LOG = "~/.cache/tierwise/decisions.sqlite"
 DEFAULT_KNOB = 1.0
 DEFAULT_CONTEXT = 4096
-
-
-class ConfigError(ValueError):
-    """A pyramid file (or an environment variable it names) is unusable; the message says where."""
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+DEFAULT_MAX_PENDING = 1024  # requests waiting or running at once; past it: 503 at once, not a hang
+# tokens the context-window check keeps free for the answer when the client sends no max_tokens
+DEFAULT_ANSWER_RESERVE = 256
 
 
 def _cpu_count() -> int:
@@ -48,9 +52,13 @@ class ModelConfig(BaseModel):
     output_per_1m: float = Field(ge=0)
     context_window: int = Field(DEFAULT_CONTEXT, gt=0)
     max_concurrency: int | None = Field(None, gt=0)
-    timeout_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     n_threads: int | None = Field(None, gt=0)
     tags: list[str] = Field(default_factory=list)
+    # what the model can do (tools, json_object, json_schema, vision, audio, logprobs, n); None = the
+    # backend's defaults (docs/config.md). Requests needing a capability are routed only among models
+    # that declare it.
+    capabilities: list[Literal["tools", "json_object", "json_schema", "vision", "audio", "logprobs", "n"]] | None = None
 
     @field_validator("embedded")
     @classmethod
@@ -129,7 +137,8 @@ class Pyramid(BaseModel):
     log: str = DEFAULT_LOG  # SQLite path or postgres:// URL
     api_keys: list[str] | None = None  # keys clients must present to the gateway
     api_keys_env: str | None = None  # or: env var with comma-separated keys
-    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY, gt=0)
+    max_pending: int = Field(DEFAULT_MAX_PENDING, gt=0)
 
     @model_validator(mode="after")
     def _pyramid_rules(self) -> "Pyramid":

@@ -16,23 +16,22 @@ can use the kept answer's tokens instead of the totals over every model called.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import queue
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
+
+from .engine.record import COLUMNS as _COLUMNS
+from .engine.record import RequestRecord, from_row as _row_to_dict, prompt_hash, to_row
+from .errors import LogError
+from .prices import token_cost
+
+__all__ = ["DecisionLog", "LogError", "RequestRecord", "open_log", "prompt_hash", "summarize"]
 
 DEFAULT_LOG = "tierwise-log.sqlite"
-
-_COLUMNS = (
-    "id", "ts", "prompt_hash", "prompt", "requested_model", "router", "rule", "knob", "scores",
-    "chosen", "model", "fallbacks", "tokens_in", "tokens_out", "latency_ms", "route_ms",
-    "cost_usd", "status", "error", "stream", "cascade_chain",
-)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -56,7 +55,13 @@ CREATE TABLE IF NOT EXISTS requests (
     status INTEGER NOT NULL,
     error TEXT,
     stream INTEGER,
-    cascade_chain TEXT
+    cascade_chain TEXT,
+    candidates TEXT,
+    excluded TEXT,
+    needs TEXT,
+    upstream_id TEXT,
+    usage_estimated INTEGER,
+    surface TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -66,63 +71,6 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
 """
-
-
-class LogError(RuntimeError):
-    """The log cannot be opened or written (bad path, missing psycopg, unreachable database)."""
-
-
-def prompt_hash(text: str) -> str:
-    """Stable id of a prompt, so repeated prompts can be grouped without storing them."""
-    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
-
-
-@dataclass
-class RequestRecord:
-    """One gateway request. ``chosen`` is the router's pick, ``model`` the one that answered."""
-
-    id: str
-    ts: float
-    prompt_hash: str
-    status: int
-    requested_model: str = ""
-    router: str = ""
-    rule: str = ""
-    knob: float | None = None
-    scores: dict[str, float] = field(default_factory=dict)
-    chosen: str | None = None
-    model: str | None = None
-    fallbacks: list[dict[str, Any]] = field(default_factory=list)
-    tokens_in: int = 0
-    tokens_out: int = 0
-    latency_ms: float = 0.0
-    route_ms: float = 0.0
-    cost_usd: float = 0.0
-    error: str | None = None
-    stream: bool = False
-    prompt: str | None = None
-    # cascade requests only: [{model, confidence, outcome, tokens_in, tokens_out, cost_usd}, ...]
-    cascade_chain: list[dict[str, Any]] | None = None
-
-    def as_row(self) -> tuple:
-        d = asdict(self)
-        d["scores"] = json.dumps(self.scores)
-        d["fallbacks"] = json.dumps(self.fallbacks)
-        d["stream"] = int(self.stream)
-        d["cascade_chain"] = None if self.cascade_chain is None else json.dumps(self.cascade_chain)
-        knob = d["knob"]
-        if knob is not None and knob == float("inf"):
-            d["knob"] = 1e308  # JSON/SQL have no infinity; "always cheapest"
-        return tuple(d[c] for c in _COLUMNS)
-
-
-def _row_to_dict(row: Sequence[Any]) -> dict[str, Any]:
-    d = dict(zip(_COLUMNS, row))
-    d["scores"] = json.loads(d["scores"] or "{}")
-    d["fallbacks"] = json.loads(d["fallbacks"] or "[]")
-    d["stream"] = bool(d["stream"])
-    d["cascade_chain"] = json.loads(d["cascade_chain"]) if d.get("cascade_chain") else None
-    return d
 
 
 class _Dialect:
@@ -165,18 +113,23 @@ class _Dialect:
     def _migrate(self, con) -> None:
         """Add columns newer than an existing log's table (nullable, so old rows stay valid)."""
         if self.postgres:
-            con.execute("ALTER TABLE requests ADD COLUMN IF NOT EXISTS cascade_chain TEXT")
+            for col, kind in _ADDED:
+                con.execute(f"ALTER TABLE requests ADD COLUMN IF NOT EXISTS {col} {kind}")
             return
         have = {row[1] for row in con.execute("PRAGMA table_info(requests)")}
-        if "cascade_chain" not in have:
+        for col, kind in _ADDED:
+            if col in have:
+                continue
             try:
-                con.execute("ALTER TABLE requests ADD COLUMN cascade_chain TEXT")
+                con.execute(f"ALTER TABLE requests ADD COLUMN {col} {kind}")
             except sqlite3.OperationalError as exc:  # another process migrated it just now
                 if "duplicate column" not in str(exc).lower():
                     raise
 
 
-_STOP = object()
+# columns added after the first release, migrated on open
+_ADDED = (("cascade_chain", "TEXT"), ("candidates", "TEXT"), ("excluded", "TEXT"), ("needs", "TEXT"),
+          ("upstream_id", "TEXT"), ("usage_estimated", "INTEGER"), ("surface", "TEXT"))
 
 
 class DecisionLog:
@@ -284,15 +237,17 @@ class DecisionLog:
         rows: list[tuple] = []
         for kind, payload in items:
             if kind == "req":
-                rows.append(payload.as_row())
+                rows.append(to_row(payload))
             elif kind == "fb":
                 if rows:  # keep FIFO order: the rated request may be in this batch
                     cur.executemany(insert_req, rows)
                     rows = []
                 rid, score, fut = payload
-                cur.execute(f"SELECT 1 FROM requests WHERE id = {ph}", (rid,))
-                found = cur.fetchone() is not None
+                cur.execute(f"SELECT id FROM requests WHERE id = {ph} OR upstream_id = {ph} LIMIT 1", (rid, rid))
+                hit = cur.fetchone()
+                found = hit is not None
                 if found:
+                    rid = hit[0]
                     cur.execute(
                         f"INSERT INTO feedback (request_id, ts, score) VALUES ({ph}, {ph}, {ph})", (rid, time.time(), score)
                     )
@@ -397,7 +352,7 @@ def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]
     baseline = None
     if biggest is not None:
         pin, pout = prices[biggest]
-        baseline = sum((tin * pin + tout * pout) / 1e6 for tin, tout in map(_answer_tokens, ok))
+        baseline = sum(token_cost(tin, tout, pin, pout) for tin, tout in map(_answer_tokens, ok))
     lat = [float(r["latency_ms"]) for r in ok if r["latency_ms"] is not None]
     route = [float(r["route_ms"]) for r in rows if r["route_ms"]]
     statuses: dict[str, int] = {}

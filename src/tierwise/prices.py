@@ -24,13 +24,18 @@ class PriceError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+def token_cost(tokens_in, tokens_out, input_per_1m: float, output_per_1m: float):
+    """USD for one request (or arrays of them): the one cost formula everything uses."""
+    return (tokens_in * input_per_1m + tokens_out * output_per_1m) / 1e6
+
+
 @dataclass(frozen=True)
 class Price:
     input_per_1m: float
     output_per_1m: float
 
     def request_cost(self, tokens_in, tokens_out):
-        return (np.asarray(tokens_in) * self.input_per_1m + np.asarray(tokens_out) * self.output_per_1m) / 1e6
+        return token_cost(np.asarray(tokens_in), np.asarray(tokens_out), self.input_per_1m, self.output_per_1m)
 
 
 def estimate_tokens(text: str) -> int:

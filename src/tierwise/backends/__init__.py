@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Backend, BackendError, ChatResult, StreamDelta
+from .base import Backend, BackendError, ChatResult, Completion, StreamTally, UpstreamRejected
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
 
-__all__ = ["Backend", "BackendError", "ChatResult", "StreamDelta", "build_backend"]
+__all__ = ["Backend", "BackendError", "ChatResult", "Completion", "StreamTally", "UpstreamRejected", "build_backend"]
 
 
 def build_backend(cfg: "ModelConfig") -> Backend:

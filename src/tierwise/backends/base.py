@@ -1,49 +1,194 @@
-"""The one interface every model backend implements.
+"""The one interface every model backend implements: OpenAI chat-completions bodies in and out.
 
-The gateway, ``collect`` and the cascade all talk to models through this, so a local GGUF model and
-a hosted API are interchangeable. Backends are async because the gateway is; blocking work (llama.cpp)
-runs in a worker thread behind a per-model semaphore.
+A backend takes the client's request body (a dict in OpenAI's chat-completions shape, every field
+the client sent, ``model`` ignored: the backend knows its own remote model id) and returns the
+model's ``chat.completion`` object (:class:`Completion`) or yields its ``chat.completion.chunk``
+objects (``stream``). Nothing is dropped or injected on the way: an OpenAI-compatible endpoint gets
+the body as sent; a local llama.cpp model implements the fields itself (tools, response_format,
+logprobs ...). The gateway, ``collect`` and the cascade all use this, so a local GGUF model and a
+hosted API are interchangeable.
+
+Failures: ``BackendError`` (connection, timeout, 429, 5xx: the engine falls back) or
+``UpstreamRejected`` (the request itself was refused: the client's error, never retried).
+
+``chat()`` is the small convenience the offline tools use (collect, graders): messages and a few
+options in, a :class:`ChatResult` with text, tokens and log-probabilities out.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
+
+from ..errors import BackendError, UpstreamRejected
+
+__all__ = ["Backend", "BackendError", "UpstreamRejected", "Completion", "ChatResult", "StreamTally",
+           "message_text", "CAPABILITIES"]
+
+# What a request can need and a model can declare (config ``capabilities:``); see engine/capabilities.py
+CAPABILITIES = ("tools", "json_object", "json_schema", "vision", "audio", "logprobs", "n")
 
 
-class BackendError(RuntimeError):
-    """The backend failed (connection, HTTP 5xx, crash, timeout). The gateway falls back on it."""
+def message_text(content: Any) -> str:
+    """The text of a message's ``content``: a string, or the text of its parts (images etc. skipped)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, dict):
+                t = part.get("text")
+                if isinstance(t, str):
+                    out.append(t)
+            elif isinstance(part, str):
+                out.append(part)
+        return "\n".join(out)
+    return str(content)
 
-    def __init__(self, backend: str, message: str, *, status: int | None = None, timeout: bool = False):
-        self.backend = backend
-        self.status = status
-        self.timeout = timeout
-        super().__init__(f"{backend}: {message}")
+
+def _usage_int(usage: dict, key: str) -> int | None:
+    v = usage.get(key)
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+@dataclass
+class Completion:
+    """A model's ``chat.completion`` object as it returned it, plus what tierwise reads from it."""
+
+    body: dict[str, Any]
+    tokens_in: int = 0  # from usage, else estimated (usage_estimated)
+    tokens_out: int = 0
+    usage_estimated: bool = False
+    latency_s: float = 0.0
+
+    @property
+    def choice(self) -> dict[str, Any]:
+        choices = self.body.get("choices") or [{}]
+        return choices[0] if isinstance(choices[0], dict) else {}
+
+    @property
+    def message(self) -> dict[str, Any]:
+        return self.choice.get("message") or {}
+
+    @property
+    def text(self) -> str:
+        return message_text(self.message.get("content"))
+
+    @property
+    def finish_reason(self) -> str:
+        return self.choice.get("finish_reason") or "stop"
+
+    @property
+    def token_logprobs(self) -> list[float] | None:
+        content = (self.choice.get("logprobs") or {}).get("content")
+        if not content:
+            return None
+        return [float(t["logprob"]) for t in content if isinstance(t, dict) and "logprob" in t]
+
+    @property
+    def first_token_top(self) -> dict[str, float] | None:
+        content = (self.choice.get("logprobs") or {}).get("content")
+        if not content:
+            return None
+        tops = content[0].get("top_logprobs") or []
+        return {t["token"]: float(t["logprob"]) for t in tops} or None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], estimate_in: int, *, latency_s: float = 0.0) -> "Completion":
+        """Tokens from ``usage`` when the model reported them; else ``estimate_in`` and a text estimate."""
+        from ..prices import estimate_tokens
+
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        t_in, t_out = _usage_int(usage, "prompt_tokens"), _usage_int(usage, "completion_tokens")
+        c = cls(body, latency_s=latency_s)
+        c.usage_estimated = t_in is None or t_out is None
+        c.tokens_in = t_in if t_in is not None else estimate_in
+        if t_out is None:
+            import json
+
+            calls = c.message.get("tool_calls")
+            t_out = estimate_tokens(c.text + (json.dumps(calls) if calls else ""))
+        c.tokens_out = t_out
+        return c
 
 
 @dataclass
 class ChatResult:
+    """What the offline tools need from one answer (``Backend.chat``)."""
+
     text: str
     tokens_in: int
     tokens_out: int
     finish_reason: str = "stop"
-    # log-probabilities of the generated tokens, when asked for (the cascade's confidence signal)
-    token_logprobs: list[float] | None = None
-    # top alternatives of the first generated token {token_text: logprob}, when asked for (MC grading)
-    first_token_top: dict[str, float] | None = None
+    token_logprobs: list[float] | None = None  # of the generated tokens, when asked for
+    first_token_top: dict[str, float] | None = None  # top alternatives of the first token, when asked for
     latency_s: float = 0.0
 
 
 @dataclass
-class StreamDelta:
-    """One streamed piece; the last one carries finish_reason and token usage."""
+class StreamTally:
+    """Running totals over a stream's chunk objects: what was answered, how it ended, what it cost.
 
-    text: str = ""
+    ``started`` turns true at the first chunk that carries an answer (content, a tool call, a
+    refusal) or a finish reason: the point after which a stream can no longer fall back.
+    """
+
+    text: list[str] = field(default_factory=list)
+    pieces: int = 0
+    tool_call_chars: int = 0
     finish_reason: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
-    extra: dict = field(default_factory=dict)
+    logprobs: list[float] = field(default_factory=list)
+    started: bool = False
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.tokens_in = _usage_int(usage, "prompt_tokens") or self.tokens_in
+            self.tokens_out = _usage_int(usage, "completion_tokens") or self.tokens_out
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") or {}
+            piece = delta.get("content")
+            if piece:
+                self.text.append(piece)
+                self.pieces += 1
+                self.started = True
+            calls = delta.get("tool_calls")
+            if calls:
+                self.started = True
+                for c in calls:
+                    fn = (c or {}).get("function") or {}
+                    self.tool_call_chars += len(fn.get("arguments") or "") + len(fn.get("name") or "")
+                    self.pieces += 1
+            if delta.get("refusal"):
+                self.started = True
+                self.pieces += 1
+            lp = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+            for t in lp or ():
+                if isinstance(t, dict) and "logprob" in t:
+                    self.logprobs.append(float(t["logprob"]))
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+                self.started = True
+
+    def usage(self, estimate_in: int) -> tuple[int, int, bool]:
+        """(tokens_in, tokens_out, estimated): reported usage, else ``estimate_in`` and the pieces seen."""
+        from ..prices import estimate_tokens
+
+        estimated = self.tokens_in is None or self.tokens_out is None
+        t_in = self.tokens_in if self.tokens_in is not None else estimate_in
+        if self.tokens_out is not None:
+            t_out = self.tokens_out
+        else:
+            t_out = max(self.pieces, estimate_tokens("".join(self.text)) if self.text else 0)
+            t_out += (self.tool_call_chars + 3) // 4
+        return t_in, t_out, estimated
 
 
 class Backend(ABC):
@@ -51,83 +196,48 @@ class Backend(ABC):
 
     name: str
     context_window: int
+    timeout_s: float = 120.0
+    # what this backend can do unless the config says otherwise (engine/capabilities.py)
+    capabilities: frozenset[str] = frozenset()
 
     @abstractmethod
-    async def chat(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: list[str] | None = None,
-        logprobs: bool = False,
-        top_logprobs: int = 0,
-        timeout: float | None = None,
-    ) -> ChatResult: ...
+    async def complete(self, body: dict[str, Any], *, timeout: float | None = None) -> Completion:
+        """Answer one chat-completions request body (``stream`` ignored) within ``timeout`` seconds."""
 
     @abstractmethod
-    def stream(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: list[str] | None = None,
-        timeout: float | None = None,
-    ) -> AsyncIterator[StreamDelta]: ...
+    def stream(self, body: dict[str, Any], *, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Yield the answer's ``chat.completion.chunk`` objects; ``timeout`` bounds every wait.
+
+        A usage chunk comes last only when the body asks for it (``stream_options.include_usage``).
+        """
 
     def count_tokens(self, messages: list[dict]) -> int:
         """Prompt tokens of a conversation; backends with a tokenizer override this estimate."""
         from ..prices import estimate_tokens
 
-        return sum(estimate_tokens(str(m.get("content") or "")) + 4 for m in messages) + 2
+        return sum(estimate_tokens(message_text(m.get("content"))) + 4 for m in messages) + 2
+
+    async def chat(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
+                   stop: list[str] | None = None, logprobs: bool = False, top_logprobs: int = 0,
+                   timeout: float | None = None) -> ChatResult:
+        """Messages in, text out: the offline tools' view of :meth:`complete`."""
+        body: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+        if stop:
+            body["stop"] = stop
+        if logprobs or top_logprobs:
+            body["logprobs"] = True
+        if top_logprobs:
+            body["top_logprobs"] = int(top_logprobs)
+        c = await self.complete(body, timeout=timeout)
+        return ChatResult(text=c.text, tokens_in=c.tokens_in, tokens_out=c.tokens_out,
+                          finish_reason=c.finish_reason, token_logprobs=c.token_logprobs,
+                          first_token_top=c.first_token_top, latency_s=c.latency_s)
 
     async def aclose(self) -> None:
         return None
 
-
-class TimedBackend(Backend):
-    """A backend with its own time budget ``timeout_s``, which a call's ``timeout`` overrides.
-
-    The ``chat`` / ``stream`` signature and that budget rule live here once: subclasses write
-    ``_chat`` and ``_stream``, which get the call's options as keywords and its budget as ``limit``.
-    """
-
-    timeout_s: float
-
-    async def chat(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: list[str] | None = None,
-        logprobs: bool = False,
-        top_logprobs: int = 0,
-        timeout: float | None = None,
-    ) -> ChatResult:
-        return await self._chat(messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
-                                logprobs=logprobs, top_logprobs=top_logprobs, limit=timeout or self.timeout_s)
-
-    def stream(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: list[str] | None = None,
-        timeout: float | None = None,
-    ) -> AsyncIterator[StreamDelta]:
-        return self._stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
-                            limit=timeout or self.timeout_s)
-
-    @abstractmethod
-    async def _chat(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
-                    logprobs: bool, top_logprobs: int, limit: float) -> ChatResult: ...
-
-    @abstractmethod
-    def _stream(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
-                limit: float) -> AsyncIterator[StreamDelta]: ...
+    def _budget(self, timeout: float | None) -> float:
+        return float(timeout or self.timeout_s)
 
     def _timeout(self, limit: float) -> BackendError:
         return BackendError(self.name, f"timed out after {limit:g}s", timeout=True)

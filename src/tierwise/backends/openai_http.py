@@ -3,8 +3,13 @@
 One ``aiohttp.ClientSession`` per backend (created lazily inside the running event loop) keeps up to
 ``max_concurrency`` connections alive, so the gateway pays the TCP/TLS handshake once, not per
 request; aiohttp costs the gateway well under half the CPU per request that httpx did. Every failure
-(connect error, HTTP error status, malformed body, timeout) becomes a ``BackendError`` carrying the
-status / timeout flag the gateway needs to fall back.
+(connect error, 429/5xx, malformed body, timeout) becomes a ``BackendError``, which the engine falls
+back on; a 400/404/413/422 with an OpenAI error body is the request's own fault and becomes
+``UpstreamRejected``, which is returned to the client as-is.
+
+Fidelity: the client's body goes upstream unchanged but for ``model`` (this backend's remote id) and
+``stream``; the answer comes back as the backend sent it. Error messages name the backend, not its
+URL (clients must not learn where the pyramid's models live).
 """
 
 from __future__ import annotations
@@ -15,14 +20,13 @@ import os
 import ssl
 import time
 from contextlib import aclosing
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from ..prices import estimate_tokens
-from .base import BackendError, ChatResult, StreamDelta, TimedBackend
+from .base import Backend, BackendError, Completion, UpstreamRejected
 
 _timeout_cm = getattr(asyncio, "timeout", None)  # Python >= 3.11; 3.10 falls back to wait_for
 
@@ -96,8 +100,15 @@ def _decode(raw: bytes, charset: str | None) -> str:
         return raw.decode("utf-8", errors="replace")
 
 
-class OpenAIBackend(TimedBackend):
+# an upstream 4xx with an error body that is about the request itself: the client's error, not retried
+CLIENT_ERRORS = frozenset({400, 404, 413, 422})
+
+
+class OpenAIBackend(Backend):
     """Chat completions against ``{endpoint}/chat/completions``."""
+
+    # what an OpenAI-compatible text model usually serves; vision/audio must be declared in config
+    capabilities = frozenset({"tools", "json_object", "json_schema", "logprobs", "n"})
 
     def __init__(
         self,
@@ -109,8 +120,11 @@ class OpenAIBackend(TimedBackend):
         context_window: int = 4096,
         max_concurrency: int = 16,
         timeout_s: float = 120.0,
+        capabilities: frozenset[str] | None = None,
     ):
         self.name = name
+        if capabilities is not None:
+            self.capabilities = frozenset(capabilities)
         self.context_window = context_window
         self.model = model
         self.timeout_s = timeout_s
@@ -147,116 +161,103 @@ class OpenAIBackend(TimedBackend):
             self._session, self._session_loop = session, loop
         return session
 
-    def _payload(self, messages, max_tokens, temperature, stop, **extra) -> bytes:
-        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
-        if stop:
-            body["stop"] = stop
-        body.update({k: v for k, v in extra.items() if v is not None})
+    def _payload(self, body: dict[str, Any], stream: bool) -> bytes:
+        """The client's body as sent, with this backend's remote model id (and ``stream``) set."""
+        out = {**body, "model": self.model}
+        if stream:
+            out["stream"] = True
+        else:
+            out.pop("stream", None)
+            out.pop("stream_options", None)
         # as httpx's json= encoded it
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return json.dumps(out, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
-    def _error(self, exc: Exception) -> BackendError:
+    def _error(self, exc: Exception, limit: float) -> BackendError:
         if isinstance(exc, BackendError):
             return exc
         if isinstance(exc, asyncio.TimeoutError):
             kind = next((n for cls, n in _TIMEOUT_NAMES if isinstance(exc, cls)), "ReadTimeout")
-            return BackendError(self.name, f"timed out after {self.timeout_s:g}s ({kind})", timeout=True)
+            return BackendError(self.name, f"timed out after {limit:g}s ({kind})", timeout=True)
         if isinstance(exc, aiohttp.ClientError):
             kind = next((n for cls, n in _ERROR_NAMES if isinstance(exc, cls)), type(exc).__name__)
-            return BackendError(self.name, f"{kind} talking to {self.url}: {exc}")
-        return BackendError(self.name, f"bad response from {self.url}: {type(exc).__name__}: {exc}")
+            return BackendError(self.name, f"{kind}: {exc}")
+        return BackendError(self.name, f"bad response: {type(exc).__name__}: {exc}")
+
+    def _status_error(self, status: int, raw: bytes, charset: str | None) -> BackendError:
+        """An HTTP error status: the request's own fault (returned as-is) or the backend's (fall back)."""
+        if status in CLIENT_ERRORS:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and isinstance(body.get("error"), (dict, str)):
+                if isinstance(body["error"], str):
+                    body = {"error": {"message": body["error"], "type": "invalid_request_error",
+                                      "param": None, "code": None}}
+                return UpstreamRejected(self.name, status, body)
+        detail = _decode(raw, charset)[:200]
+        return BackendError(self.name, f"HTTP {status}: {detail}".rstrip(": "), status=status)
 
     async def _post(self, session: aiohttp.ClientSession, data: bytes) -> tuple[int, bytes, str | None]:
         async with session.post(self.url, data=data, headers=self._headers, allow_redirects=False) as resp:
             return resp.status, await resp.read(), resp.charset
 
-    async def _chat(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
-                    logprobs: bool, top_logprobs: int, limit: float) -> ChatResult:
+    async def complete(self, body: dict[str, Any], *, timeout: float | None = None) -> Completion:
+        limit = self._budget(timeout)
         t0 = time.perf_counter()
         try:
-            data = self._payload(
-                messages, max_tokens, temperature, stop,
-                logprobs=True if logprobs or top_logprobs else None,
-                top_logprobs=top_logprobs or None,
-            )
+            data = self._payload(body, stream=False)
             session = self._client()
             # one budget for the whole request: slot in the pool, connect, send, answer
-            if _timeout_cm is not None:
-                async with _timeout_cm(limit):
-                    status, raw, charset = await self._post(session, data)
-            else:
-                status, raw, charset = await asyncio.wait_for(self._post(session, data), limit)
+            status, raw, charset = await _within(self._post(session, data), limit)
             if not 200 <= status < 300:
-                body = _decode(raw, charset)[:200]
-                raise BackendError(self.name, f"HTTP {status} from {self.url}: {body}".rstrip(": "), status=status)
-            data = json.loads(raw)
-            choice = data["choices"][0]
-            text = (choice.get("message") or {}).get("content") or ""
+                raise self._status_error(status, raw, charset)
+            answer = json.loads(raw)
+            if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+                raise BackendError(self.name, "bad response: no 'choices' in the body")
         except Exception as exc:
-            if isinstance(exc, asyncio.TimeoutError):
-                raise self._timeout(limit) from None
-            raise self._error(exc) from None
-        usage = data.get("usage") or {}
-        token_lp, first_top = None, None
-        content_lp = ((choice.get("logprobs") or {}).get("content")) or None
-        if content_lp:
-            token_lp = [float(t["logprob"]) for t in content_lp]
-            tops = content_lp[0].get("top_logprobs") or []
-            first_top = {t["token"]: float(t["logprob"]) for t in tops} or None
-        return ChatResult(
-            text=text,
-            tokens_in=int(usage.get("prompt_tokens") or self.count_tokens(messages)),
-            tokens_out=int(usage.get("completion_tokens") or estimate_tokens(text)),
-            finish_reason=choice.get("finish_reason") or "stop",
-            token_logprobs=token_lp,
-            first_token_top=first_top,
-            latency_s=time.perf_counter() - t0,
-        )
+            raise self._error(exc, limit) from None
+        return Completion.from_body(answer, self.count_tokens(body.get("messages") or []),
+                                    latency_s=time.perf_counter() - t0)
 
-    async def _stream(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
-                      limit: float) -> AsyncIterator[StreamDelta]:
-        """Server-sent events; ``limit`` bounds each wait (connect, first byte, gap between chunks)."""
-        text_parts: list[str] = []
-        finish, usage = None, None
+    async def stream(self, body: dict[str, Any], *, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Server-sent events; ``timeout`` bounds each wait (connect, first byte, gap between chunks)."""
+        limit = self._budget(timeout)
         try:
-            data = self._payload(messages, max_tokens, temperature, stop, stream=True,
-                                 stream_options={"include_usage": True})
-            timeout = self._stream_timeouts.get(limit)
-            if timeout is None:
-                timeout = self._stream_timeouts[limit] = aiohttp.ClientTimeout(total=None, connect=limit)
+            data = self._payload(body, stream=True)
+            client_timeout = self._stream_timeouts.get(limit)
+            if client_timeout is None:
+                client_timeout = self._stream_timeouts[limit] = aiohttp.ClientTimeout(total=None, connect=limit)
             # connect + send + response headers within limit; then each read within limit (_lines)
-            resp = await _within(self._client().post(self.url, data=data, headers=self._headers, timeout=timeout,
-                                                     allow_redirects=False), limit)
+            resp = await _within(self._client().post(self.url, data=data, headers=self._headers,
+                                                     timeout=client_timeout, allow_redirects=False), limit)
             async with resp:
                 if resp.status >= 400:
-                    detail = (await resp.read()).decode(errors="replace")[:200]
-                    raise BackendError(self.name, f"HTTP {resp.status} from {self.url}: {detail}",
-                                       status=resp.status)
+                    raise self._status_error(resp.status, await _within(resp.read(), limit), resp.charset)
+                ctype = resp.headers.get("content-type", "")
+                if "text/event-stream" not in ctype:
+                    detail = (await _within(resp.read(), limit)).decode(errors="replace")[:200]
+                    raise BackendError(self.name, f"asked for a stream, got {ctype or 'no content type'}: {detail}")
+                ended = False
                 async with aclosing(_lines(resp.content, limit)) as lines:
                     async for raw in lines:
                         if not raw.startswith(b"data:"):
                             continue
-                        payload = raw[5:].decode("utf-8", errors="replace").strip()
-                        if payload == "[DONE]":
+                        payload = raw[5:].strip()
+                        if payload == b"[DONE]":
+                            ended = True
                             break
                         chunk = json.loads(payload)
-                        if chunk.get("error"):
+                        if isinstance(chunk, dict) and chunk.get("error"):
                             raise BackendError(self.name, f"error in stream: {chunk['error']}")
-                        usage = chunk.get("usage") or usage
-                        for choice in chunk.get("choices") or []:
-                            piece = (choice.get("delta") or {}).get("content")
-                            if piece:
-                                text_parts.append(piece)
-                                yield StreamDelta(text=piece)
-                            finish = choice.get("finish_reason") or finish
+                        if isinstance(chunk, dict) and any(
+                                isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ()):
+                            ended = True
+                        yield chunk
+                if not ended:
+                    raise BackendError(self.name, "stream ended without a finish_reason or [DONE]")
         except Exception as exc:
-            raise self._error(exc) from None
-        usage = usage or {}
-        yield StreamDelta(
-            finish_reason=finish or "stop",
-            tokens_in=int(usage.get("prompt_tokens") or self.count_tokens(messages)),
-            tokens_out=int(usage.get("completion_tokens") or estimate_tokens("".join(text_parts))),
-        )
+            raise self._error(exc, limit) from None
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

@@ -52,22 +52,24 @@ def register(app: typer.Typer) -> None:
         """Run the OpenAI-compatible gateway: POST /v1/chat/completions with model 'tierwise'."""
         import uvicorn
 
-        from ..decision_log import LogError
-        from ..server import create_app, load_router
+        from ..engine.build import load_router
+        from ..errors import TierwiseError
+        from ..gateway import create_app
 
         pyramid = _pyramid(config)
         try:
             r = load_router(pyramid, str(router) if router else None)
             app_ = create_app(pyramid, router=r, store_prompts=log_prompts,
                               cascade=str(cascade) if cascade is not None else None)
-        except (LogError, ValueError, OSError, RuntimeError) as exc:
+        except (TierwiseError, ValueError, OSError, RuntimeError) as exc:
             _fail(str(exc))
-        gw = app_.state.gateway
+        eng, guard = app_.state.engine, app_.state.guard
         casc = ""
-        if gw.cascade is not None:
-            casc = f"  cascade: {gw.cascade_source}" + (" (also for model 'tierwise')" if gw.cascade_default else "")
-        typer.echo(f"tierwise gateway on http://{host}:{port}/v1  models: {', '.join(m.name for m in gw.models)}  "
-                   f"router: {gw.router.name}{casc}  log: {gw.log.url}", err=True)
+        if eng.cascade is not None:
+            casc = f"  cascade: {eng.cascade.source}" + (" (also for model 'tierwise')" if eng.cascade_default else "")
+        auth = f"auth: {len(guard.api_keys)} key(s)" if guard.api_keys else "auth: OFF (open gateway)"
+        typer.echo(f"tierwise gateway on http://{host}:{port}/v1  models: {', '.join(eng.order)}  "
+                   f"router: {eng.router.name}{casc}  log: {app_.state.log.url}  {auth}", err=True)
         uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
 
     @app.command("log")

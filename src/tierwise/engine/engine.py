@@ -1,0 +1,280 @@
+"""The engine: route + call + fall back + record, for one pyramid, with no HTTP in it.
+
+Usable straight from Python (like RouteLLM's ``Controller``)::
+
+    engine = Engine.from_pyramid(Pyramid.load("pyramid.yaml"))
+    answer = await engine.chat({"model": "tierwise", "messages": [...]})      # ChatAnswer
+    stream = await engine.chat_stream({"model": "tierwise", "messages": [...], "stream": True})
+    async for chunk in stream: ...                                             # chunk dicts
+
+One request: parse (``request``), candidates (``candidates``: capabilities, context), plan
+(``plan``: routed / cascade / direct), dispatch (``dispatch`` or ``cascade``), then the record goes
+to every listener (the decision log, metrics). The client's body is forwarded unchanged but for
+``model``; the answer comes back unchanged but for ``model`` (the pyramid model that answered).
+Errors are :mod:`tierwise.errors` classes carrying the finished record as ``.record``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from ..config import DEFAULT_MAX_PENDING
+from ..decision import Decision
+from ..errors import AllModelsFailed, Overloaded, TierwiseError
+from . import candidates as _candidates
+from . import dispatch
+from . import plan as _plan
+from .cascade import Cascade
+from .record import CascadeStep, RequestRecord, new_request_id, prompt_hash
+from .request import ChatRequest
+from .slot import Slot
+from .stream import ChatStream, completion_chunks
+
+Listener = Callable[[RequestRecord], None]
+
+
+@dataclass
+class ChatAnswer:
+    """A finished non-streamed request: the ``chat.completion`` body and its record."""
+
+    body: dict[str, Any]
+    record: RequestRecord
+    decision: Decision | None = None
+
+
+@dataclass
+class _Prepared:
+    req: ChatRequest
+    rec: RequestRecord
+    plan: _plan.Plan
+    body: dict[str, Any]  # what the backends get
+    cascade_steps: list[tuple[Slot, float]] | None = None
+
+
+class Engine:
+    """Routing, dispatch and records for one pyramid (``slots`` cheapest first)."""
+
+    def __init__(self, slots: Sequence[Slot], router: Any, *, cascade: Cascade | None = None,
+                 cascade_default: bool = False, default_knob: Any = None,
+                 max_pending: int = DEFAULT_MAX_PENDING, store_prompts: bool = False,
+                 listeners: Sequence[Listener] = ()):
+        if not slots:
+            raise ValueError("the pyramid has no models")
+        self.slots = list(slots)
+        self.by_name = {s.name: s for s in self.slots}
+        self.order = [s.name for s in self.slots]
+        self.router = router
+        self.cascade = cascade
+        self.cascade_default = bool(cascade_default and cascade is not None)
+        self.default_knob = default_knob
+        self.max_pending = int(max_pending)
+        self.store_prompts = store_prompts
+        self.listeners: list[Listener] = list(listeners)
+        self.pending = 0
+
+    @classmethod
+    def from_pyramid(cls, pyramid: Any, **kwargs: Any) -> "Engine":
+        """An engine for a loaded :class:`tierwise.config.Pyramid` (see ``engine.build.build_engine``)."""
+        from .build import build_engine
+
+        return build_engine(cls, pyramid, **kwargs)
+
+    # -- one request -------------------------------------------------------------------------
+
+    async def chat(self, body: dict[str, Any] | bytes, *, request_id: str | None = None) -> ChatAnswer:
+        """Answer a non-streamed request (``stream`` in the body is ignored)."""
+        rec = self._admit(request_id)
+        try:
+            p = await self._prepare(body, rec)
+            if p.plan.kind == "cascade":
+                slot, answer = await self._cascade_complete(p)
+            else:
+                slot, answer = await dispatch.complete(p.plan.chain, self.by_name, p.body, rec)
+                self._answered(rec, slot, answer.tokens_in, answer.tokens_out, answer.usage_estimated)
+            rec.upstream_id = answer.body.get("id") if isinstance(answer.body.get("id"), str) else None
+            answer.body["model"] = slot.name
+            self._finish(rec, 200)
+            return ChatAnswer(answer.body, rec, p.plan.decision)
+        except BaseException as exc:
+            raise self._failed(rec, exc)
+        finally:
+            self.pending -= 1
+
+    async def chat_stream(self, body: dict[str, Any] | bytes, *, request_id: str | None = None) -> ChatStream:
+        """Start a streamed request; returns once the answering model has sent its first chunk.
+
+        Failures before that fall back or raise; after it, the stream ends with an error chunk.
+        The caller must iterate the stream or ``aclose()`` it (the record is finished then).
+        """
+        rec = self._admit(request_id)
+        rec.stream = True
+        handed_over = False
+        try:
+            p = await self._prepare(body, rec)
+            if p.plan.kind == "cascade":
+                s = await self._cascade_stream(p)
+            else:
+                opened = await dispatch.stream(p.plan.chain, self.by_name, p.body, rec)
+                s = ChatStream(self, rec, opened.slot, opened, decision=p.plan.decision,
+                               include_usage=p.req.include_usage)
+            rec.model = s.slot.name
+            await s.estimate_prompt_cost(p.req.messages)
+            handed_over = True
+            return s
+        except BaseException as exc:
+            raise self._failed(rec, exc)
+        finally:
+            if not handed_over:
+                self.pending -= 1
+
+    async def handle(self, body: dict[str, Any] | bytes) -> ChatAnswer | ChatStream:
+        """``chat`` or ``chat_stream``, as the body's ``stream`` field says (the body is parsed once)."""
+        if not isinstance(body, dict):
+            try:
+                body = json.loads(body)
+            except ValueError:
+                return await self.chat(body)  # raises the parse error, with its record
+        if isinstance(body, dict) and body.get("stream") is True:
+            return await self.chat_stream(body)
+        return await self.chat(body)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _admit(self, request_id: str | None) -> RequestRecord:
+        rec = RequestRecord(id=request_id or new_request_id(), ts=time.time())
+        rec._t0 = time.perf_counter()  # type: ignore[attr-defined]
+        if self.pending >= self.max_pending:
+            err = Overloaded(f"gateway overloaded ({self.pending} requests in flight); retry later")
+            self._finish(rec, err.status, err.message)
+            err.record = rec  # type: ignore[attr-defined]
+            raise err
+        self.pending += 1
+        return rec
+
+    async def _prepare(self, body: dict[str, Any] | bytes, rec: RequestRecord) -> _Prepared:
+        req = ChatRequest.parse(body)
+        rec.requested_model = req.model
+        rec.needs = sorted(req.needs)
+        text = req.text()
+        rec.prompt_hash = prompt_hash(text)
+        if self.store_prompts:
+            rec.prompt = text
+        kind, spec = _plan.kind_of(req.model, self.order, cascade=self.cascade is not None,
+                                   cascade_default=self.cascade_default)
+        cands = await _candidates.select(req, self.slots)
+        rec.candidates, rec.excluded = list(cands.allowed), dict(cands.excluded)
+        if not cands.allowed:
+            raise _candidates.nothing_fits(req, cands, self.slots)
+        steps = None
+        if kind == "direct":
+            rec.router, rec.chosen = "direct", req.model
+            plan, passed = _plan.direct(req.model, cands, self.order)
+            if passed:
+                rec.add_fallback(req.model, "context", passed)
+        elif kind == "cascade":
+            plan = _plan.Plan("cascade")
+            rec.router, rec.rule = "cascade", self.cascade.thresholds.confidence
+            steps = self.cascade.steps(self.by_name, cands.allowed, cands.excluded)
+        else:
+            knob = _plan.parse_knob(self.router, spec, self.default_knob, req.model)
+            plan = _plan.routed(self.router, text, knob, cands, self.order)
+            self._record_plan(rec, plan)
+        return _Prepared(req, rec, plan, req.forward(), steps)
+
+    def _record_plan(self, rec: RequestRecord, plan: _plan.Plan) -> None:
+        rec.route_ms = plan.route_ms
+        if plan.router_error is not None:
+            rec.router = f"failed:{getattr(self.router, 'name', 'router')}"
+            rec.error = plan.router_error
+            return
+        d = plan.decision
+        rec.router = str(d.router or getattr(self.router, "name", "router"))
+        rec.rule, rec.knob = d.rule, float(d.knob)
+        rec.scores = {k: float(v) for k, v in d.scores.items()}
+        rec.chosen = d.model
+
+    def _answered(self, rec: RequestRecord, slot: Slot, tokens_in: int, tokens_out: int, estimated: bool) -> None:
+        rec.model = slot.name
+        rec.tokens_in, rec.tokens_out = int(tokens_in), int(tokens_out)
+        rec.cost_usd = slot.cost(rec.tokens_in, rec.tokens_out)
+        rec.usage_estimated = bool(estimated)
+
+    def _finish(self, rec: RequestRecord, status: int, error: str | None = None) -> None:
+        rec.status = status
+        rec.error = error or rec.error
+        t0 = getattr(rec, "_t0", None)
+        if t0 is not None:
+            rec.latency_ms = (time.perf_counter() - t0) * 1000
+        for listener in self.listeners:
+            try:
+                listener(rec)
+            except Exception:  # a broken listener must not fail the request
+                pass
+
+    def _failed(self, rec: RequestRecord, exc: BaseException) -> BaseException:
+        """Finish the record for an exception and return what to raise (always a TierwiseError
+        unless the task was cancelled)."""
+        if isinstance(exc, asyncio.CancelledError):
+            self._finish(rec, 499, "client went away")
+            return exc
+        if not isinstance(exc, TierwiseError):
+            exc = TierwiseError(f"internal error: {type(exc).__name__}: {exc}")
+        if rec.status == 0:
+            self._finish(rec, exc.status, exc.message)
+        exc.record = rec  # type: ignore[attr-defined]
+        return exc
+
+    # -- the cascade ---------------------------------------------------------------------------
+
+    def _cascade_totals(self, rec: RequestRecord, steps: list[CascadeStep], kept: Slot) -> None:
+        rec.set_cascade(steps)
+        rec.model = rec.chosen = kept.name
+        rec.tokens_in = sum(s.tokens_in for s in steps)
+        rec.tokens_out = sum(s.tokens_out for s in steps)
+        rec.cost_usd = sum(s.cost_usd for s in steps)
+
+    async def _cascade_complete(self, p: _Prepared):
+        steps: list[CascadeStep] = []
+        try:
+            got = await self.cascade.lower(p.cascade_steps, p.body, p.rec, steps)
+            if got is None:
+                top = p.cascade_steps[-1][0]
+                got = (top, await self.cascade.top_complete(top, p.body, p.rec, steps))
+        finally:
+            if steps:
+                p.rec.set_cascade(steps)
+        self._cascade_totals(p.rec, steps, got[0])
+        return got
+
+    async def _cascade_stream(self, p: _Prepared) -> ChatStream:
+        steps: list[CascadeStep] = []
+        try:
+            got = await self.cascade.lower(p.cascade_steps, p.body, p.rec, steps)
+            if got is not None:
+                slot, answer = got
+                self._cascade_totals(p.rec, steps, slot)
+                chunks = completion_chunks(answer.body, include_usage=p.req.include_usage)
+                return ChatStream(self, p.rec, slot, chunks, include_usage=p.req.include_usage,
+                                  cascade_steps=steps, done=True)
+            top = p.cascade_steps[-1][0]
+            opened = await self.cascade.top_stream(top, p.body, p.rec, steps)
+        finally:
+            if steps:
+                p.rec.set_cascade(steps)
+        return ChatStream(self, p.rec, top, opened, include_usage=p.req.include_usage, cascade_steps=steps)
+
+    # -- the pyramid ---------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        for s in self.slots:
+            try:
+                await s.backend.aclose()
+            except Exception:
+                pass
+
+
+__all__ = ["Engine", "ChatAnswer", "ChatStream", "AllModelsFailed"]

@@ -1,0 +1,129 @@
+"""The typed record of one request: everything the decision log, metrics and headers read.
+
+The engine fills it as the request runs (plan, candidates, every model called, tokens, cost) and
+hands it to its listeners once, when the request is over: the decision log, Prometheus metrics,
+or anything a Python user registers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def new_request_id(prefix: str = "chatcmpl") -> str:
+    """128 bits from the OS's CSPRNG: ids cannot be predicted from earlier ones (~3 us)."""
+    return f"{prefix}-{secrets.token_hex(16)}"
+
+
+def prompt_hash(text: str) -> str:
+    """Stable id of a prompt, so repeated prompts can be grouped without storing them."""
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+@dataclass
+class Fallback:
+    """A model that was tried and failed (or was passed over), and why."""
+
+    model: str
+    reason: str  # error | timeout | overloaded | context
+    error: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"model": self.model, "reason": self.reason, "error": self.error}
+
+
+@dataclass
+class CascadeStep:
+    """One model the cascade called: its confidence and whether its answer was kept."""
+
+    model: str
+    confidence: float | None
+    outcome: str  # kept | escalated | error
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class RequestRecord:
+    """One request. ``chosen`` is the plan's pick, ``model`` the one that answered."""
+
+    id: str
+    ts: float
+    prompt_hash: str = ""
+    status: int = 0
+    requested_model: str = ""
+    router: str = ""
+    rule: str = ""
+    knob: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    chosen: str | None = None
+    model: str | None = None
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_ms: float = 0.0
+    route_ms: float = 0.0
+    cost_usd: float = 0.0
+    error: str | None = None
+    stream: bool = False
+    prompt: str | None = None
+    # cascade requests only: [{model, confidence, outcome, tokens_in, tokens_out, cost_usd}, ...]
+    cascade_chain: list[dict[str, Any]] | None = None
+    # the models the plan chose among (after capability / context checks) and why others were not
+    candidates: list[str] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)
+    needs: list[str] = field(default_factory=list)  # capabilities the request needs
+    upstream_id: str | None = None  # the answering backend's own response id
+    usage_estimated: bool = False
+    surface: str = "chat"  # which API the client called
+
+    def add_fallback(self, model: str, reason: str, error: str) -> None:
+        self.fallbacks.append(Fallback(model, reason, error[:300]).as_dict())
+
+    def set_cascade(self, steps: list[CascadeStep]) -> None:
+        self.cascade_chain = [
+            {"model": s.model, "confidence": None if s.confidence is None else round(float(s.confidence), 6),
+             "outcome": s.outcome, "tokens_in": int(s.tokens_in), "tokens_out": int(s.tokens_out),
+             "cost_usd": float(s.cost_usd)} for s in steps]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+COLUMNS = (
+    "id", "ts", "prompt_hash", "prompt", "requested_model", "router", "rule", "knob", "scores",
+    "chosen", "model", "fallbacks", "tokens_in", "tokens_out", "latency_ms", "route_ms",
+    "cost_usd", "status", "error", "stream", "cascade_chain", "candidates", "excluded", "needs",
+    "upstream_id", "usage_estimated", "surface",
+)
+JSON_COLUMNS = ("scores", "fallbacks", "cascade_chain", "candidates", "excluded", "needs")
+BOOL_COLUMNS = ("stream", "usage_estimated")
+
+
+def to_row(rec: RequestRecord) -> tuple:
+    """The record as a database row, in ``COLUMNS`` order (JSON text for the structured fields)."""
+    d = asdict(rec)
+    for c in JSON_COLUMNS:
+        d[c] = None if d[c] is None else json.dumps(d[c])
+    for c in BOOL_COLUMNS:
+        d[c] = int(bool(d[c]))
+    knob = d["knob"]
+    if knob is not None and knob == float("inf"):
+        d["knob"] = 1e308  # JSON/SQL have no infinity; "always cheapest"
+    return tuple(d[c] for c in COLUMNS)
+
+
+def from_row(row: Any) -> dict[str, Any]:
+    d = dict(zip(COLUMNS, row))
+    for c in JSON_COLUMNS:
+        v = d.get(c)
+        d[c] = json.loads(v) if v else ({} if c in ("scores", "excluded") else None if c == "cascade_chain" else [])
+    for c in BOOL_COLUMNS:
+        d[c] = bool(d.get(c))
+    d["surface"] = d.get("surface") or "chat"
+    return d

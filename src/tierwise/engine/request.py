@@ -1,0 +1,131 @@
+"""A chat-completions request as the engine sees it: the client's body, checked, plus what routing reads.
+
+The body is kept exactly as the client sent it (every field, known or not) so it can be forwarded
+unchanged; validation only checks the fields the engine itself relies on, with OpenAI-style errors
+that name the field. Derived once here: the conversation text the router reads (tool calls and
+tool results included), the capabilities the request needs, and the answer budget.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..backends.base import message_text
+from ..errors import RequestError
+from .capabilities import required
+
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class _StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = False
+
+
+class _Schema(BaseModel):
+    """The fields the engine reads; everything else passes through untouched."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[_Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    stream: bool | None = False
+    stream_options: _StreamOptions | None = None
+    n: int | None = Field(None, ge=1, le=128)
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+@dataclass
+class ChatRequest:
+    """One parsed request. ``body`` is the client's, untouched; the rest is read from it."""
+
+    body: dict[str, Any]
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool
+    include_usage: bool
+    max_tokens: int | None  # the client's answer budget, if it gave one
+    needs: frozenset[str]
+
+    @classmethod
+    def parse(cls, raw: bytes | str | dict[str, Any]) -> "ChatRequest":
+        if isinstance(raw, dict):
+            body = raw
+        else:
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                raise RequestError(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise RequestError("request body must be a JSON object", code="invalid_json")
+        try:
+            req = _Schema.model_validate(body)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        return cls(
+            body=body,
+            model=req.model,
+            messages=body["messages"],
+            stream=bool(req.stream),
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            max_tokens=req.max_completion_tokens or req.max_tokens,
+            needs=required(body),
+        )
+
+    def text(self) -> str:
+        """The conversation as the router reads it: last user turn first, tool traffic included."""
+        from ..router import conversation_text
+
+        return conversation_text(routing_messages(self.messages))
+
+    def forward(self) -> dict[str, Any]:
+        """The body to send a backend: the client's, without ``model`` (the backend sets its own)."""
+        return {k: v for k, v in self.body.items() if k != "model"}
+
+
+def routing_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each message as role + text: content parts joined, tool calls and results written out."""
+    out = []
+    for m in messages:
+        text = message_text(m.get("content"))
+        calls = m.get("tool_calls")
+        if calls:
+            names = " ".join(
+                f"{(c.get('function') or {}).get('name', '')}({(c.get('function') or {}).get('arguments', '')})"
+                for c in calls if isinstance(c, dict))
+            text = f"{text}\n{names}" if text else names
+        out.append({"role": m.get("role", "user"), "content": text})
+    return out
+
+
+def validation_error(exc: ValidationError) -> RequestError:
+    """The first problem, OpenAI-style: 422 with the field path as ``param``."""
+    err = exc.errors()[0]
+    if err.get("type") == "json_invalid":
+        return RequestError(f"request body is not valid JSON: {err.get('msg')}", code="invalid_json")
+    path = [str(p) for p in err.get("loc", ()) if p != "body"]
+    # union members show up in loc ("messages.0.content.str"); keep the field path only
+    field_path = ".".join(p for p in path if not p.startswith(("str", "list[", "dict[", "int", "float", "bool")))
+    if err.get("type") == "model_type" and not field_path:
+        return RequestError("request body must be a JSON object", code="invalid_json")
+    msg = f"missing required field '{field_path}'" if err.get("type") == "missing" else f"'{field_path}': {err.get('msg')}"
+    return RequestError(msg, status=422, param=field_path or None, code="invalid_value")

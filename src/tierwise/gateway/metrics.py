@@ -1,0 +1,44 @@
+"""Prometheus metrics, fed by the engine's finished request records (an engine listener)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ..engine.record import RequestRecord
+
+
+class Metrics:
+    """Per-app registry, so several gateways (tests, benches) can live in one process."""
+
+    def __init__(self, prices: dict[str, tuple[float, float]] | None = None) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("tierwise_requests", "Requests by answering model and HTTP status",
+                                ["model", "status"], registry=r)
+        self.latency = Histogram("tierwise_request_latency_seconds", "End-to-end request latency", ["model"],
+                                 registry=r, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.route_latency = Histogram("tierwise_routing_decision_seconds", "Time the router took to decide",
+                                       registry=r, buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, .01, .05))
+        self.fallbacks = Counter("tierwise_fallbacks", "Model calls that failed and fell back to another model",
+                                 ["model", "reason"], registry=r)
+        self.tokens = Counter("tierwise_tokens", "Tokens by model and direction", ["model", "direction"], registry=r)
+        self.cost = Counter("tierwise_cost_usd", "Spend in USD by model (pyramid prices)", ["model"], registry=r)
+
+    def observe(self, rec: RequestRecord) -> None:
+        label = rec.model or "none"
+        self.requests.labels(label, str(rec.status)).inc()
+        self.latency.labels(label).observe(rec.latency_ms / 1000)
+        if rec.route_ms:
+            self.route_latency.observe(rec.route_ms / 1000)
+        for f in rec.fallbacks:
+            self.fallbacks.labels(f["model"], f["reason"]).inc()
+        if rec.router.startswith("failed:"):
+            self.fallbacks.labels("router", "router_error").inc()
+        if rec.status != 200 or not rec.model:
+            return
+        # a cascade spent tokens on every model it called: count them where they were spent
+        spent = ([(s["model"], s["tokens_in"], s["tokens_out"], s["cost_usd"]) for s in rec.cascade_chain]
+                 if rec.cascade_chain else [(rec.model, rec.tokens_in, rec.tokens_out, rec.cost_usd)])
+        for name, t_in, t_out, cost in spent:
+            self.tokens.labels(name, "in").inc(t_in)
+            self.tokens.labels(name, "out").inc(t_out)
+            self.cost.labels(name).inc(cost)
