@@ -21,8 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from gateway_bench import free_port, start_gateway, stop_gateway  # noqa: E402
+from tierwise.testing import free_port, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow
 

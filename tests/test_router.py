@@ -137,7 +137,7 @@ def test_cli_eval_json_and_train(tmp_path):
 
 def test_pyramid_target_knob_resolves_on_the_router_calibration(fitted):
     from tierwise.config import Pyramid
-    from tierwise.server import default_knob
+    from tierwise.engine.build import default_knob
 
     models = [{"name": m, "backend": "openai", "endpoint": "http://x/v1", "model": m,
                "input_per_1m": 0.1 * 10 ** i, "output_per_1m": 0.2 * 10 ** i} for i, m in enumerate(fitted.models)]

@@ -1,4 +1,4 @@
-"""In-process GGUF models through llama-cpp-python, safe to call from an asyncio server.
+"""In-process GGUF models through llama-cpp-python, behind the OpenAI chat-completions interface.
 
 A ``llama_cpp.Llama`` object decodes one sequence at a time and is not thread-safe, so each backend
 holds ``max_concurrency`` loaded copies (default 1) and an ``asyncio.Semaphore`` of the same size:
@@ -6,47 +6,82 @@ concurrent requests queue on the semaphore instead of crashing, and the blocking
 dedicated worker thread so the event loop keeps serving. Models load at construction (server
 start), so a missing or corrupt file fails before the first request, not during it.
 
-Generation is our own short loop over ``Llama.generate`` rather than ``create_chat_completion``:
-that API needs ``logits_all=True`` for logprobs (an n_ctx x n_vocab float buffer: 2.5 GB for a
-4k-context Qwen) and cannot be stopped mid-way for a timeout. Here the prompt is rendered with the
-GGUF's own chat template (the same Jinja formatter llama-cpp-python uses), log-probabilities are
-read from the last decoded row only, and a deadline / cancel flag is checked after every token.
+Generation is our own loop over ``Llama.generate`` (``_llama_decode``) rather than
+``create_chat_completion``: that API needs ``logits_all=True`` for logprobs (an n_ctx x n_vocab
+float buffer: 2.5 GB for a 4k-context Qwen) and cannot be stopped mid-way. The prompt is rendered
+with the GGUF's own Jinja chat template (tools included, when the template supports them),
+log-probabilities are read from the last decoded row only, and a deadline / cancel flag is checked
+after every token, so a timeout or a client that leaves stops decoding at the next token.
+
+The request body is honoured field by field (``_llama_request``): ``messages`` (text; image/audio
+parts are refused), ``max_tokens``/``max_completion_tokens`` (absent: ``default_max_tokens``, else
+the rest of the context window), ``temperature``, ``top_p``, ``seed``, ``stop``,
+``frequency_penalty``/``presence_penalty``, ``logprobs``/``top_logprobs``, ``response_format``
+(``json_object``/``json_schema`` through llama.cpp grammars, ``_llama_grammar``), ``tools`` with
+``tool_choice``/``parallel_tool_calls`` (Hermes ``<tool_call>`` blocks, ``_llama_tools``; forced
+choices are grammar-constrained) and ``stream_options.include_usage``. ``n > 1`` is refused.
+
+Local defaults that differ from OpenAI's: **temperature 0.0 (greedy) when the request sets none**,
+so a local model answers the same prompt the same way; when sampling, ``top_k=40``, ``min_p=0.05``
+and ``top_p=0.95`` unless the request sets ``top_p``. ``timeout`` is the whole request's budget,
+queueing included. Usage is exact (the model's own tokenizer), never estimated.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
+import hashlib
+import os
+import queue
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
-import numpy as np
-
-from .base import BackendError, ChatResult, StreamDelta, TimedBackend
+from ..errors import BackendError
+from ._llama_decode import Generation, Sampling, decode
+from ._llama_grammar import GrammarBook
+from ._llama_request import LocalRequest, parse_request, reject, template_messages
+from ._llama_tools import ToolCallSplitter, parse_tool_calls
+from .base import Backend, Completion
 
 # Used only when a GGUF carries no chat template.
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+BASE_CAPABILITIES = frozenset({"json_object", "json_schema", "logprobs"})
 
 
-@dataclass
-class _Gen:
-    text: str = ""
-    tokens_in: int = 0
-    tokens_out: int = 0
-    finish: str = "length"
-    logprobs: list[float] = field(default_factory=list)
-    first_top: dict[str, float] | None = None
-    timed_out: bool = False
+def _usage(tokens_in: int, tokens_out: int) -> dict[str, int]:
+    return {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}
 
 
-class LlamaBackend(TimedBackend):
+def _logprobs(req: LocalRequest, entries: list[dict]) -> dict | None:
+    return {"content": entries, "refusal": None} if req.logprobs else None
+
+
+class _Chunks:
+    """The ``chat.completion.chunk`` objects of one stream (one ``id``/``created`` for all)."""
+
+    def __init__(self, model: str, fingerprint: str, include_usage: bool):
+        self.head = {"id": "chatcmpl-" + secrets.token_hex(16), "object": "chat.completion.chunk",
+                     "created": int(time.time()), "model": model, "system_fingerprint": fingerprint}
+        self.include_usage = include_usage
+
+    def delta(self, delta: dict, finish: str | None = None, logprobs: dict | None = None) -> dict:
+        chunk = {**self.head, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+        if self.include_usage:
+            chunk["usage"] = None  # as OpenAI: every chunk but the last carries "usage": null
+        return chunk
+
+    def usage(self, tokens_in: int, tokens_out: int) -> dict:
+        return {**self.head, "choices": [], "usage": _usage(tokens_in, tokens_out)}
+
+
+class LlamaBackend(Backend):
     """A local GGUF model; ``timeout`` is the whole request's budget, queueing included."""
 
     def __init__(
@@ -59,23 +94,32 @@ class LlamaBackend(TimedBackend):
         max_concurrency: int = 1,
         timeout_s: float = 120.0,
         seed: int = 0,
+        default_max_tokens: int | None = None,
     ):
-        import os
-
         self.name = name
         self.context_window = int(context_window)
         self.path = Path(model_path)
         self.n_threads = n_threads or os.cpu_count() or 1
-        self.max_concurrency = int(max_concurrency)
+        self.max_concurrency = max(1, int(max_concurrency))
         self.timeout_s = float(timeout_s)
+        self.default_max_tokens = int(default_max_tokens) if default_max_tokens else None
         self._seed = seed
-        self._free = [self._load() for _ in range(self.max_concurrency)]
-        self._first = self._free[0]
-        self._free_lock = threading.Lock()
+        copies = [self._load() for _ in range(self.max_concurrency)]
+        self._first = copies[0]
+        self._free: queue.SimpleQueue = queue.SimpleQueue()  # copies not decoding right now
+        for llm in copies:
+            self._free.put(llm)
         self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=f"llama-{name}")
         self._sems: dict[int, asyncio.Semaphore] = {}
-        self._formatter, self._template_stops = self._make_formatter(self._first)
-        self._n_vocab = self._first.n_vocab()
+        template = self._first.metadata.get("tokenizer.chat_template") or CHATML
+        self._formatter, self._template_stops = self._make_formatter(self._first, template)
+        self.capabilities = BASE_CAPABILITIES | ({"tools"} if "tools" in template else frozenset())
+        self._grammars = GrammarBook(name, self._first._model.vocab)
+        import llama_cpp
+
+        self.system_fingerprint = "fp_" + hashlib.sha256(
+            f"llama.cpp {llama_cpp.__version__} {self.path.name} {self.path.stat().st_size}".encode()
+        ).hexdigest()[:12]
 
     # ---- loading and prompt rendering --------------------------------------------------------
 
@@ -87,114 +131,73 @@ class LlamaBackend(TimedBackend):
         if not self.path.is_file():
             raise BackendError(self.name, f"{self.path}: model file not found")
         try:
-            return Llama(
-                model_path=str(self.path),
-                n_ctx=self.context_window,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                seed=self._seed,
-                logits_all=False,
-                verbose=False,
-            )
+            return Llama(model_path=str(self.path), n_ctx=self.context_window, n_threads=self.n_threads,
+                         n_threads_batch=self.n_threads, seed=self._seed, logits_all=False, verbose=False)
         except Exception as exc:
             raise BackendError(self.name, f"{self.path}: cannot load GGUF ({exc})") from None
 
     @staticmethod
-    def _make_formatter(llm):
+    def _make_formatter(llm, template: str):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        template = llm.metadata.get("tokenizer.chat_template") or CHATML
         eos_id, bos_id = llm.token_eos(), llm.token_bos()
         eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
         bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
         fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         return fmt, [s for s in (eos,) if s]
 
-    def _prompt_tokens(self, llm, messages: list[dict]) -> list[int]:
+    def _prompt_tokens(self, llm, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         try:
-            rendered = self._formatter(messages=messages)
+            rendered = self._formatter(messages=messages, tools=tools)
         except Exception as exc:
-            raise BackendError(self.name, f"chat template failed on these messages: {exc}", status=400) from None
+            raise reject(self.name, f"the chat template cannot render these messages: {exc}",
+                         param="messages") from None
         return llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
     def count_tokens(self, messages: list[dict]) -> int:
         """Exact prompt tokens: the chat template rendered and tokenized with the model's tokenizer."""
-        return len(self._prompt_tokens(self._first, messages))
+        return len(self._prompt_tokens(self._first, template_messages(messages, self.name, strict=False)))
 
-    # ---- the blocking generation loop (worker thread) ---------------------------------------
+    # ---- one request: parse, constrain, generate (worker thread) -----------------------------
 
-    def _generate(
-        self,
-        llm,
-        messages: list[dict],
-        max_tokens: int,
-        temperature: float,
-        stop: list[str] | None,
-        want_lp: bool,
-        top_n: int,
-        deadline: float,
-        cancel: threading.Event,
-        emit: Callable[[str], None] | None,
-    ) -> _Gen:
-        import llama_cpp
+    def _prepare(self, body: dict[str, Any]):
+        """The request read and its grammar compiled: every 4xx is raised here, before a slot is taken."""
+        req = parse_request(body, self.name, tools_supported="tools" in self.capabilities)
+        if req.tool_mode in ("required", "named"):
+            tools = [t for t in req.tools or () if req.tool_mode == "required" or t["function"]["name"] == req.tool_name]
+            grammar = self._grammars.for_tools(tools, parallel=req.parallel_tool_calls and req.tool_mode == "required")
+        else:
+            grammar = self._grammars.for_response_format(req.response_format)
+        return req, grammar
 
-        prompt = self._prompt_tokens(llm, messages)
-        g = _Gen(tokens_in=len(prompt))
+    def _generate(self, llm, req: LocalRequest, grammar, deadline: float, cancel: threading.Event,
+                  on_start: Callable[[int], None] | None = None,
+                  emit: Callable[[str, list], None] | None = None) -> tuple[int, Generation]:
+        prompt = self._prompt_tokens(llm, req.messages, req.tools)
         room = self.context_window - len(prompt)
         if room <= 0:
-            raise BackendError(
-                self.name, f"prompt has {len(prompt)} tokens; context window is {self.context_window}", status=400
-            )
-        max_tokens = max(1, min(int(max_tokens), room))
-        stops = [s for s in (stop or []) + self._template_stops if s]
-        hold = max((len(s) for s in stops), default=1) - 1
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        vocab = llm._model.vocab
-        emitted = 0
-        if temperature > 0:
-            llm.set_seed(int(time.time_ns() % 2**31))
-        for tok in llm.generate(prompt, temp=float(temperature), top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0):
-            if want_lp or (top_n and g.first_top is None):
-                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(self._n_vocab,))
-                m = float(row.max())
-                lse = m + float(np.log(np.exp(row - m, dtype=np.float64).sum()))
-                if top_n and g.first_top is None:
-                    top = np.argpartition(row, -top_n)[-top_n:]
-                    g.first_top = {}
-                    for t in top[np.argsort(-row[top])]:
-                        piece = llm.detokenize([int(t)], special=True).decode("utf-8", "replace")
-                        g.first_top.setdefault(piece, float(row[t]) - lse)
-                if want_lp and not llama_cpp.llama_vocab_is_eog(vocab, tok):
-                    g.logprobs.append(float(row[tok]) - lse)
-            if llama_cpp.llama_vocab_is_eog(vocab, tok):
-                g.finish = "stop"
-                break
-            g.tokens_out += 1
-            g.text += decoder.decode(llm.detokenize([tok]))
-            if stops:
-                window = g.text[max(0, emitted - hold):]
-                hits = [window.find(s) for s in stops if s in window]
-                if hits:
-                    g.text = g.text[: max(0, emitted - hold) + min(hits)]
-                    g.finish = "stop"
-                    break
-            if emit is not None:
-                safe = len(g.text) - _partial_stop(g.text, stops)
-                if safe > emitted:
-                    emit(g.text[emitted:safe])
-                    emitted = safe
-            if g.tokens_out >= max_tokens:
-                break
-            if cancel.is_set() or time.monotonic() > deadline:
-                g.timed_out = True
-                break
-        if g.finish != "stop":
-            g.text += decoder.decode(b"", final=True)
-        if emit is not None and len(g.text) > emitted:
-            emit(g.text[emitted:])
-        if want_lp:
-            g.logprobs = g.logprobs[: g.tokens_out]
-        return g
+            raise reject(self.name, f"the prompt has {len(prompt)} tokens; this model's context window is "
+                         f"{self.context_window}", code="context_length_exceeded", param="messages")
+        wanted = req.max_tokens or self.default_max_tokens or room
+        sampling = Sampling(max_tokens=max(1, min(wanted, room)), temperature=req.temperature, top_p=req.top_p,
+                            seed=req.seed, frequency_penalty=req.frequency_penalty,
+                            presence_penalty=req.presence_penalty, stop=req.stop, logprobs=req.logprobs,
+                            top_logprobs=req.top_logprobs, grammar=grammar)
+        if on_start is not None:
+            on_start(len(prompt))
+        g = decode(llm, prompt, sampling, deadline=deadline, cancel=cancel, emit=emit,
+                   template_stops=self._template_stops)
+        return len(prompt), g
+
+    def _message(self, req: LocalRequest, text: str, finish: str) -> tuple[dict, str]:
+        """The assistant message for the generated text (tool-call blocks parsed) and its finish reason."""
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if req.tool_mode != "off":
+            parsed = parse_tool_calls(text, req.tool_names, parallel=req.parallel_tool_calls)
+            if parsed is not None:
+                message["content"], message["tool_calls"] = parsed
+                return message, "tool_calls"
+        return message, finish
 
     # ---- async plumbing ----------------------------------------------------------------------
 
@@ -207,53 +210,57 @@ class LlamaBackend(TimedBackend):
             sem = self._sems[id(loop)]
         return sem
 
+    def _on_copy(self, fn: Callable, deadline: float, cancel: threading.Event):
+        """Worker thread: take a free model copy, run ``fn(llm)``, always give the copy back.
+
+        The copy is returned here, not by an event-loop callback, so a loop that closes while a
+        decode is still winding down (a script's ``asyncio.run`` ending) never leaks it.
+        """
+        try:
+            llm = self._free.get(timeout=max(0.001, deadline - time.monotonic()))
+        except queue.Empty:
+            raise BackendError(self.name, "timed out waiting for a free model copy", timeout=True) from None
+        try:
+            if cancel.is_set():
+                return None
+            return fn(llm)
+        finally:
+            self._free.put(llm)
+
     async def _submit(self, fn: Callable, deadline: float, cancel: threading.Event) -> asyncio.Future:
-        """Wait for a free model copy (bounded by the deadline), then run ``fn(llm)`` in the worker thread."""
+        """Wait for a slot (bounded by the deadline), then run ``fn(llm)`` in the worker thread."""
         sem = self._sem()
         try:
             await asyncio.wait_for(sem.acquire(), max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             raise BackendError(self.name, "timed out waiting for a free model slot", timeout=True) from None
-        with self._free_lock:
-            llm = self._free.pop()
-
-        def run():
-            return fn(llm)
-
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, run)
-
-        def release(_):  # only when the thread is really done with this copy
-            with self._free_lock:
-                self._free.append(llm)
+        try:
+            fut = asyncio.get_running_loop().run_in_executor(self._executor, self._on_copy, fn, deadline, cancel)
+        except BaseException:
             sem.release()
-
-        fut.add_done_callback(release)
+            raise
+        fut.add_done_callback(lambda f: (sem.release(), f.cancelled() or f.exception()))
         return fut
 
-    def _outcome(self, fut, limit: float) -> _Gen:
+    def _outcome(self, fut, limit: float) -> tuple[int, Generation]:
         """A finished generation's result; its failure, or running out of time, as a BackendError."""
         try:
-            g: _Gen = fut.result()
+            result = fut.result()
         except BackendError:
             raise
         except Exception as exc:
             raise BackendError(self.name, f"generation failed: {type(exc).__name__}: {exc}") from None
-        if g.timed_out:
+        if result is None or result[1].timed_out:
             raise self._timeout(limit)
-        return g
+        return result
 
-    async def _chat(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
-                    logprobs: bool, top_logprobs: int, limit: float) -> ChatResult:
+    async def complete(self, body: dict[str, Any], *, timeout: float | None = None) -> Completion:
         t0 = time.monotonic()
+        limit = self._budget(timeout)
         deadline = t0 + limit
+        req, grammar = self._prepare(body)
         cancel = threading.Event()
-        fut = await self._submit(
-            lambda llm: self._generate(
-                llm, messages, max_tokens, temperature, stop, logprobs, int(top_logprobs), deadline, cancel, None
-            ),
-            deadline,
-            cancel,
-        )
+        fut = await self._submit(lambda llm: self._generate(llm, req, grammar, deadline, cancel), deadline, cancel)
         try:
             await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()) + 0.05)
         except asyncio.TimeoutError:
@@ -264,62 +271,84 @@ class LlamaBackend(TimedBackend):
             raise
         except Exception:
             pass  # the generation failed: _outcome reports it
-        g = self._outcome(fut, limit)
-        return ChatResult(
-            text=g.text,
-            tokens_in=g.tokens_in,
-            tokens_out=g.tokens_out,
-            finish_reason=g.finish,
-            token_logprobs=g.logprobs if logprobs else None,
-            first_token_top=g.first_top if top_logprobs else None,
-            latency_s=time.monotonic() - t0,
-        )
+        tokens_in, g = self._outcome(fut, limit)
+        message, finish = self._message(req, g.text, g.finish)
+        out = {
+            "id": "chatcmpl-" + secrets.token_hex(16),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.name,
+            "system_fingerprint": self.system_fingerprint,
+            "choices": [{"index": 0, "message": message, "logprobs": _logprobs(req, g.logprobs),
+                         "finish_reason": finish}],
+            "usage": _usage(tokens_in, g.tokens_out),
+        }
+        return Completion(out, tokens_in=tokens_in, tokens_out=g.tokens_out, usage_estimated=False,
+                          latency_s=time.monotonic() - t0)
 
-    async def _stream(self, messages: list[dict], *, max_tokens: int, temperature: float, stop: list[str] | None,
-                      limit: float) -> AsyncIterator[StreamDelta]:
-        """Text pieces as they are decoded; the worker thread feeds an asyncio queue thread-safely."""
+    async def stream(self, body: dict[str, Any], *, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Chunks as tokens are decoded; the worker thread feeds an asyncio queue thread-safely."""
+        limit = self._budget(timeout)
         deadline = time.monotonic() + limit
+        req, grammar = self._prepare(body)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+        events: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
 
-        def emit(piece: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, ("text", piece))
+        def put(*event) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the event loop is gone: nobody is listening any more
+                cancel.set()
 
         fut = await self._submit(
-            lambda llm: self._generate(llm, messages, max_tokens, temperature, stop, False, 0, deadline, cancel, emit),
-            deadline,
-            cancel,
-        )
-        fut.add_done_callback(lambda f: queue.put_nowait(("done", f)))
+            lambda llm: self._generate(llm, req, grammar, deadline, cancel, lambda n: put("start", n),
+                                       lambda piece, lp: put("text", piece, lp)),
+            deadline, cancel)
+        fut.add_done_callback(lambda f: events.put_nowait(("done", f)))
+        chunks = _Chunks(self.name, self.system_fingerprint, req.include_usage)
+        splitter = ToolCallSplitter(req.tool_names, parallel=req.parallel_tool_calls) if req.tool_mode != "off" else None
+        pending: list[dict] = []  # logprob entries not yet sent
+
+        def take_logprobs() -> dict | None:
+            entries = pending[:]
+            pending.clear()
+            return _logprobs(req, entries)
+
         try:
             while True:
                 try:
-                    kind, value = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()) + 0.05)
+                    event = await asyncio.wait_for(events.get(), max(0.0, deadline - time.monotonic()) + 0.05)
                 except asyncio.TimeoutError:
                     raise self._timeout(limit) from None
-                if kind == "text":
-                    yield StreamDelta(text=value)
-                    continue
-                g = self._outcome(value, limit)
-                yield StreamDelta(finish_reason=g.finish, tokens_in=g.tokens_in, tokens_out=g.tokens_out)
-                return
+                if event[0] == "start":
+                    yield chunks.delta({"role": "assistant", "content": ""})
+                elif event[0] == "text":
+                    pending.extend(event[2])
+                    shown = splitter.feed(event[1]) if splitter else event[1]
+                    if shown:
+                        yield chunks.delta({"content": shown}, logprobs=take_logprobs())
+                else:
+                    tokens_in, g = self._outcome(event[1], limit)
+                    finish = g.finish
+                    rest, calls = splitter.finish() if splitter else ("", None)
+                    if rest:
+                        yield chunks.delta({"content": rest}, logprobs=take_logprobs())
+                    for i, call in enumerate(calls or ()):
+                        finish = "tool_calls"
+                        yield chunks.delta({"tool_calls": [{"index": i, **call}]},
+                                           logprobs=take_logprobs() if pending else None)
+                    yield chunks.delta({}, finish, logprobs=take_logprobs() if pending else None)
+                    if req.include_usage:
+                        yield chunks.usage(tokens_in, g.tokens_out)
+                    return
         finally:
-            cancel.set()  # the consumer left early (disconnect): stop decoding at the next token
+            cancel.set()  # the consumer left early (disconnect, timeout): stop decoding at the next token
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
-        for llm in self._free:
-            llm.close()
-        self._free = []
-
-
-def _partial_stop(text: str, stops: list[str]) -> int:
-    """Length of the longest tail of ``text`` that could still grow into a stop string (held back)."""
-    best = 0
-    for s in stops:
-        for i in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:i]):
-                best = max(best, i)
+        while True:
+            try:
+                self._free.get_nowait().close()
+            except queue.Empty:
                 break
-    return best

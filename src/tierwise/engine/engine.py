@@ -230,12 +230,17 @@ class Engine:
 
     # -- the cascade ---------------------------------------------------------------------------
 
-    def _cascade_totals(self, rec: RequestRecord, steps: list[CascadeStep], kept: Slot) -> None:
+    @staticmethod
+    def _cascade_spent(rec: RequestRecord, steps: list[CascadeStep]) -> None:
+        """Chain and totals over every model called (spent even when the request then fails)."""
         rec.set_cascade(steps)
-        rec.model = rec.chosen = kept.name
         rec.tokens_in = sum(s.tokens_in for s in steps)
         rec.tokens_out = sum(s.tokens_out for s in steps)
         rec.cost_usd = sum(s.cost_usd for s in steps)
+
+    def _cascade_totals(self, rec: RequestRecord, steps: list[CascadeStep], kept: Slot) -> None:
+        self._cascade_spent(rec, steps)
+        rec.model = rec.chosen = kept.name
 
     async def _cascade_complete(self, p: _Prepared):
         steps: list[CascadeStep] = []
@@ -246,7 +251,7 @@ class Engine:
                 got = (top, await self.cascade.top_complete(top, p.body, p.rec, steps))
         finally:
             if steps:
-                p.rec.set_cascade(steps)
+                self._cascade_spent(p.rec, steps)
         self._cascade_totals(p.rec, steps, got[0])
         return got
 
@@ -264,7 +269,7 @@ class Engine:
             opened = await self.cascade.top_stream(top, p.body, p.rec, steps)
         finally:
             if steps:
-                p.rec.set_cascade(steps)
+                self._cascade_spent(p.rec, steps)
         return ChatStream(self, p.rec, top, opened, include_usage=p.req.include_usage, cascade_steps=steps)
 
     # -- the pyramid ---------------------------------------------------------------------------

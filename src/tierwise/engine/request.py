@@ -68,7 +68,7 @@ class ChatRequest:
 
     @classmethod
     def parse(cls, raw: bytes | str | dict[str, Any]) -> "ChatRequest":
-        if isinstance(raw, dict):
+        if not isinstance(raw, (bytes, bytearray, str)):
             body = raw
         else:
             try:

@@ -95,6 +95,8 @@ class ChatStream:
         source = self._opened if self._opened is not None else _listed(self._chunks)
         try:
             async for chunk in source:
+                if self.record.upstream_id is None and isinstance(chunk.get("id"), str):
+                    self.record.upstream_id = chunk["id"]
                 chunk["model"] = name
                 if self._opened is None:
                     tally.add(chunk)
@@ -115,12 +117,12 @@ class ChatStream:
             if not isinstance(err, AllModelsFailed) and err.status < 500:
                 err = AllModelsFailed(err.message)
             status, error = 502, err.message
-            self._settle(tally, complete=False)
+            self._settle(tally, outcome="error")
             yield err.body()
         finally:
             await self._end(status, error)
 
-    def _settle(self, tally: StreamTally, *, complete: bool = True) -> None:
+    def _settle(self, tally: StreamTally, *, outcome: str = "kept") -> None:
         """Tokens and cost on the record once the model has stopped."""
         if self._done:
             return
@@ -128,12 +130,9 @@ class ChatStream:
         rec = self.record
         if self.cascade_steps is not None:
             if not any(s.model == self.slot.name for s in self.cascade_steps):
-                self.cascade_steps.append(CascadeStep(self.slot.name, None, "kept" if complete else "error",
+                self.cascade_steps.append(CascadeStep(self.slot.name, None, outcome,
                                                       t_in, t_out, self.slot.cost(t_in, t_out)))
-            rec.set_cascade(self.cascade_steps)
-            rec.tokens_in = sum(s.tokens_in for s in self.cascade_steps)
-            rec.tokens_out = sum(s.tokens_out for s in self.cascade_steps)
-            rec.cost_usd = sum(s.cost_usd for s in self.cascade_steps)
+            self.engine._cascade_spent(rec, self.cascade_steps)
         else:
             rec.tokens_in, rec.tokens_out = int(t_in), int(t_out)
             rec.cost_usd = self.slot.cost(rec.tokens_in, rec.tokens_out)
@@ -154,7 +153,8 @@ class ChatStream:
         if self._opened is not None:
             await self._opened.aclose()
         if not self._done:  # cut off before the end: the prompt and what was sent were paid for
-            self._settle(self._opened.tally if self._opened is not None else StreamTally(), complete=False)
+            self._settle(self._opened.tally if self._opened is not None else StreamTally(),
+                         outcome="kept" if status == 499 else "error")
         self.engine.pending -= 1
         self.engine._finish(self.record, status, error)
 

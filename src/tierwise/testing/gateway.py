@@ -116,7 +116,7 @@ def log_row(path: str | Path, rid: str, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         for r in log_rows(path):
-            if r["id"] == rid:
+            if rid in (r["id"], r.get("upstream_id")):
                 return r
         if time.monotonic() > deadline:
             raise AssertionError(f"request {rid} not in the decision log {path}")

@@ -375,18 +375,20 @@ class StubBackend:
 
         pieces = _words(text)
         if body.get("stream"):
-            chunks = [{"object": "chat.completion.chunk", "choices": [
-                {"index": 0, "delta": {"content": piece}, "logprobs": logprobs([piece]), "finish_reason": None}]}
-                for piece in pieces]
-            chunks.append({"object": "chat.completion.chunk", "choices": [
+            base = {"id": f"chatcmpl-stub{self._next()}", "object": "chat.completion.chunk",
+                    "created": 1700000000, "model": model}
+            chunks = [{**base, "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": piece} if i == 0 else {"content": piece},
+                 "logprobs": logprobs([piece]), "finish_reason": None}]} for i, piece in enumerate(pieces)]
+            chunks.append({**base, "choices": [
                 {"index": 0, "delta": {}, "finish_reason": "stop"}]})
             if _wants_usage(body):
-                chunks.append({"object": "chat.completion.chunk", "choices": [],
+                chunks.append({**base, "choices": [],
                                "usage": {"prompt_tokens": tin, "completion_tokens": tout}})
             await self._sse(writer, entry, chunks, stall_after=1 if mode == "stall-after-first" else None)
             return
         await self._json(writer, entry, 200, {
-            "id": "stub", "object": "chat.completion", "model": model,
+            "id": f"chatcmpl-stub{self._next()}", "object": "chat.completion", "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs(pieces),
                          "finish_reason": "stop"}],
             "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout},

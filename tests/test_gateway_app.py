@@ -1,6 +1,6 @@
 """The gateway as users run it: a real ``tierwise serve`` process, the real ``openai`` client.
 
-Backends are a local OpenAI-compatible stub server (``bench/gateway_bench.py``) whose behaviour per
+Backends are a local OpenAI-compatible stub server (``tierwise.testing``) whose behaviour per
 model is real HTTP: answers, HTTP 500, a connection that never answers, a stream that stalls after
 its first token. The router is the real stand-in (``Router.stand_in``). Real-model runs are in
 ``test_server_llama.py``.
@@ -19,9 +19,8 @@ import httpx
 import openai
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from _helpers import log_row, log_rows, prices_of  # noqa: E402
-from gateway_bench import StubBackend, free_port, start_gateway, stop_gateway, write_pyramid  # noqa: E402
+from _helpers import log_row, log_rows, prices_of
+from tierwise.testing import StubBackend, free_port, start_gateway, stop_gateway, write_pyramid
 
 KEY = "sk-tierwise-test"
 LONG_NUMERIC = " ".join(f"step {i}: add {i * 37} to {i * 91} and multiply by {i % 7}" for i in range(150))
@@ -52,7 +51,7 @@ def client(main_gw):
 
 def _router(cfg: Path):
     from tierwise.config import Pyramid
-    from tierwise.server import load_router
+    from tierwise.engine.build import load_router
 
     return load_router(Pyramid.load(cfg))
 
@@ -77,14 +76,15 @@ def test_non_stream_routed_headers_match_body_and_log(client, main_gw):
     assert resp.choices[0].message.content == "echo: What is the capital of France?"
     assert resp.choices[0].finish_reason == "stop"
     assert resp.model == h["x-tierwise-model"] and resp.model in {"m0", "m1", "m2"}
-    assert h["x-request-id"] == resp.id
+    assert h["x-request-id"].startswith("chatcmpl-") and h["x-request-id"] != resp.id  # the backend's id is kept
     assert h["x-tierwise-router"] == "stand-in:heuristic"
     assert 0.0 <= float(h["x-tierwise-score"]) <= 1.0
     pin, pout = prices_of(main_gw["cfg"])[resp.model]
     u = resp.usage
     assert u.prompt_tokens > 0 and u.completion_tokens > 0 and u.total_tokens == u.prompt_tokens + u.completion_tokens
     assert float(h["x-tierwise-cost-usd"]) == pytest.approx((u.prompt_tokens * pin + u.completion_tokens * pout) / 1e6)
-    row = log_row(main_gw["log"], resp.id)
+    row = log_row(main_gw["log"], h["x-request-id"])
+    assert row["upstream_id"] == resp.id
     assert row["status"] == 200 and row["model"] == resp.model and row["requested_model"] == "tierwise"
     assert row["tokens_in"] == u.prompt_tokens and row["tokens_out"] == u.completion_tokens
     assert set(row["scores"]) == {"m0", "m1", "m2"} and row["fallbacks"] == []
@@ -196,7 +196,7 @@ def _post(main_gw, body: bytes | dict, key: str | None = KEY, **headers) -> http
     ({"model": "tierwise", "messages": [{"role": "wizard", "content": "x"}]}, 422, "invalid_value", "messages.0.role"),
     ({"model": "tierwise", "messages": [{"role": "user", "content": "x"}], "max_tokens": -3}, 422, "invalid_value",
      "max_tokens"),
-    ({"model": "tierwise", "messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "unsupported_value", "n"),
+    ({"model": "tierwise", "messages": [{"role": "user", "content": "x"}], "n": 0}, 422, "invalid_value", "n"),
     ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404, "model_not_found", "model"),
     ({"model": "tierwise:fast please", "messages": [{"role": "user", "content": "x"}]}, 400, "invalid_knob", "model"),
     ({"model": "tierwise", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}, 400,
@@ -242,10 +242,15 @@ def test_unknown_route_and_method_are_json(main_gw):
 
 
 def test_feedback(client, main_gw):
-    resp = client.chat.completions.create(model="tierwise", messages=[{"role": "user", "content": "rate me"}])
+    raw = client.chat.completions.with_raw_response.create(model="tierwise",
+                                                            messages=[{"role": "user", "content": "rate me"}])
+    resp, rid = raw.parse(), raw.headers["x-request-id"]
     url, h = main_gw["url"] + "/v1/feedback", {"authorization": f"Bearer {KEY}"}
-    r = httpx.post(url, json={"request_id": resp.id, "score": 0.75}, headers=h)
+    r = httpx.post(url, json={"request_id": rid, "score": 0.75}, headers=h)
     assert r.status_code == 200 and r.json()["score"] == 0.75
+    # the backend's own response id (what the client sees as ``resp.id``) finds the same request
+    r = httpx.post(url, json={"request_id": resp.id, "score": 0.25}, headers=h)
+    assert r.status_code == 200
     r = httpx.post(url, json={"request_id": "chatcmpl-unknown", "score": 0.5}, headers=h)
     assert _assert_error_shape(r.json(), 404, r.status_code)["param"] == "request_id"
     for bad in ({"request_id": resp.id, "score": 1.5}, {"request_id": resp.id, "score": "good"}, {"score": 0.5}):
@@ -255,7 +260,7 @@ def test_feedback(client, main_gw):
     from tierwise.decision_log import DecisionLog
 
     fb = {f["request_id"]: f for f in DecisionLog(main_gw["log"]).feedback_rows()}
-    assert fb[resp.id]["score"] == 0.75 and fb[resp.id]["model"] == resp.model
+    assert fb[rid]["score"] == 0.25 and fb[rid]["model"] == resp.model  # the latest rating counts
 
 
 # -- faults: real HTTP backends that fail or never answer ---------------------------------------
@@ -341,14 +346,14 @@ def test_log_survives_restart(fault_gw):
     stop_gateway(fault_gw["proc"])  # SIGTERM: queued rows are flushed on shutdown
     rows = log_rows(fault_gw["log"])
     assert len(rows) == fault_gw["sent"]
-    assert set(ids) <= {r["id"] for r in rows}
+    assert set(ids) <= {r["upstream_id"] for r in rows}
     with sqlite3.connect(fault_gw["log"]) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     fault_gw["proc"] = start_gateway(fault_gw["cfg"], fault_gw["port"])
     new = c.chat.completions.create(model="m2", messages=[{"role": "user", "content": "after restart"}]).id
     fault_gw["sent"] += 1
     rows = log_rows(fault_gw["log"], want=fault_gw["sent"])
-    assert len(rows) == fault_gw["sent"] and new in {r["id"] for r in rows} and set(ids) <= {r["id"] for r in rows}
+    assert len(rows) == fault_gw["sent"] and new in {r["upstream_id"] for r in rows} and set(ids) <= {r["upstream_id"] for r in rows}
 
 
 def test_log_and_stats_commands(fault_gw):
@@ -402,7 +407,7 @@ class _Server:
 
 def _app(stub, tmp_path, modes, **kw):
     from tierwise.config import Pyramid
-    from tierwise.server import create_app
+    from tierwise.gateway import create_app
 
     cfg = write_pyramid(tmp_path / "p.yaml", stub.url, str(tmp_path / "log.sqlite"), modes=modes, timeout_s=1.0)
     return create_app(Pyramid.load(cfg), **kw)

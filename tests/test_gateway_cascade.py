@@ -1,6 +1,6 @@
 """The confidence cascade behind the gateway: ``model="tierwise:cascade"`` with the real ``openai`` client.
 
-Backends are the local stub (``bench/gateway_bench.py``): ``confident`` / ``unsure`` models answer
+Backends are the local stub (``tierwise.testing``): ``confident`` / ``unsure`` models answer
 with token logprobs of -0.05 / -3.0, so with thresholds of -1.0 a confident model is kept and an
 unsure one escalated. Two real ``tierwise serve`` processes (cascade from the YAML and from
 ``--cascade``) cover the happy paths; faults use in-process apps with a 1 s model timeout.
@@ -21,9 +21,8 @@ import httpx
 import openai
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from _helpers import log_row, log_rows, prices_of  # noqa: E402
-from gateway_bench import StubBackend, free_port, start_gateway, stop_gateway, write_pyramid  # noqa: E402
+from _helpers import log_row, log_rows, prices_of
+from tierwise.testing import StubBackend, free_port, start_gateway, stop_gateway, write_pyramid
 
 from tierwise.cascade import Thresholds  # noqa: E402
 
@@ -97,12 +96,12 @@ def test_confident_small_model_answers_alone(confident_gw, stub):
     assert resp.model == "m0" == h["x-tierwise-model"]
     assert resp.choices[0].message.content == "echo: " + MSGS[0]["content"]
     assert h["x-tierwise-router"] == "cascade" and h["x-tierwise-cascade-chain"] == "m0:-0.05:kept"
-    assert h["x-request-id"] == resp.id and "x-tierwise-fallbacks" not in h
+    assert "x-tierwise-fallbacks" not in h
     u = resp.usage
     pin, pout = prices_of(confident_gw["cfg"])["m0"]
     assert u.total_tokens == u.prompt_tokens + u.completion_tokens and u.prompt_tokens > 0
     assert float(h["x-tierwise-cost-usd"]) == pytest.approx((u.prompt_tokens * pin + u.completion_tokens * pout) / 1e6)
-    row = log_row(confident_gw["log"], resp.id)
+    row = log_row(confident_gw["log"], h["x-request-id"])
     assert row["router"] == "cascade" and row["model"] == "m0" and row["requested_model"] == "tierwise:cascade"
     assert row["status"] == 200 and row["tokens_in"] == u.prompt_tokens and row["tokens_out"] == u.completion_tokens
     assert [(s["model"], s["outcome"]) for s in row["cascade_chain"]] == [("m0", "kept")]
@@ -130,14 +129,16 @@ def test_unsure_small_model_escalates_to_the_top(unsure_gw, stub):
     assert stub.calls.get("unsure", 0) - before.get("unsure", 0) == 2
     assert stub.calls.get("confident", 0) - before.get("confident", 0) == 1
     assert resp.model == "m2" == h["x-tierwise-model"]
-    assert h["x-tierwise-cascade-chain"] == "m0:-3.00:escalated,m1:-3.00:escalated,m2:-0.05:kept"
-    row = log_row(unsure_gw["log"], resp.id)
+    # the top model gets the client's body unchanged (no logprobs asked), so its confidence is unknown
+    assert h["x-tierwise-cascade-chain"] == "m0:-3.00:escalated,m1:-3.00:escalated,m2:none:kept"
+    row = log_row(unsure_gw["log"], h["x-request-id"])
     steps = row["cascade_chain"]
     assert [(s["model"], s["confidence"], s["outcome"]) for s in steps] == [
-        ("m0", -3.0, "escalated"), ("m1", -3.0, "escalated"), ("m2", -0.05, "kept")]
-    # usage and cost are totals over every model called, as in the log row
-    assert resp.usage.prompt_tokens == row["tokens_in"] == sum(s["tokens_in"] for s in steps)
-    assert resp.usage.completion_tokens == row["tokens_out"] == sum(s["tokens_out"] for s in steps)
+        ("m0", -3.0, "escalated"), ("m1", -3.0, "escalated"), ("m2", None, "kept")]
+    # the body's usage is the answering model's own; the log and the cost header count every model called
+    assert resp.usage.prompt_tokens == steps[-1]["tokens_in"] and resp.usage.completion_tokens == steps[-1]["tokens_out"]
+    assert row["tokens_in"] == sum(s["tokens_in"] for s in steps) > resp.usage.prompt_tokens
+    assert row["tokens_out"] == sum(s["tokens_out"] for s in steps)
     prices = prices_of(unsure_gw["cfg"])
     want = sum((s["tokens_in"] * prices[s["model"]][0] + s["tokens_out"] * prices[s["model"]][1]) / 1e6 for s in steps)
     assert float(h["x-tierwise-cost-usd"]) == pytest.approx(want) == pytest.approx(row["cost_usd"])
@@ -244,7 +245,7 @@ class _Server:
 
 def _app(stub, tmp: Path, modes: tuple[str, ...], *, cascade: bool = True, **kw):
     from tierwise.config import Pyramid
-    from tierwise.server import create_app
+    from tierwise.gateway import create_app
 
     names = [f"m{i}" for i in range(len(modes))]
     extra = f"cascade: {_thresholds(tmp / 'c.json', names)}\n" if cascade else ""
@@ -310,11 +311,11 @@ def test_lower_timeout_escalates_and_top_stall_mid_stream_ends_with_error(stub, 
         while httpx.get(url + "/health").json()["in_flight"] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert httpx.get(url + "/health").json()["in_flight"] == 0
-        gw = app.state.gateway
+        engine = app.state.engine
         deadline = time.monotonic() + 5
-        while any(m.semaphore._value != m.max_concurrency for m in gw.models) and time.monotonic() < deadline:
+        while any(s.in_use for s in engine.slots) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert [m.semaphore._value for m in gw.models] == [m.max_concurrency for m in gw.models]
+        assert [s.in_use for s in engine.slots] == [0, 0]
     rows = log_rows(tmp_path / "log.sqlite", want=3)
     assert [r["status"] for r in rows] == [200, 502, 499]
     assert "stalled" in rows[1]["error"] and rows[1]["model"] == "m1"
@@ -330,7 +331,7 @@ def test_lower_timeout_escalates_and_top_stall_mid_stream_ends_with_error(stub, 
 def test_cascade_respects_model_slots(stub, tmp_path):
     """Two concurrent cascade requests on a model with max_concurrency 1 run one after the other."""
     from tierwise.config import Pyramid
-    from tierwise.server import create_app
+    from tierwise.gateway import create_app
 
     _thresholds(tmp_path / "c.json", ["m0", "m1"])
     cfg = write_pyramid(tmp_path / "p.yaml", stub.url, str(tmp_path / "log.sqlite"), modes=("slow-400", "echo"),
@@ -373,10 +374,13 @@ def test_trained_router_keeps_plain_tierwise_routed(stub, tmp_path):
 
     trained = SimpleNamespace(name="knn:trained", rule="threshold")
     app = _app(stub, tmp_path, ("echo", "echo"), router=trained)
-    gw = app.state.gateway
-    assert gw.cascade is not None and not gw.cascade_default
-    assert gw._wants_cascade("tierwise:cascade") and not gw._wants_cascade("tierwise")
-    gw.log.close()
+    from tierwise.engine.plan import kind_of
+
+    engine = app.state.engine
+    assert engine.cascade is not None and not engine.cascade_default
+    assert kind_of("tierwise:cascade", engine.order, cascade=True, cascade_default=engine.cascade_default)[0] == "cascade"
+    assert kind_of("tierwise", engine.order, cascade=True, cascade_default=engine.cascade_default)[0] == "routed"
+    app.state.log.close()
 
 
 def test_pyramid_cascade_path_is_relative_to_the_yaml(tmp_path):

@@ -14,8 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from gateway_bench import StubBackend, free_port, start_gateway, stop_gateway  # noqa: E402
+from tierwise.testing import StubBackend, free_port, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow
 

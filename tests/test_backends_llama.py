@@ -1,0 +1,389 @@
+"""The local llama.cpp backend as an OpenAI drop-in: body in, ``chat.completion`` (chunks) out.
+
+Tests marked ``slow`` load real embedded GGUF models (SmolLM2-135M, Qwen2.5-Coder-0.5B), once per
+module, and skip cleanly when llama-cpp-python or the weights are not installed. The others check
+the request reading, tool-call parsing and grammar building without a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from tierwise.backends._llama_request import parse_request, template_messages
+from tierwise.backends._llama_tools import ToolCallSplitter, parse_tool_calls
+from tierwise.errors import BackendError, UpstreamRejected
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
+                   "required": ["city"]}}}
+STOCK = {"type": "function", "function": {
+    "name": "get_stock_price", "description": "Get the latest stock price for a ticker symbol",
+    "parameters": {"type": "object", "properties": {"ticker": {"type": "string"}}, "required": ["ticker"]}}}
+ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris right now? Use the tool."}]
+CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def collect(agen):
+    return [c async for c in agen]
+
+
+def _backend(model_id: str):
+    pytest.importorskip("llama_cpp")
+    from tierwise.backends.llama_local import LlamaBackend
+    from tierwise.weights import model_path
+
+    try:
+        path = model_path(model_id)
+    except Exception as exc:  # weights packages not installed on this machine
+        pytest.skip(f"embedded model {model_id} unavailable: {exc}")
+    return LlamaBackend(model_id, path, context_window=2048, n_threads=2, timeout_s=120)
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    b = _backend("qwen2.5-coder-0.5b")
+    yield b
+    run(b.aclose())
+
+
+@pytest.fixture(scope="module")
+def smol():
+    b = _backend("smollm2-135m")
+    yield b
+    run(b.aclose())
+
+
+def _rejected(exc_info, code=None):
+    err = exc_info.value
+    assert isinstance(err, UpstreamRejected) and err.status == 400
+    assert set(err.body()["error"]) >= {"message", "type", "param", "code"}
+    if code:
+        assert err.body()["error"]["code"] == code
+    return err
+
+
+# -- without a model ----------------------------------------------------------------------------------
+
+
+def test_messages_are_normalised_for_chat_templates():
+    msgs = template_messages([
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'},
+    ], "m")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "tool"]
+    assert msgs[1]["content"] == "a\nb" and msgs[2]["content"] == ""
+    assert msgs[2]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}  # templates want the object
+    assert msgs[3]["tool_call_id"] == "call_1"
+
+
+@pytest.mark.parametrize("body, code, param", [
+    ({"n": 2}, "unsupported_capability", "n"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
+     "unsupported_capability", "messages"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+     "unsupported_capability", "messages"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "invalid_value",
+     "tool_choice"),
+    ({"tool_choice": "required"}, "invalid_value", "tool_choice"),
+    ({"temperature": 3}, "invalid_value", "temperature"),
+    ({"response_format": {"type": "yaml"}}, "invalid_value", "response_format"),
+    ({"max_tokens": 0}, "invalid_value", "max_tokens"),
+])
+def test_requests_this_backend_cannot_honour_are_refused(body, code, param):
+    body = {"messages": CAPITAL, **body}
+    with pytest.raises(UpstreamRejected) as e:
+        parse_request(body, "m", tools_supported=True)
+    err = _rejected(e, code)
+    assert err.body()["error"]["param"] == param
+
+
+def test_request_fields_are_read():
+    req = parse_request({"messages": CAPITAL, "max_completion_tokens": 7, "stop": "\n", "seed": 3, "top_logprobs": 2,
+                         "tools": [WEATHER, STOCK], "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+                         "parallel_tool_calls": False, "stream_options": {"include_usage": True}, "unknown": 1},
+                        "m", tools_supported=True)
+    assert (req.max_tokens, req.stop, req.seed, req.temperature) == (7, ["\n"], 3, 0.0)
+    assert req.logprobs and req.top_logprobs == 2 and req.include_usage
+    assert (req.tool_mode, req.tool_name, req.parallel_tool_calls) == ("named", "get_weather", False)
+    none = parse_request({"messages": CAPITAL, "tools": [WEATHER], "tool_choice": "none"}, "m", tools_supported=False)
+    assert none.tool_mode == "off" and none.tools is None  # tools unused: fine without template support
+    with pytest.raises(UpstreamRejected) as e:
+        parse_request({"messages": CAPITAL, "tools": [WEATHER]}, "m", tools_supported=False)
+    _rejected(e, "unsupported_capability")
+
+
+def test_tool_call_blocks_are_parsed():
+    names = ["get_weather", "get_stock_price"]
+    content, calls = parse_tool_calls('Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}'
+                                      '\n</tool_call>\n<tool_call>\n{"name": "get_stock_price", "arguments": '
+                                      '"{\\"ticker\\": \\"AAPL\\"}"}\n</tool_call>', names)
+    assert content == "Let me check."
+    assert [c["function"]["name"] for c in calls] == names
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"city": "Paris"}, {"ticker": "AAPL"}]
+    assert all(c["id"].startswith("call_") and c["type"] == "function" for c in calls)
+    # a missing closing tag at the end is tolerated; parallel_tool_calls=False keeps the first call
+    _, one = parse_tool_calls('<tool_call>\n{"name": "get_weather", "arguments": {}}', names, parallel=False)
+    assert len(one) == 1
+    # untagged or fenced calls (what the small Qwen models write in "auto" mode)
+    assert parse_tool_calls('```json\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n```', names)[1]
+    # malformed JSON, unknown tool, or text around an untagged object: plain content
+    assert parse_tool_calls('<tool_call>\n{"name": "get_weather", "arguments": {"city": ', names) is None
+    assert parse_tool_calls('<tool_call>\n{"name": "launch", "arguments": {}}\n</tool_call>', names) is None
+    assert parse_tool_calls('{"name": "get_weather", "arguments": {}} and more', names) is None
+    assert parse_tool_calls("plain answer", names) is None
+
+
+@pytest.mark.parametrize("text, shown, content, called", [
+    ('Sure. <tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>', "Sure. ", "", True),
+    ('{"name": "get_weather", "arguments": {"city": "Rome"}}', "", "", True),
+    ("Paris is sunny <tool", "Paris is sunny ", "<tool", False),
+    ('{"a": 1}', '{"a": 1}', "", False),
+    ('<tool_call>\n{"name": "get_weather", "arg', "", '<tool_call>\n{"name": "get_weather", "arg', False),
+])
+def test_stream_splitter_holds_only_what_may_be_a_tool_call(text, shown, content, called):
+    sp = ToolCallSplitter(["get_weather"])
+    got = "".join(sp.feed(text[i:i + 3]) for i in range(0, len(text), 3))
+    rest, calls = sp.finish()
+    assert got == shown and rest == content and bool(calls) is called
+    assert got + rest == text or called
+
+
+def test_forced_tool_call_grammar_text():
+    pytest.importorskip("llama_cpp")
+    from tierwise.backends._llama_grammar import tool_call_gbnf
+
+    g = tool_call_gbnf([WEATHER, STOCK], parallel=False)
+    assert 'root ::= block' in g and r'"<tool_call>\n" call "\n</tool_call>"' in g
+    assert '"\\"get_weather\\""' in g and '"\\"ticker\\""' in g  # names fixed, arguments follow each schema
+    assert "{0,7}" in tool_call_gbnf([WEATHER], parallel=True)
+
+
+# -- on real models -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_plain_completion_is_a_full_chat_completion(qwen):
+    c = run(qwen.complete({"model": "ignored", "messages": CAPITAL, "max_tokens": 8}))
+    b = c.body
+    assert b["id"].startswith("chatcmpl-") and len(b["id"]) == len("chatcmpl-") + 32
+    assert b["object"] == "chat.completion" and isinstance(b["created"], int) and b["model"] == "qwen2.5-coder-0.5b"
+    assert b["system_fingerprint"] == qwen.system_fingerprint
+    (choice,) = b["choices"]
+    assert choice["index"] == 0 and choice["logprobs"] is None and choice["finish_reason"] in ("stop", "length")
+    assert choice["message"] == {"role": "assistant", "content": choice["message"]["content"], "refusal": None}
+    assert "paris" in c.text.lower()
+    u = b["usage"]
+    assert u["prompt_tokens"] == qwen.count_tokens(CAPITAL) and 0 < u["completion_tokens"] <= 8
+    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    assert (c.tokens_in, c.tokens_out, c.usage_estimated) == (u["prompt_tokens"], u["completion_tokens"], False)
+    cut = run(qwen.complete({"messages": [{"role": "user", "content": "Count from 1 to 50."}], "max_tokens": 3}))
+    assert cut.finish_reason == "length" and cut.tokens_out == 3
+    assert "tools" in qwen.capabilities and {"json_object", "json_schema", "logprobs"} <= qwen.capabilities
+
+
+@pytest.mark.slow
+def test_json_object_mode_returns_json(qwen):
+    c = run(qwen.complete({"messages": [{"role": "user", "content": "Describe a cat as a JSON object."}],
+                           "max_tokens": 96, "response_format": {"type": "json_object"}}))
+    assert c.finish_reason == "stop" and isinstance(json.loads(c.text), dict)
+
+
+@pytest.mark.slow
+def test_json_schema_mode_follows_the_schema(qwen):
+    c = run(qwen.complete({"messages": [{"role": "user", "content": "Invent a person with a name and an age."}],
+                           "max_tokens": 64, "response_format": {"type": "json_schema", "json_schema": {
+                               "name": "person", "schema": PERSON, "strict": True}}}))
+    obj = json.loads(c.text)
+    assert set(obj) == {"name", "age"} and isinstance(obj["name"], str) and type(obj["age"]) is int
+
+
+@pytest.mark.slow
+def test_a_schema_llama_cpp_cannot_compile_is_a_400(smol):
+    for schema in ({"$ref": "https://example.com/schema.json"}, {"$ref": "#/$defs/missing"}):
+        with pytest.raises(UpstreamRejected) as e:
+            run(smol.complete({"messages": CAPITAL, "response_format": {
+                "type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}))
+        assert "json_schema" in _rejected(e, "invalid_value").message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_forced_tool_choice_returns_a_tool_call(qwen, choice):
+    c = run(qwen.complete({"messages": ASK_WEATHER, "max_tokens": 64, "tools": [STOCK, WEATHER], "tool_choice": choice}))
+    assert c.finish_reason == "tool_calls" and c.message["content"] is None
+    (call,) = c.message["tool_calls"]
+    assert call["id"].startswith("call_") and call["type"] == "function"
+    assert call["function"]["name"] == "get_weather"
+    assert "paris" in json.loads(call["function"]["arguments"])["city"].lower()
+
+
+@pytest.mark.slow
+def test_auto_tool_choice_calls_the_tool_when_the_prompt_needs_it(qwen):
+    asks = [(ASK_WEATHER, "get_weather", "city", "paris"),
+            ([{"role": "user", "content": "What's the weather like in Tokyo today?"}], "get_weather", "city", "tokyo"),
+            ([{"role": "user", "content": "What is Apple's (AAPL) stock price right now?"}], "get_stock_price",
+             "ticker", "aapl")]
+    for messages, name, key, value in asks + asks[:1]:  # the first one twice: greedy decoding is repeatable
+        c = run(qwen.complete({"messages": messages, "max_tokens": 64, "tools": [WEATHER, STOCK]}))
+        assert c.finish_reason == "tool_calls", c.text
+        (call,) = c.message["tool_calls"]
+        assert call["function"]["name"] == name
+        assert value in json.loads(call["function"]["arguments"])[key].lower()
+    plain = run(qwen.complete({"messages": [{"role": "user", "content": "What is 2+2? Answer with a number."}],
+                               "max_tokens": 8, "tools": [WEATHER]}))
+    assert plain.finish_reason == "stop" and "4" in plain.text and "tool_calls" not in plain.message
+
+
+@pytest.mark.slow
+def test_tool_result_follow_up_turn_is_answered(qwen):
+    convo = ASK_WEATHER + [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_abc", "type": "function", "function": {
+            "name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_abc", "content": '{"temperature_c": 31, "sky": "sunny"}'},
+    ]
+    prompt = qwen._formatter(messages=template_messages(convo, qwen.name), tools=[WEATHER]).prompt
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in prompt
+    assert '<tool_response>\n{"temperature_c": 31, "sky": "sunny"}\n</tool_response>' in prompt
+    assert qwen.count_tokens(convo) > qwen.count_tokens(ASK_WEATHER)
+    c = run(qwen.complete({"messages": convo, "max_tokens": 48, "tools": [WEATHER]}))
+    assert c.finish_reason in ("stop", "length") and "tool_calls" not in c.message
+    assert "31" in c.text or "sunny" in c.text.lower()
+
+
+@pytest.mark.slow
+def test_stream_chunks_have_openai_shapes(qwen):
+    body = {"messages": CAPITAL, "max_tokens": 8}
+    chunks = run(collect(qwen.stream(body)))
+    assert len({(c["id"], c["created"]) for c in chunks}) == 1 and chunks[0]["id"].startswith("chatcmpl-")
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == qwen.name and "usage" not in c for c in chunks)
+    first, last = chunks[0]["choices"][0], chunks[-1]["choices"][0]
+    assert first == {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+    assert last["delta"] == {} and last["finish_reason"] in ("stop", "length")
+    middle = [c["choices"][0] for c in chunks[1:-1]]
+    assert middle and all(set(ch["delta"]) == {"content"} and ch["finish_reason"] is None for ch in middle)
+    text = "".join(ch["delta"]["content"] for ch in middle)
+    assert text == run(qwen.complete(body)).text  # one generation loop: same answer either way
+
+
+@pytest.mark.slow
+def test_stream_forced_tools_yield_tool_call_deltas_and_usage_when_asked(qwen):
+    chunks = run(collect(qwen.stream({"messages": ASK_WEATHER, "max_tokens": 64, "tools": [WEATHER],
+                                      "tool_choice": "required", "stream_options": {"include_usage": True}})))
+    calls = [tc for c in chunks for ch in c["choices"] for tc in ch["delta"].get("tool_calls", ())]
+    assert len(calls) == 1 and calls[0]["index"] == 0 and calls[0]["id"].startswith("call_")
+    assert calls[0]["function"]["name"] == "get_weather" and json.loads(calls[0]["function"]["arguments"])["city"]
+    assert not any(ch["delta"].get("content") for c in chunks for ch in c["choices"])
+    *body, finish, usage = chunks
+    assert finish["choices"][0]["finish_reason"] == "tool_calls" and all(c["usage"] is None for c in body + [finish])
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] > 0
+    assert usage["usage"]["prompt_tokens"] == qwen.count_tokens(ASK_WEATHER) + (
+        usage["usage"]["prompt_tokens"] - qwen.count_tokens(ASK_WEATHER))  # tools add the system block
+    assert usage["usage"]["prompt_tokens"] > qwen.count_tokens(ASK_WEATHER)
+    auto = run(collect(qwen.stream({"messages": ASK_WEATHER, "max_tokens": 64, "tools": [WEATHER]})))
+    assert auto[-1]["choices"][0]["finish_reason"] == "tool_calls"  # an untagged call is held, then parsed
+
+
+@pytest.mark.slow
+def test_logprobs_and_top_logprobs(qwen):
+    c = run(qwen.complete({"messages": [{"role": "user", "content": "Count from 1 to 50."}], "max_tokens": 5,
+                           "logprobs": True, "top_logprobs": 3}))
+    entries = c.choice["logprobs"]["content"]
+    assert len(entries) == c.tokens_out == 5 and c.choice["logprobs"]["refusal"] is None
+    for e in entries:
+        assert set(e) == {"token", "logprob", "bytes", "top_logprobs"} and e["logprob"] <= 0
+        assert bytes(e["bytes"]).decode("utf-8", "replace") == e["token"]
+        tops = e["top_logprobs"]
+        assert len(tops) == 3 and [t["logprob"] for t in tops] == sorted((t["logprob"] for t in tops), reverse=True)
+        assert tops[0]["token"] == e["token"]  # greedy: the sampled token is the most likely one
+    assert "".join(e["token"] for e in entries) == c.text
+    assert c.token_logprobs == [e["logprob"] for e in entries] and c.first_token_top
+    chunks = run(collect(qwen.stream({"messages": CAPITAL, "max_tokens": 4, "logprobs": True})))
+    streamed = [e for ch in chunks for choice in ch["choices"] for e in (choice["logprobs"] or {}).get("content", ())]
+    assert streamed and all(e["top_logprobs"] == [] for e in streamed)
+
+
+@pytest.mark.slow
+def test_model_without_tool_template_has_no_tools_capability(smol):
+    assert "tools" not in smol.capabilities and {"json_object", "json_schema", "logprobs"} <= smol.capabilities
+    with pytest.raises(UpstreamRejected) as e:
+        run(smol.complete({"messages": ASK_WEATHER, "tools": [WEATHER]}))
+    _rejected(e, "unsupported_capability")
+    with pytest.raises(UpstreamRejected):
+        run(collect(smol.stream({"messages": ASK_WEATHER, "tools": [WEATHER], "tool_choice": "required"})))
+    ok = run(smol.complete({"messages": CAPITAL, "max_tokens": 2, "tools": [WEATHER], "tool_choice": "none"}))
+    assert ok.tokens_out > 0
+
+
+@pytest.mark.slow
+def test_unsupported_inputs_are_400s(smol):
+    image = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                          {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]
+    with pytest.raises(UpstreamRejected) as e:
+        run(smol.complete({"messages": image}))
+    _rejected(e, "unsupported_capability")
+    with pytest.raises(UpstreamRejected) as e:
+        run(smol.complete({"messages": CAPITAL, "n": 2}))
+    _rejected(e, "unsupported_capability")
+    assert smol.count_tokens(image) > 0  # counting never refuses: media parts are skipped
+    too_long = [{"role": "user", "content": "word " * 2100}]
+    with pytest.raises(UpstreamRejected) as e:
+        run(smol.complete({"messages": too_long}))
+    _rejected(e, "context_length_exceeded")
+
+
+@pytest.mark.slow
+def test_count_tokens_handles_tool_calls_and_content_lists(smol, qwen):
+    convo = [{"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+             {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {
+                 "name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+             {"role": "tool", "tool_call_id": "c", "content": "sunny"}]
+    for b in (smol, qwen):
+        assert b.count_tokens(convo) > b.count_tokens(convo[:1]) > 0
+
+
+@pytest.mark.slow
+def test_stop_strings_and_a_stream_closed_early_stops_decoding(smol):
+    async def scenario():
+        stopped = await smol.complete({"messages": [{"role": "user", "content": "Count from 1 to 20, one per line."}],
+                                       "max_tokens": 40, "stop": ["5"]})
+        assert "5" not in stopped.text and stopped.finish_reason == "stop"
+        agen = smol.stream({"messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+                            "max_tokens": 1500, "stop": ["zzzz"]})
+        got = 0
+        async for chunk in agen:
+            got += bool(chunk["choices"][0]["delta"].get("content"))
+            if got == 3:
+                break
+        await agen.aclose()  # what the gateway does when the client disconnects
+        t0 = time.monotonic()
+        nxt = await smol.complete({"messages": CAPITAL, "max_tokens": 2}, timeout=20)
+        return nxt, time.monotonic() - t0
+
+    nxt, waited = run(scenario())
+    assert nxt.tokens_out > 0 and waited < 5  # the abandoned decode gave its model copy back at once
+
+
+@pytest.mark.slow
+def test_timeout_is_a_backend_error_and_frees_the_model(smol):
+    long = {"messages": [{"role": "user", "content": "Write a very long story about a dragon."}], "max_tokens": 1800}
+    with pytest.raises(BackendError) as e:
+        run(smol.complete(long, timeout=0.5))
+    assert e.value.timeout and not isinstance(e.value, UpstreamRejected)
+    with pytest.raises(BackendError) as e:
+        run(collect(smol.stream(long, timeout=0.5)))
+    assert e.value.timeout
+    assert run(smol.complete({"messages": CAPITAL, "max_tokens": 2}, timeout=20)).tokens_out > 0
