@@ -10,12 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tierwise.backends.base import BackendError
+from tierwise.backends.base import Backend, BackendError
 from tierwise.cascade import (
     SKIP,
     CascadeError,
-    CascadeModel,
-    CascadeRouter,
     Thresholds,
     calibrate,
     cascade_curve,
@@ -189,87 +187,93 @@ def test_cli_calibrate_and_simulate(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# online router on real local models
+# the online cascade (engine strategy) on real local models
 
 
-class _Broken:
+class _Broken(Backend):
     """Fault injection only: a backend that is down."""
 
-    name = "broken"
+    name, context_window = "broken", 4096
 
-    async def chat(self, *a, **k):
+    async def complete(self, body, **kw):
         raise BackendError("broken", "connection refused")
 
-    def stream(self, *a, **k):  # pragma: no cover - never reached
+    def stream(self, body, **kw):  # pragma: no cover - never reached
         raise BackendError("broken", "connection refused")
 
 
 @pytest.fixture(scope="module")
-def real_models():
+def real_pyramid():
     pytest.importorskip("llama_cpp")
     from tierwise.backends import build_backend
-    from tierwise.config import default_pyramid
+    from tierwise.config import Pyramid, default_pyramid
 
     pyr = default_pyramid()
+    small, mid = pyr.models[0], pyr.models[1]
     try:
-        small, mid = pyr.models[0], pyr.models[1]
         backends = {small.name: build_backend(small), mid.name: build_backend(mid)}
     except Exception as exc:  # weights packages not installed on this machine
         pytest.skip(f"embedded models unavailable: {exc}")
-    return [CascadeModel(c.name, backends[c.name], c.input_per_1m, c.output_per_1m) for c in (small, mid)]
+    two = Pyramid.from_dict({"models": [small.model_dump(), mid.model_dump()], "log": ":memory:"})
+    return two, backends
+
+
+def _engine(real_pyramid, values, backends=None):
+    from tierwise.engine import Engine
+
+    pyr, real = real_pyramid
+    th = Thresholds(pyr.names, values)
+    return Engine.from_pyramid(pyr, backends={**real, **(backends or {})}, cascade=th, cascade_default=True)
 
 
 MSG = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+BODY = {"model": "tierwise:cascade", "messages": MSG, "max_tokens": 8}
 
 
 @pytest.mark.slow
-def test_router_keeps_or_escalates_on_real_models(real_models):
-    small, big = real_models
-    names = [small.name, big.name]
-    keep_small = CascadeRouter(real_models, Thresholds(names, [-math.inf]))
-    r = asyncio.run(keep_small.complete(MSG, max_tokens=8))
-    assert r.model == small.name and len(r.chain) == 1 and r.chain[0][2] is False
-    assert r.chain[0][1] is not None and r.chain[0][1] <= 0  # a real mean log-probability
-    assert r.cost_usd == pytest.approx(small.cost(r.tokens_in, r.tokens_out))
+def test_cascade_keeps_or_escalates_on_real_models(real_pyramid):
+    small, big = real_pyramid[0].names
+    r = asyncio.run(_engine(real_pyramid, [-math.inf]).chat(dict(BODY))).record
+    assert r.model == small and [s["outcome"] for s in r.cascade_chain] == ["kept"]
+    assert r.cascade_chain[0]["confidence"] is not None and r.cascade_chain[0]["confidence"] <= 0  # a real mean logprob
+    slot = _engine(real_pyramid, [-math.inf]).by_name[small]
+    assert r.cost_usd == pytest.approx(slot.cost(r.tokens_in, r.tokens_out))
 
-    always_escalate = CascadeRouter(real_models, Thresholds(names, [0.5]))  # log-probs are <= 0
-    r = asyncio.run(always_escalate.complete(MSG, max_tokens=8))
-    assert r.model == big.name and [c[0] for c in r.chain] == names and r.chain[0][2] is True
-    assert "paris" in r.text.lower()
-    # escalating pays for both models
-    assert r.cost_usd > big.cost(1, 1) and r.tokens_in >= 2 * 10
+    a = asyncio.run(_engine(real_pyramid, [0.5]).chat(dict(BODY)))  # log-probs are <= 0: always escalate
+    r = a.record
+    assert r.model == big and [s["model"] for s in r.cascade_chain] == [small, big]
+    assert [s["outcome"] for s in r.cascade_chain] == ["escalated", "kept"]
+    assert "paris" in a.body["choices"][0]["message"]["content"].lower()
+    assert a.body["choices"][0]["logprobs"] is None  # asked of the lower model only, never returned unasked
+    assert r.tokens_in == sum(s["tokens_in"] for s in r.cascade_chain) >= 2 * 10  # escalating pays for both
 
-    skip = CascadeRouter(real_models, Thresholds(names, [SKIP]))
-    r = asyncio.run(skip.complete(MSG, max_tokens=8))
-    assert [c[0] for c in r.chain] == [big.name]
-
-
-@pytest.mark.slow
-def test_router_stream_only_streams_the_kept_answer(real_models):
-    small, big = real_models
-    names = [small.name, big.name]
-
-    async def collect(router):
-        return [d async for d in router.stream(MSG, max_tokens=8)]
-
-    deltas = asyncio.run(collect(CascadeRouter(real_models, Thresholds(names, [0.5]))))
-    text = "".join(d.text for d in deltas)
-    final = deltas[-1]
-    assert final.finish_reason is not None and final.extra["cascade"]["model"] == big.name
-    assert "paris" in text.lower()
-    # the small model's buffered answer never reached the client: only the big model's deltas did
-    direct = asyncio.run(big.backend.chat(MSG, max_tokens=8))
-    assert text.strip() == direct.text.strip()
-    assert final.tokens_in > direct.tokens_in  # totals include the escalated small model
-
-    kept = asyncio.run(collect(CascadeRouter(real_models, Thresholds(names, [-math.inf]))))
-    assert kept[-1].extra["cascade"]["model"] == small.name
-    assert len([d for d in kept if d.text]) == 1  # a lower model's answer arrives in one piece
+    r = asyncio.run(_engine(real_pyramid, [SKIP]).chat(dict(BODY))).record
+    assert [s["model"] for s in r.cascade_chain] == [big]
 
 
 @pytest.mark.slow
-def test_router_escalates_past_a_failing_model(real_models):
-    small, big = real_models
-    broken = CascadeModel(small.name, _Broken(), 0.0, 0.0)
-    r = asyncio.run(CascadeRouter([broken, big], Thresholds([small.name, big.name], [-math.inf])).complete(MSG, max_tokens=8))
-    assert r.model == big.name and r.chain[0] == (small.name, None, True)
+def test_cascade_stream_only_streams_the_kept_answer(real_pyramid):
+    small, big = real_pyramid[0].names
+
+    async def collect(values):
+        s = await _engine(real_pyramid, values).chat_stream({**BODY, "stream": True})
+        return [c async for c in s], s.record
+
+    chunks, rec = asyncio.run(collect([0.5]))
+    text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
+    assert {c["model"] for c in chunks} == {big} and rec.model == big
+    assert chunks[-1]["tierwise"]["chain"].startswith(f"{small}:")  # the finishing chunk carries the chain
+    direct = asyncio.run(_engine(real_pyramid, [0.5]).chat({**BODY, "model": big}))
+    assert text.strip() == direct.body["choices"][0]["message"]["content"].strip()  # the small answer never leaked
+
+    chunks, rec = asyncio.run(collect([-math.inf]))
+    assert rec.model == small and {c["model"] for c in chunks} == {small}
+    assert len([c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]) == 1  # one piece
+
+
+@pytest.mark.slow
+def test_cascade_escalates_past_a_failing_model(real_pyramid):
+    small, big = real_pyramid[0].names
+    r = asyncio.run(_engine(real_pyramid, [-math.inf], {small: _Broken()}).chat(dict(BODY))).record
+    assert r.model == big and [(s["model"], s["outcome"]) for s in r.cascade_chain] == [(small, "error"), (big, "kept")]
+    assert r.fallbacks[0]["model"] == small

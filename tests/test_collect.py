@@ -93,6 +93,8 @@ FAKE_RUN = textwrap.dedent(
                 fh.write(f"{os.getpid()} {self.name} {q}\\n")
             return ChatResult(text=f"{a}+{b}. The answer is {answer}.", tokens_in=20, tokens_out=8,
                               token_logprobs=[-0.1 * (a % 3), -0.2])
+        async def complete(self, body, **kw):
+            raise NotImplementedError
         def stream(self, *a, **k):
             raise NotImplementedError
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .hashing import prompt_hash as _prompt_hash
 from .table import TableError, load_prompts
 
 BUILTIN = {
@@ -46,7 +47,8 @@ def data_dir() -> Path:
 
 
 def prompt_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+    """The prompt's id in outcome tables and collection cells (20 digits of the one hash)."""
+    return _prompt_hash(text, 20)
 
 
 def stratified_sample(sources: list[str], limit: int, seed: int = DEFAULT_SEED) -> list[int]:

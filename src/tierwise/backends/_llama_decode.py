@@ -13,8 +13,9 @@ from __future__ import annotations
 import codecs
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -24,7 +24,7 @@ from typing import Any
 from ._llama_decode import partial_suffix
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.S)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL)
 _SPACE = re.compile(r"\s+")
 _BARE_STARTS = ('{"name":', '[{"name":', '```json{"name":', '```{"name":', '```json[{"name":')
 

@@ -33,18 +33,19 @@ import asyncio
 import hashlib
 import os
 import queue
-import secrets
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from ..errors import BackendError
 from ._llama_decode import Generation, Sampling, decode
 from ._llama_grammar import GrammarBook
 from ._llama_request import LocalRequest, parse_request, reject, template_messages
-from ._llama_tools import ToolCallSplitter, parse_tool_calls
+from ._llama_response import Chunks, completion_body, logprobs
+from ._llama_tools import ToolCallSplitter
 from .base import Backend, Completion
 
 # Used only when a GGUF carries no chat template.
@@ -53,32 +54,6 @@ CHATML = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 BASE_CAPABILITIES = frozenset({"json_object", "json_schema", "logprobs"})
-
-
-def _usage(tokens_in: int, tokens_out: int) -> dict[str, int]:
-    return {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}
-
-
-def _logprobs(req: LocalRequest, entries: list[dict]) -> dict | None:
-    return {"content": entries, "refusal": None} if req.logprobs else None
-
-
-class _Chunks:
-    """The ``chat.completion.chunk`` objects of one stream (one ``id``/``created`` for all)."""
-
-    def __init__(self, model: str, fingerprint: str, include_usage: bool):
-        self.head = {"id": "chatcmpl-" + secrets.token_hex(16), "object": "chat.completion.chunk",
-                     "created": int(time.time()), "model": model, "system_fingerprint": fingerprint}
-        self.include_usage = include_usage
-
-    def delta(self, delta: dict, finish: str | None = None, logprobs: dict | None = None) -> dict:
-        chunk = {**self.head, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
-        if self.include_usage:
-            chunk["usage"] = None  # as OpenAI: every chunk but the last carries "usage": null
-        return chunk
-
-    def usage(self, tokens_in: int, tokens_out: int) -> dict:
-        return {**self.head, "choices": [], "usage": _usage(tokens_in, tokens_out)}
 
 
 class LlamaBackend(Backend):
@@ -189,16 +164,6 @@ class LlamaBackend(Backend):
                    template_stops=self._template_stops)
         return len(prompt), g
 
-    def _message(self, req: LocalRequest, text: str, finish: str) -> tuple[dict, str]:
-        """The assistant message for the generated text (tool-call blocks parsed) and its finish reason."""
-        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-        if req.tool_mode != "off":
-            parsed = parse_tool_calls(text, req.tool_names, parallel=req.parallel_tool_calls)
-            if parsed is not None:
-                message["content"], message["tool_calls"] = parsed
-                return message, "tool_calls"
-        return message, finish
-
     # ---- async plumbing ----------------------------------------------------------------------
 
     def _sem(self) -> asyncio.Semaphore:
@@ -272,17 +237,8 @@ class LlamaBackend(Backend):
         except Exception:
             pass  # the generation failed: _outcome reports it
         tokens_in, g = self._outcome(fut, limit)
-        message, finish = self._message(req, g.text, g.finish)
-        out = {
-            "id": "chatcmpl-" + secrets.token_hex(16),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.name,
-            "system_fingerprint": self.system_fingerprint,
-            "choices": [{"index": 0, "message": message, "logprobs": _logprobs(req, g.logprobs),
-                         "finish_reason": finish}],
-            "usage": _usage(tokens_in, g.tokens_out),
-        }
+        out = completion_body(req, model=self.name, fingerprint=self.system_fingerprint, text=g.text,
+                              finish=g.finish, entries=g.logprobs, tokens_in=tokens_in, tokens_out=g.tokens_out)
         return Completion(out, tokens_in=tokens_in, tokens_out=g.tokens_out, usage_estimated=False,
                           latency_s=time.monotonic() - t0)
 
@@ -306,14 +262,14 @@ class LlamaBackend(Backend):
                                        lambda piece, lp: put("text", piece, lp)),
             deadline, cancel)
         fut.add_done_callback(lambda f: events.put_nowait(("done", f)))
-        chunks = _Chunks(self.name, self.system_fingerprint, req.include_usage)
+        chunks = Chunks(self.name, self.system_fingerprint, req.include_usage)
         splitter = ToolCallSplitter(req.tool_names, parallel=req.parallel_tool_calls) if req.tool_mode != "off" else None
         pending: list[dict] = []  # logprob entries not yet sent
 
         def take_logprobs() -> dict | None:
             entries = pending[:]
             pending.clear()
-            return _logprobs(req, entries)
+            return logprobs(req, entries)
 
         try:
             while True:

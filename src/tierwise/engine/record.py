@@ -7,11 +7,14 @@ or anything a Python user registers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..hashing import prompt_hash
+
+__all__ = ["RequestRecord", "CascadeStep", "Fallback", "new_request_id", "prompt_hash", "to_row", "from_row"]
 
 
 def new_request_id(prefix: str = "chatcmpl") -> str:
@@ -19,9 +22,6 @@ def new_request_id(prefix: str = "chatcmpl") -> str:
     return f"{prefix}-{secrets.token_hex(16)}"
 
 
-def prompt_hash(text: str) -> str:
-    """Stable id of a prompt, so repeated prompts can be grouped without storing them."""
-    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 @dataclass
