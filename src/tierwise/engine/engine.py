@@ -85,9 +85,14 @@ class Engine:
 
     # -- one request -------------------------------------------------------------------------
 
-    async def chat(self, body: dict[str, Any] | bytes, *, request_id: str | None = None) -> ChatAnswer:
-        """Answer a non-streamed request (``stream`` in the body is ignored)."""
-        rec = self._admit(request_id)
+    async def chat(self, body: dict[str, Any] | bytes, *, request_id: str | None = None,
+                   surface: str = "chat") -> ChatAnswer:
+        """Answer a non-streamed request (``stream`` in the body is ignored).
+
+        ``surface`` names the API the client called (``chat``, ``responses``, ``messages`` ...) for
+        the record; other surfaces translate their request to a chat body before calling this.
+        """
+        rec = self._admit(request_id, surface)
         try:
             p = await self._prepare(body, rec)
             if p.plan.kind == "cascade":
@@ -104,13 +109,14 @@ class Engine:
         finally:
             self.pending -= 1
 
-    async def chat_stream(self, body: dict[str, Any] | bytes, *, request_id: str | None = None) -> ChatStream:
+    async def chat_stream(self, body: dict[str, Any] | bytes, *, request_id: str | None = None,
+                          surface: str = "chat") -> ChatStream:
         """Start a streamed request; returns once the answering model has sent its first chunk.
 
         Failures before that fall back or raise; after it, the stream ends with an error chunk.
         The caller must iterate the stream or ``aclose()`` it (the record is finished then).
         """
-        rec = self._admit(request_id)
+        rec = self._admit(request_id, surface)
         rec.stream = True
         handed_over = False
         try:
@@ -144,8 +150,8 @@ class Engine:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _admit(self, request_id: str | None) -> RequestRecord:
-        rec = RequestRecord(id=request_id or new_request_id(), ts=time.time())
+    def _admit(self, request_id: str | None, surface: str = "chat") -> RequestRecord:
+        rec = RequestRecord(id=request_id or new_request_id(), ts=time.time(), surface=surface)
         rec._t0 = time.perf_counter()  # type: ignore[attr-defined]
         if self.pending >= self.max_pending:
             err = Overloaded(f"gateway overloaded ({self.pending} requests in flight); retry later")
