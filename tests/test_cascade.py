@@ -158,8 +158,8 @@ def test_thresholds_roundtrip_and_errors(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(CascadeError, match="cannot be parsed"):
         Thresholds.load(bad)
-    with pytest.raises(CascadeError, match="expected 'quality=FRACTION'"):
-        parse_target("accuracy=0.9")
+    with pytest.raises(CascadeError, match="calibrates to 'quality=FRACTION'"):
+        parse_target("share=0.3")
     assert parse_target("quality=0.95") == ("quality", 0.95)
 
 

@@ -61,8 +61,8 @@ def test_knob_targets_follow_calibration_curve(fitted):
     reach = quality >= 0.9 * cal["best_single_quality"] - 1e-12
     assert reach[i] and cost[i] == cost[reach].min()
     # unreachable quality: the best quality on offer
-    assert quality[point("quality=5")] == quality.max()
-    for bad in ("fast", "quality=", "speed=0.3", "-1"):
+    assert quality[point("quality=1.5")] == quality.max()
+    for bad in ("fast", "quality=", "speed=0.3", "-1", "quality=2", "quality=nan", "share=1.5", "cost=-1"):
         with pytest.raises(ValueError):
             fitted.parse_knob(bad)
 

@@ -263,17 +263,19 @@ def cascade_cv_curve(table: OutcomeTable, folds: int = 5, seed: int = 0, points:
 
 
 def parse_target(target: str) -> tuple[str, float]:
-    """``quality=0.95`` (fraction of the top model's quality) or ``cost=0.0002`` (max USD/request)."""
-    key, sep, value = str(target).partition("=")
-    key = key.strip().lower()
-    if not sep or key not in ("quality", "cost"):
-        raise CascadeError(f"target {target!r}: expected 'quality=FRACTION' or 'cost=USD_PER_REQUEST'")
+    """``quality=0.95`` (fraction of the top model's quality) or ``cost=0.0002`` (max USD/request).
+
+    The one target syntax (``decision.parse_target``); the cascade can aim at these two kinds.
+    """
+    from .decision import parse_target as _parse
+
     try:
-        v = float(value)
-    except ValueError:
-        raise CascadeError(f"target {target!r}: {value!r} is not a number") from None
-    if not math.isfinite(v) or v <= 0 or (key == "quality" and v > 1.5):
-        raise CascadeError(f"target {target!r}: must be > 0 (quality is a fraction, e.g. 0.95)")
+        key, v = _parse(target)
+    except ValueError as exc:
+        raise CascadeError(str(exc)) from None
+    if key not in ("quality", "cost"):
+        raise CascadeError(f"target {target!r}: the cascade calibrates to 'quality=FRACTION' or "
+                           "'cost=USD_PER_REQUEST'")
     return key, v
 
 

@@ -10,6 +10,7 @@ Two rules, both monotone in one knob so a single number trades cost for quality:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,9 +41,20 @@ def parse_target(spec: str) -> tuple[str, float]:
     if kind is None:
         raise ValueError(f"unknown target {what.strip()!r}; {TARGET_HELP}")
     try:
-        return kind, float(raw)
+        value = float(raw)
     except ValueError:
         raise ValueError(f"target {spec!r} needs a number after '='; {TARGET_HELP}") from None
+    lo, hi, closed_lo = _TARGET_RANGES[kind]
+    if not math.isfinite(value) or value > hi or value < lo or (value == lo and not closed_lo):
+        bound = f"{'[' if closed_lo else '('}{lo:g}, {hi:g}]"
+        raise ValueError(f"target {spec!r}: {kind} must be in {bound}; {TARGET_HELP}")
+    return kind, value
+
+
+# (low, high, low included) per target: quality is a fraction of the best single model's (a router can beat
+# it, so up to 1.5), budget of the most expensive model's cost
+_TARGET_RANGES = {"quality": (0.0, 1.5, False), "share": (0.0, 1.0, True), "cost": (0.0, math.inf, False),
+                  "budget": (0.0, 1.0, False)}
 
 
 @dataclass

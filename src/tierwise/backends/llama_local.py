@@ -19,7 +19,9 @@ the rest of the context window), ``temperature``, ``top_p``, ``seed``, ``stop``,
 ``frequency_penalty``/``presence_penalty``, ``logprobs``/``top_logprobs``, ``response_format``
 (``json_object``/``json_schema`` through llama.cpp grammars, ``_llama_grammar``), ``tools`` with
 ``tool_choice``/``parallel_tool_calls`` (Hermes ``<tool_call>`` blocks, ``_llama_tools``; forced
-choices are grammar-constrained) and ``stream_options.include_usage``. ``n > 1`` is refused.
+choices are grammar-constrained) and ``stream_options.include_usage``. ``n > 1`` is refused. The
+answer goes back as OpenAI's ``chat.completion`` / ``chat.completion.chunk`` objects
+(``_llama_response``).
 
 Local defaults that differ from OpenAI's: **temperature 0.0 (greedy) when the request sets none**,
 so a local model answers the same prompt the same way; when sampling, ``top_k=40``, ``min_p=0.05``

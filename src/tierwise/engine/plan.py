@@ -103,6 +103,9 @@ def parse_knob(router: Any, spec: str | None, default: Any, requested: str) -> A
     if spec is None:
         return default
     try:
-        return router.parse_knob(spec)
+        knob = router.parse_knob(spec)
     except ValueError as exc:
         raise RequestError(f"bad knob in model '{requested}': {exc}", param="model", code="invalid_knob") from None
+    if knob != knob:  # NaN
+        raise RequestError(f"bad knob in model '{requested}': not a number", param="model", code="invalid_knob")
+    return knob
