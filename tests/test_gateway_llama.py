@@ -99,9 +99,10 @@ def test_long_prompt_skips_the_small_context_model(gw):
     assert direct.model == "big"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        rows = {r["id"]: r for r in DecisionLog(gw["log"]).rows()}
+        rows = {r["upstream_id"]: r for r in DecisionLog(gw["log"]).rows()}
         if direct.id in rows:
             break
         time.sleep(0.05)
-    assert rows[direct.id]["fallbacks"][0] == {"model": "smollm2", "reason": "context",
-                                               "error": "context window too small"}
+    passed = rows[direct.id]["fallbacks"][0]
+    assert (passed["model"], passed["reason"]) == ("smollm2", "context") and "context window 512" in passed["error"]
+    assert rows[direct.id]["excluded"]["smollm2"].startswith("context window 512 < prompt")

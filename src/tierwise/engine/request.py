@@ -21,8 +21,13 @@ from .capabilities import required
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
+# bounds on what one request may carry (the body size limit bounds the rest)
+MAX_MESSAGES = 4096
+MAX_MODEL_NAME = 256
+
+
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
@@ -31,15 +36,15 @@ class _Message(BaseModel):
 
 
 class _StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     include_usage: bool | None = False
 
 
 class _Schema(BaseModel):
-    """The fields the engine reads; everything else passes through untouched."""
+    """The fields the engine reads, strictly (no coercion); everything else passes through untouched."""
 
-    model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
+    model_config = ConfigDict(extra="allow", strict=True)
+    model: str = Field(min_length=1, max_length=MAX_MODEL_NAME)
     messages: list[_Message] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -77,6 +82,10 @@ class ChatRequest:
                 raise RequestError(f"request body is not valid JSON: {exc}", code="invalid_json") from None
         if not isinstance(body, dict):
             raise RequestError("request body must be a JSON object", code="invalid_json")
+        msgs = body.get("messages")
+        if isinstance(msgs, list) and len(msgs) > MAX_MESSAGES:
+            raise RequestError(f"'messages' has {len(msgs)} entries; the limit is {MAX_MESSAGES}",
+                               status=413, param="messages", code="too_many_messages")
         try:
             req = _Schema.model_validate(body)
         except ValidationError as exc:

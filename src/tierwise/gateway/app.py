@@ -102,6 +102,7 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
         except TierwiseError as exc:
             return error_response(exc)  # unauthenticated traffic is neither answered nor logged
         try:
+            guard.check_json(request)
             body = await guard.read_body(request)
             result = await engine.handle(body)
         except TierwiseError as exc:

@@ -23,6 +23,14 @@ class Guard:
         if key not in self.api_keys:
             raise AuthError("invalid or missing API key (send 'Authorization: Bearer <key>')")
 
+    @staticmethod
+    def check_json(request: Request) -> None:
+        """A body sent as something other than JSON is refused rather than guessed at."""
+        ctype = request.headers.get("content-type")
+        if ctype is not None and "json" not in ctype.lower():
+            raise RequestError(f"content-type must be application/json (got {ctype[:80]!r})", status=415,
+                               code="unsupported_media_type")
+
     async def read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
