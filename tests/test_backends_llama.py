@@ -162,6 +162,17 @@ def test_stream_splitter_holds_only_what_may_be_a_tool_call(text, shown, content
     assert got + rest == text or called
 
 
+def test_schema_grammars_keep_strings_json():
+    """llama-cpp-python's converter allows raw control characters in strings; ours does not."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from tierwise.backends._llama_grammar import json_chars
+
+    loose = json_schema_to_gbnf(json.dumps({"type": "object", "properties": {"a": {"type": "string"}}}))
+    strict = json_chars(loose)
+    assert strict != loose and r"\x00-\x1F" in strict
+
+
 def test_forced_tool_call_grammar_text():
     pytest.importorskip("llama_cpp")
     from tierwise.backends._llama_grammar import tool_call_gbnf

@@ -27,6 +27,7 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024
 DEFAULT_MAX_PENDING = 1024  # requests waiting or running at once; past it: 503 at once, not a hang
 # tokens the context-window check keeps free for the answer when the client sends no max_tokens
 DEFAULT_ANSWER_RESERVE = 256
+DEFAULT_RESPONSES_TTL_DAYS = 30.0  # stored /v1/responses answers (previous_response_id) expire after this
 
 
 def _cpu_count() -> int:
@@ -139,6 +140,7 @@ class Pyramid(BaseModel):
     api_keys_env: str | None = None  # or: env var with comma-separated keys
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, gt=0)
     max_pending: int = Field(DEFAULT_MAX_PENDING, gt=0)
+    responses_ttl_days: float = Field(DEFAULT_RESPONSES_TTL_DAYS, gt=0)  # stored Responses API answers
 
     @model_validator(mode="after")
     def _pyramid_rules(self) -> "Pyramid":

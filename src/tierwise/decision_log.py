@@ -11,6 +11,15 @@ The log is what ``tierwise stats`` proves savings from and what ``tierwise train
 not just the outcome. Cascade requests also store their chain (``cascade_chain``: every model
 called, its confidence, kept/escalated/error, and its own tokens and cost) so the savings baseline
 can use the kept answer's tokens instead of the totals over every model called.
+
+Stored responses (``POST /v1/responses`` with ``store`` on, the default) live in the same database,
+table ``responses``: the response id, when, a hash of the client key that created it (so only that
+key may read or continue it), the full chat-format conversation of that turn (earlier turns, this
+turn's input, this turn's output) and the Response object. They go through the same FIFO writer
+queue; ``get_response`` also sees rows still queued (kept in memory until their batch commits), so
+a follow-up sent right after its answer always finds it. Rows older than ``responses_ttl_days``
+(default 30) are never returned and are deleted by the writer: once when the gateway starts, then
+at most hourly while responses are being written.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .config import DEFAULT_RESPONSES_TTL_DAYS  # the YAML key responses_ttl_days
 from .engine.record import COLUMNS as _COLUMNS
 from .engine.record import RequestRecord, from_row as _row_to_dict, prompt_hash, to_row
 from .errors import LogError
@@ -70,7 +80,17 @@ CREATE TABLE IF NOT EXISTS feedback (
     score DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    ts DOUBLE PRECISION NOT NULL,
+    key_hash TEXT,
+    messages TEXT NOT NULL,
+    response TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_ts ON responses (ts);
 """
+
+_PRUNE_EVERY_S = 3600.0
 
 
 class _Dialect:
@@ -136,8 +156,14 @@ class DecisionLog:
     """Append-only request log with a background batch writer. Thread-safe; ``record`` never blocks."""
 
     def __init__(self, url: str | Path = DEFAULT_LOG, *, store_prompts: bool = False, batch: int = 512,
-                 interval_s: float = 0.05):
+                 interval_s: float = 0.05, responses_ttl_days: float = DEFAULT_RESPONSES_TTL_DAYS):
         self.url = str(url)
+        self.responses_ttl_days = float(responses_ttl_days)
+        # stored responses queued but not committed yet (id -> row), so get_response sees them at once
+        self._pending_responses: dict[str, dict[str, Any]] = {}
+        self._pending_lock = threading.Lock()
+        self._written_responses: list[str] = []
+        self._last_prune = 0.0
         self.store_prompts = store_prompts
         self._batch = batch
         self._interval = interval_s
@@ -166,6 +192,47 @@ class DecisionLog:
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._queue.put(("fb", (request_id, float(score), fut)))
         return fut
+
+    # -- stored responses (the Responses API's previous_response_id) ------------------------
+
+    def store_response(self, response_id: str, messages: list[dict[str, Any]], response: dict[str, Any], *,
+                       key_hash: str | None = None, ts: float | None = None) -> None:
+        """Queue one stored response; visible to ``get_response`` at once, written with the next batch."""
+        row = {"id": response_id, "ts": float(ts if ts is not None else time.time()), "key_hash": key_hash,
+               "messages": messages, "response": response}
+        with self._pending_lock:
+            self._pending_responses[response_id] = row
+        self._queue.put(("resp", row))
+
+    def get_response(self, response_id: str) -> dict[str, Any] | None:
+        """A stored response (``{"id", "ts", "key_hash", "messages", "response"}``), or None when it
+        does not exist, was deleted or is older than ``responses_ttl_days``. Blocking (a database read)."""
+        with self._pending_lock:
+            row = self._pending_responses.get(response_id)
+        if row is None:
+            got = self._query("SELECT id, ts, key_hash, messages, response FROM responses WHERE id = ?", (response_id,))
+            if not got:
+                return None
+            rid, ts, key_hash, messages, response = got[0]
+            row = {"id": rid, "ts": float(ts), "key_hash": key_hash, "messages": json.loads(messages),
+                   "response": json.loads(response)}
+        else:
+            row = json.loads(json.dumps(row))  # a copy the caller may change
+        if row["ts"] < time.time() - self.responses_ttl_days * 86400:
+            return None
+        return row
+
+    def delete_response(self, response_id: str) -> concurrent.futures.Future:
+        """Queue a deletion; the future resolves to True when the response existed."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._pending_lock:
+            queued = self._pending_responses.pop(response_id, None) is not None
+        self._queue.put(("resp_del", (response_id, queued, fut)))
+        return fut
+
+    def prune_responses(self) -> None:
+        """Queue deleting the stored responses older than ``responses_ttl_days``."""
+        self._queue.put(("prune", None))
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Block until everything queued so far is written."""
@@ -207,6 +274,7 @@ class DecisionLog:
                         con = self._dialect.connect()
                     waiters = self._write(con, items)
                     self._error = None
+                    self._forget_written()
                     for fut, value in waiters:
                         fut.set_result(value)
                     break
@@ -221,8 +289,9 @@ class DecisionLog:
                     time.sleep(0.2 * (attempt + 1))
             else:
                 err = LogError(f"log {self.url}: write failed ({self._error})")
+                self._written_responses.clear()  # still pending: get_response keeps serving them from memory
                 for kind, payload in items:
-                    fut = payload[2] if kind == "fb" else payload if kind == "flush" else None
+                    fut = payload[2] if kind in ("fb", "resp_del") else payload if kind == "flush" else None
                     if fut is not None and not fut.done():
                         fut.set_exception(err)
         if con is not None:
@@ -235,6 +304,8 @@ class DecisionLog:
         waiters: list[tuple[concurrent.futures.Future, Any]] = []
         cur = con.cursor()
         rows: list[tuple] = []
+        prune = False
+        self._written_responses.clear()
         for kind, payload in items:
             if kind == "req":
                 rows.append(to_row(payload))
@@ -254,10 +325,37 @@ class DecisionLog:
                 waiters.append((fut, found))
             elif kind == "flush":
                 waiters.append((payload, None))
+            elif kind == "resp":
+                cur.execute(
+                    f"INSERT INTO responses (id, ts, key_hash, messages, response) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (payload["id"], payload["ts"], payload["key_hash"],
+                     json.dumps(payload["messages"], ensure_ascii=False),
+                     json.dumps(payload["response"], ensure_ascii=False)))
+                self._written_responses.append(payload["id"])
+                prune = prune or time.time() - self._last_prune > _PRUNE_EVERY_S
+            elif kind == "resp_del":
+                rid, queued, fut = payload
+                cur.execute(f"DELETE FROM responses WHERE id = {ph}", (rid,))
+                waiters.append((fut, queued or (cur.rowcount or 0) > 0))
+            elif kind == "prune":
+                prune = True
         if rows:
             cur.executemany(insert_req, rows)
+        if prune:
+            cur.execute(f"DELETE FROM responses WHERE ts < {ph}", (time.time() - self.responses_ttl_days * 86400,))
+            self._last_prune = time.time()
         con.commit()
         return waiters
+
+    def _forget_written(self) -> None:
+        """Committed responses are read from the database from now on."""
+        if not self._written_responses:
+            return
+        with self._pending_lock:
+            for rid in self._written_responses:
+                self._pending_responses.pop(rid, None)
+        self._written_responses.clear()
 
     # -- reading (separate connection: readers never wait on the writer in WAL mode) --------
 
@@ -356,12 +454,16 @@ def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]
     lat = [float(r["latency_ms"]) for r in ok if r["latency_ms"] is not None]
     route = [float(r["route_ms"]) for r in rows if r["route_ms"]]
     statuses: dict[str, int] = {}
+    surfaces: dict[str, int] = {}
     for r in rows:
         statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+        surface = r.get("surface") or "chat"
+        surfaces[surface] = surfaces.get(surface, 0) + 1
     return {
         "requests": len(rows),
         "answered": len(ok),
         "status": statuses,
+        "surfaces": dict(sorted(surfaces.items(), key=lambda kv: -kv[1])),  # requests per API (chat, responses, ...)
         "models": dict(sorted(by_model.items(), key=lambda kv: -kv[1]["requests"])),
         "fallback_requests": sum(1 for r in rows if r["fallbacks"]),
         "fallbacks": sum(len(r["fallbacks"]) for r in rows),

@@ -38,6 +38,17 @@ def _converter():
     return SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
 
 
+# llama-cpp-python's converter lets JSON strings hold raw control characters (a newline inside a
+# string), which is not JSON: ``json.loads`` refuses it. Strings get JSON's own character class.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def json_chars(gbnf: str) -> str:
+    """``gbnf`` with its string characters restricted to what JSON allows unescaped."""
+    return gbnf.replace(_LOOSE_CHAR, _JSON_CHAR)
+
+
 def _convertible(schema: dict) -> bool:
     try:
         conv = _converter()
@@ -66,7 +77,7 @@ def tool_call_gbnf(tools: list[dict], *, parallel: bool, exact_args: bool = True
     conv._add_rule("block", r'"<tool_call>\n" call "\n</tool_call>"')
     more = f' ("\\n" block){{0,{_MAX_PARALLEL_CALLS - 1}}}' if parallel else ""
     conv._rules["root"] = "block" + more
-    return conv.format_grammar()
+    return json_chars(conv.format_grammar())
 
 
 class GrammarBook:
@@ -92,7 +103,7 @@ class GrammarBook:
             from llama_cpp.llama_grammar import json_schema_to_gbnf
 
             try:
-                return json_schema_to_gbnf(key)
+                return json_chars(json_schema_to_gbnf(key))
             except Exception as exc:
                 raise reject(self.backend, f"response_format json_schema cannot be turned into a grammar: "
                              f"{type(exc).__name__}: {exc}", param="response_format") from None

@@ -25,8 +25,10 @@ from ..engine.plan import CASCADE, ROUTED
 from ..engine.request import validation_error
 from ..engine.stream import ChatStream
 from ..errors import ModelNotFound, RequestError, TierwiseError
+from . import anthropic
 from .guard import Guard
 from .metrics import Metrics
+from . import responses_api
 from .responses import error_response, json_response, record_headers
 from .sse import DONE, GuardedStream, event
 
@@ -152,6 +154,8 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    anthropic.register(app, engine, guard)  # POST /v1/messages (+ count_tokens), Anthropic's shape
+    responses_api.register(app, engine, guard, log, ttl_days=getattr(pyramid, "responses_ttl_days", None))
     return app
 
 

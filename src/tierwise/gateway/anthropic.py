@@ -1,0 +1,193 @@
+"""``POST /v1/messages``: the Anthropic Messages API, routed like chat.
+
+The request is validated and translated to a chat-completions body (``anthropic_translate``), the
+engine routes it exactly as ``/v1/chat/completions`` (surface ``messages`` in the record: the
+decision log, metrics, ``tierwise stats``), and the answer or stream is translated back. Same
+``x-tierwise-*`` headers, client keys (``x-api-key`` or ``Authorization: Bearer``), body limit,
+fallbacks and capability checks as chat. Also ``POST /v1/messages/count_tokens``.
+
+Errors come in Anthropic's shape, ``{"type": "error", "error": {"type", "message"}, "request_id"}``:
+
+=====================================  ======  =====================
+tierwise error                         status  ``error.type``
+=====================================  ======  =====================
+malformed request (incl. 422s)         400     invalid_request_error
+no model has a needed capability       400     invalid_request_error
+bad / missing key                      401     authentication_error
+unknown model                          404     not_found_error
+body too large                         413     request_too_large
+upstream 4xx rejection                 same    by status (400/422: invalid_request_error)
+gateway overloaded (503 on chat)       529     overloaded_error (Anthropic's status; ``retry-after`` kept)
+every model failed                     502     api_error
+=====================================  ======  =====================
+
+The message id is the gateway's request id (``msg_<hex>``): the same in the body, ``x-request-id``,
+``request-id`` (what the anthropic SDK reads as ``_request_id``) and the decision-log row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from ..engine.engine import Engine
+from ..engine.record import RequestRecord
+from ..engine.stream import ChatStream
+from ..errors import AuthError, Overloaded, RequestError, TierwiseError, UpstreamRejected
+from . import anthropic_translate as tr
+from .guard import Guard
+from .responses import json_response, record_headers
+from .sse import GuardedStream
+
+SURFACE = "messages"
+OVERLOADED_STATUS = 529  # Anthropic's overloaded_error status (the anthropic SDK's OverloadedError)
+
+
+def new_message_id() -> str:
+    return f"msg_{secrets.token_hex(16)}"
+
+
+def frame(name: str, data: dict[str, Any]) -> bytes:
+    """One named server-sent event, as Anthropic frames them: ``event: <type>`` then ``data: <json>``."""
+    return b"event: " + name.encode() + b"\ndata: " + json.dumps(
+        data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def wire_error(exc: TierwiseError, request_id: str | None = None) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, Anthropic error body) for a tierwise error."""
+    message = exc.message
+    if isinstance(exc, UpstreamRejected):
+        status = exc.status
+        err = exc.upstream_body.get("error") if isinstance(exc.upstream_body, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("message"), str) and err["message"]:
+            message = err["message"]
+        elif isinstance(exc.upstream_body, dict) and isinstance(exc.upstream_body.get("message"), str):
+            message = exc.upstream_body["message"]
+    elif isinstance(exc, Overloaded) or exc.code == "overloaded":
+        status = OVERLOADED_STATUS
+    elif exc.status == 422:
+        status = 400  # Anthropic answers every validation problem with a 400
+    else:
+        status = exc.status
+    if isinstance(exc, AuthError):
+        message = "invalid or missing API key (send 'x-api-key: <key>' or 'Authorization: Bearer <key>')"
+    return status, tr.error_body(tr.error_type(status), message, request_id)
+
+
+def error_response(exc: TierwiseError, rec: RequestRecord | None = None, request_id: str | None = None) -> Response:
+    rid = rec.id if rec is not None else request_id
+    status, body = wire_error(exc, rid)
+    headers = {**exc.headers, **(record_headers(rec) if rec is not None else {})}
+    if rid:
+        headers["request-id"] = rid
+    return json_response(body, status, headers)
+
+
+def _rejected(engine: Engine, rid: str, exc: TierwiseError, stream: bool) -> RequestRecord:
+    """A request refused before the engine saw it (unparsable, invalid) still gets its decision-log
+    row, as a malformed chat request does."""
+    rec = RequestRecord(id=rid, ts=time.time(), surface=SURFACE, status=exc.status, error=exc.message, stream=stream)
+    for listener in engine.listeners:
+        try:
+            listener(rec)
+        except Exception:  # a broken listener must not fail the request
+            pass
+    return rec
+
+
+async def _read(request: Request, guard: Guard) -> Any:
+    check_json = getattr(guard, "check_json", None)
+    if check_json is not None:
+        check_json(request)
+    return tr.parse_json(await guard.read_body(request))
+
+
+def _sse(stream: ChatStream, translator: tr.StreamTranslator) -> Response:
+    async def body():
+        try:
+            for name, data in translator.start():
+                yield frame(name, data)
+            async for chunk in stream:
+                if "error" in chunk and "choices" not in chunk:  # the model failed mid-stream
+                    yield frame(*tr.stream_error_event(chunk))
+                    return
+                for name, data in translator.feed(chunk):
+                    yield frame(name, data)
+            rec = stream.record
+            for name, data in translator.finish(input_tokens=rec.tokens_in, output_tokens=rec.tokens_out):
+                yield frame(name, data)
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:  # never a traceback on the wire
+            yield frame("error", tr.error_body("api_error", f"internal error: {type(exc).__name__}"))
+
+    headers = {**record_headers(stream.record, stream.decision, cost_estimated=stream.cost_estimated),
+               "request-id": stream.record.id, "cache-control": "no-cache"}
+    return GuardedStream(body(), stream.aclose, headers=headers)
+
+
+def register(app: FastAPI, engine: Engine, guard: Guard) -> None:
+    """Add ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` to the gateway app."""
+
+    @app.post("/v1/messages")
+    async def messages(request: Request) -> Response:
+        rid = new_message_id()
+        try:
+            guard.check_auth(request)
+        except TierwiseError as exc:
+            return error_response(exc, request_id=rid)  # unauthenticated traffic is neither answered nor logged
+        streaming = False
+        try:
+            raw = await _read(request, guard)
+            streaming = isinstance(raw, dict) and raw.get("stream") is True
+            chat = tr.to_chat(raw)
+        except TierwiseError as exc:
+            return error_response(exc, _rejected(engine, rid, exc, streaming))
+        try:
+            if chat.get("stream"):
+                stream = await engine.chat_stream(chat, request_id=rid, surface=SURFACE)
+                translator = tr.StreamTranslator(rid, stream.record.model or stream.slot.name,
+                                                 input_tokens=int(getattr(stream, "_prompt_tokens", 0) or 0),
+                                                 stop_sequences=tuple(chat.get("stop") or ()))
+                return _sse(stream, translator)
+            answer = await engine.chat(chat, request_id=rid, surface=SURFACE)
+        except TierwiseError as exc:
+            return error_response(exc, getattr(exc, "record", None), rid)
+        except Exception as exc:  # the engine turns its own failures into TierwiseError; this is a last resort
+            return error_response(TierwiseError(f"internal error: {type(exc).__name__}"), request_id=rid)
+        rec = answer.record
+        body = tr.to_message(answer.body, msg_id=rid, model=rec.model or "", stop_sequences=chat.get("stop") or (),
+                             tokens_in=rec.tokens_in, tokens_out=rec.tokens_out)
+        return json_response(body, 200, {**record_headers(rec, answer.decision), "request-id": rid})
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens(request: Request) -> Response:
+        """``{"input_tokens": n}`` by the tokenizer of the named pyramid model (routed names: the
+        cheapest model's). No model is called and nothing is logged."""
+        try:
+            guard.check_auth(request)
+            raw = await _read(request, guard)
+            if isinstance(raw, dict):
+                raw = {"max_tokens": 1, **raw}  # count_tokens takes no max_tokens
+            chat = tr.to_chat(raw)
+            slot = engine.by_name.get(chat["model"]) or engine.slots[0]
+            backend = slot.backend
+            count = backend.count_tokens
+            n = await asyncio.to_thread(count, chat["messages"]) if not getattr(backend, "cheap_count", True) \
+                else count(chat["messages"])
+        except TierwiseError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            return error_response(TierwiseError(f"internal error: {type(exc).__name__}"))
+        return json_response({"input_tokens": int(n)})
+
+    @app.api_route("/v1/messages", methods=["GET", "PUT", "PATCH", "DELETE"])
+    async def messages_method(request: Request) -> Response:
+        return error_response(RequestError(f"{request.method} /v1/messages: method not allowed; use POST",
+                                           status=405, code="method_not_allowed"))

@@ -1,0 +1,199 @@
+"""``POST /v1/responses``, ``GET /v1/responses/{id}``, ``DELETE /v1/responses/{id}``: OpenAI's Responses
+API on the same engine as chat completions.
+
+A request is checked and translated to a chat-completions body (``responses_translate``), routed and
+answered by the engine exactly like ``/v1/chat/completions`` (decision log with ``surface`` =
+``responses``, ``x-tierwise-*`` headers, cost, fallbacks, capability checks, client keys), and the
+answer is translated back: a Response object, or the Responses event stream (``event: <type>`` +
+``data: <json>`` per event, no ``[DONE]``). The response id (``resp_`` + 32 hex digits) is the
+decision-log row id and the ``x-request-id`` header.
+
+With ``store`` (the default) the turn is kept in the decision-log database (table ``responses``:
+the full chat-format conversation including this answer, and the Response object) so a follow-up
+can send ``previous_response_id``; only the client key that created it may read or continue it
+(when keys are configured). Stored responses expire after ``responses_ttl_days`` (default 30).
+
+Errors are OpenAI's ``{"error": {...}}`` with a 4xx naming the field; an upstream model's own
+rejection of the request is returned as-is. Register with :func:`register` from ``create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from ..decision_log import DecisionLog
+from ..engine.engine import Engine
+from ..engine.record import RequestRecord
+from ..errors import LogError, RequestError, TierwiseError
+from .guard import Guard
+from .responses import error_response, json_response, record_headers
+from .responses_translate import (
+    ResponsesCall, StreamTranslator, chat_body, completion_to_response, items_to_messages, new_response_id,
+    parse_request,
+)
+from .sse import GuardedStream
+
+__all__ = ["register", "sse_event"]
+
+SURFACE = "responses"
+
+
+def sse_event(ev: dict[str, Any]) -> bytes:
+    """One Responses stream event: ``event: <type>`` and its JSON ``data``."""
+    data = json.dumps(ev, separators=(",", ":"), ensure_ascii=False).encode()
+    return b"event: " + str(ev.get("type", "message")).encode() + b"\ndata: " + data + b"\n\n"
+
+
+def _client_key_hash(guard: Guard, request: Request) -> str | None:
+    """A hash of the key the client presented (what ``Guard.check_auth`` accepted); None without keys."""
+    if not guard.api_keys:
+        return None
+    auth = request.headers.get("authorization", "")
+    key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def _not_found(response_id: str) -> RequestError:
+    return RequestError(f"Response with id '{response_id}' not found.", status=404, code="not_found")
+
+
+def _requested_model(raw: bytes) -> str:
+    try:
+        body = json.loads(raw)
+    except (ValueError, TypeError):
+        return ""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model[:256] if isinstance(model, str) else ""
+
+
+def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
+             ttl_days: float | None = None) -> None:
+    """Add the Responses API routes to ``app`` (stored responses expire after ``ttl_days``)."""
+    if ttl_days is not None:
+        log.responses_ttl_days = float(ttl_days)
+    log.prune_responses()  # expiry on startup; the writer prunes again at most hourly while storing
+
+    def reject(rid: str, raw: bytes, exc: TierwiseError) -> Response:
+        """A request refused before the engine saw it still gets its decision-log row (as chat's do)."""
+        rec = RequestRecord(id=rid, ts=time.time(), surface=SURFACE, requested_model=_requested_model(raw),
+                            status=exc.status, error=exc.message)
+        for listener in engine.listeners:
+            try:
+                listener(rec)
+            except Exception:  # a broken listener must not fail the request
+                pass
+        return error_response(exc, {"x-request-id": rid})
+
+    async def load(response_id: str, key_hash: str | None) -> dict[str, Any] | None:
+        try:
+            row = await asyncio.to_thread(log.get_response, response_id)
+        except Exception as exc:
+            raise LogError(f"stored responses unavailable ({type(exc).__name__}: {exc})") from None
+        if row is None or (guard.api_keys and row.get("key_hash") != key_hash):
+            return None  # another key's response does not exist for this client
+        return row
+
+    def store(call: ResponsesCall, rid: str, history: list[dict[str, Any]], resp: dict[str, Any],
+              key_hash: str | None) -> None:
+        if not call.store or resp.get("status") not in ("completed", "incomplete"):
+            return
+        try:
+            messages = history + call.turn + items_to_messages(resp["output"], prefix="output")
+        except TierwiseError:
+            return
+        log.store_response(rid, messages, resp, key_hash=key_hash, ts=resp.get("created_at"))
+
+    @app.post("/v1/responses")
+    async def create_response(request: Request) -> Response:
+        try:
+            guard.check_auth(request)
+        except TierwiseError as exc:
+            return error_response(exc)  # unauthenticated traffic is neither answered nor logged
+        rid = new_response_id()
+        raw = b""
+        try:
+            check_json = getattr(guard, "check_json", None)
+            if check_json is not None:
+                check_json(request)
+            raw = await guard.read_body(request)
+        except TierwiseError as exc:
+            return error_response(exc)
+        key_hash = _client_key_hash(guard, request)
+        try:
+            call = parse_request(raw)
+            history: list[dict[str, Any]] = []
+            if call.previous_response_id:
+                prev = await load(call.previous_response_id, key_hash)
+                if prev is None:
+                    raise RequestError(f"Previous response with id '{call.previous_response_id}' not found.",
+                                       status=404, param="previous_response_id", code="previous_response_not_found")
+                history = prev["messages"]
+            body = chat_body(call, history)
+        except TierwiseError as exc:
+            return reject(rid, raw, exc)
+
+        try:
+            if call.stream:
+                stream = await engine.chat_stream(body, request_id=rid, surface=SURFACE)
+            else:
+                answer = await engine.chat(body, request_id=rid, surface=SURFACE)
+        except TierwiseError as exc:
+            rec = getattr(exc, "record", None)
+            return error_response(exc, record_headers(rec) if rec is not None else None)
+
+        if not call.stream:
+            rec = answer.record
+            resp = completion_to_response(call, answer.body, response_id=rid, created_at=rec.ts,
+                                          usage_fallback=(rec.tokens_in, rec.tokens_out))
+            store(call, rid, history, resp, key_hash)
+            return json_response(resp, 200, record_headers(rec, answer.decision))
+
+        translator = StreamTranslator(call, response_id=rid, model=stream.slot.name, created_at=stream.record.ts)
+
+        async def events():
+            for ev in translator.start():
+                yield sse_event(ev)
+            failed = False
+            async for chunk in stream:  # run to the end even after an error chunk: the record is finished then
+                if "error" in chunk and "choices" not in chunk:
+                    failed = True
+                    for ev in translator.fail(chunk.get("error")):
+                        yield sse_event(ev)
+                    continue
+                if not failed:
+                    for ev in translator.feed(chunk):
+                        yield sse_event(ev)
+            if failed:
+                return
+            rec = stream.record
+            for ev in translator.finish((rec.tokens_in, rec.tokens_out)):
+                yield sse_event(ev)
+            if translator.response is not None:
+                store(call, rid, history, translator.response, key_hash)
+
+        headers = {**record_headers(stream.record, stream.decision, cost_estimated=stream.cost_estimated),
+                   "cache-control": "no-cache"}
+        return GuardedStream(events(), stream.aclose, headers=headers)
+
+    @app.get("/v1/responses/{response_id}")
+    async def retrieve_response(response_id: str, request: Request) -> Response:
+        guard.check_auth(request)
+        row = await load(response_id, _client_key_hash(guard, request))
+        if row is None:
+            raise _not_found(response_id)
+        return json_response(row["response"])
+
+    @app.delete("/v1/responses/{response_id}")
+    async def delete_response(response_id: str, request: Request) -> Response:
+        guard.check_auth(request)
+        if await load(response_id, _client_key_hash(guard, request)) is None:
+            raise _not_found(response_id)
+        await asyncio.wrap_future(log.delete_response(response_id))
+        return json_response({"id": response_id, "object": "response", "deleted": True})
