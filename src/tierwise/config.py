@@ -27,6 +27,9 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024
 DEFAULT_MAX_PENDING = 1024  # requests waiting or running at once; past it: 503 at once, not a hang
 # tokens the context-window check keeps free for the answer when the client sends no max_tokens
 DEFAULT_ANSWER_RESERVE = 256
+DEFAULT_BREAKER_FAILURES = 3  # consecutive failed calls that open a model's circuit breaker
+DEFAULT_BREAKER_COOLDOWN_S = 30.0  # how long an open breaker keeps the model out before a probe
+DEFAULT_BODY_TIMEOUT_S = 30.0  # a request body must arrive within this (slow bodies get a 408)
 DEFAULT_RESPONSES_TTL_DAYS = 30.0  # stored /v1/responses answers (previous_response_id) expire after this
 
 
@@ -60,6 +63,9 @@ class ModelConfig(BaseModel):
     # backend's defaults (docs/config.md). Requests needing a capability are routed only among models
     # that declare it.
     capabilities: list[Literal["tools", "json_object", "json_schema", "vision", "audio", "logprobs", "n"]] | None = None
+    # circuit breaker: open after this many consecutive failed calls (0 = never), probe after cooldown_s
+    breaker_failures: int = Field(DEFAULT_BREAKER_FAILURES, ge=0)
+    breaker_cooldown_s: float = Field(DEFAULT_BREAKER_COOLDOWN_S, gt=0)
 
     @field_validator("embedded")
     @classmethod

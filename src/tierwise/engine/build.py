@@ -13,6 +13,7 @@ from ..backends.base import Backend
 from ..errors import CascadeError, ConfigError
 from .capabilities import declared
 from .cascade import Cascade
+from .health import Breaker
 from .slot import Slot
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def build_slots(pyramid: "Pyramid", backends: dict[str, Backend] | None = None) 
             context_window=int(m.context_window or getattr(be, "context_window", 4096)),
             timeout_s=float(m.timeout_s), max_concurrency=int(m.max_concurrency or 1),
             capabilities=declared(m.capabilities, getattr(be, "capabilities", frozenset())),
+            breaker=Breaker(m.breaker_failures, m.breaker_cooldown_s),
         ))
     return slots
 

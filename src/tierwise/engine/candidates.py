@@ -61,20 +61,36 @@ async def fits_context(req: ChatRequest, slot: Slot) -> str | None:
     return f"context window {slot.context_window} < prompt {tokens} + max_tokens {budget}"
 
 
-DEFAULT_CHECKS: tuple[Check, ...] = (has_capabilities, fits_context)
+async def is_healthy(req: ChatRequest, slot: Slot) -> str | None:
+    b = slot.breaker
+    if b.available():
+        return None
+    return f"circuit open ({b.consecutive} failures in a row; next probe in {b.retry_in():.0f}s)"
+
+
+DEFAULT_CHECKS: tuple[Check, ...] = (has_capabilities, fits_context, is_healthy)
 
 
 async def select(req: ChatRequest, slots: Sequence[Slot], checks: Sequence[Check] = DEFAULT_CHECKS) -> Candidates:
-    """Run the checks in order (cheap ones first) over every model."""
+    """Run the checks in order (cheap ones first) over every model.
+
+    If the only thing against every model left is an open circuit breaker, they are kept: a
+    possibly dead model is better than refusing a request that some model could take.
+    """
     out = Candidates()
+    unhealthy: list[str] = []
     for slot in slots:
         for check in checks:
             reason = await check(req, slot)
             if reason is not None:
                 out.excluded[slot.name] = reason
+                if check is is_healthy:
+                    unhealthy.append(slot.name)
                 break
         else:
             out.allowed.append(slot.name)
+    if not out.allowed and unhealthy:
+        out.allowed = unhealthy
     return out
 
 

@@ -73,8 +73,12 @@ class OpenStream:
             except StopAsyncIteration:
                 return
             except asyncio.TimeoutError:
+                self.slot.breaker.failure()
                 raise BackendError(self.slot.name, f"stream stalled for {self.slot.timeout_s:g}s",
                                    timeout=True) from None
+            except BackendError as exc:
+                self.slot.judge(exc)
+                raise
             self.tally.add(chunk)
             yield chunk
 
@@ -93,6 +97,7 @@ async def open_stream(slot: Slot, body: dict[str, Any]) -> OpenStream:
     """Start ``slot``'s stream and wait (within its timeout) for the first answer chunk or its end."""
     hold = slot.hold()
     await hold.__aenter__()
+    slot.breaker.begin()
     agen = slot.backend.stream(body, timeout=slot.timeout_s)
     opened = OpenStream(slot, agen, [], _hold=hold)
 
@@ -105,9 +110,11 @@ async def open_stream(slot: Slot, body: dict[str, Any]) -> OpenStream:
 
     try:
         await within(first(), slot.timeout_s)
-    except BaseException:
+    except BaseException as exc:
+        slot.judge(exc)
         await opened.aclose()
         raise
+    slot.breaker.success()
     return opened
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from ..backends.base import Backend, Completion
-from ..errors import BackendError
+from ..errors import BackendError, UpstreamRejected
 from ..prices import token_cost
+from .health import Breaker
 
 
 class QueueTimeout(BackendError):
@@ -32,6 +33,7 @@ class Slot:
     timeout_s: float
     max_concurrency: int
     capabilities: frozenset[str] = frozenset()
+    breaker: Breaker = field(default_factory=Breaker)
     _sem: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
     _loop: Any = field(default=None, init=False, repr=False)
 
@@ -63,12 +65,28 @@ class Slot:
             sem.release()
 
     async def complete(self, body: dict[str, Any]) -> Completion:
-        """One non-streamed call under the slot's rules."""
+        """One non-streamed call under the slot's rules; its outcome feeds the circuit breaker."""
         async with self.hold():
+            self.breaker.begin()
             try:
-                return await within(self.backend.complete(body, timeout=self.timeout_s), self.timeout_s)
+                answer = await within(self.backend.complete(body, timeout=self.timeout_s), self.timeout_s)
             except asyncio.TimeoutError:
+                self.breaker.failure()
                 raise BackendError(self.name, f"no answer within {self.timeout_s:g}s", timeout=True) from None
+            except BaseException as exc:
+                self.judge(exc)
+                raise
+            self.breaker.success()
+            return answer
+
+    def judge(self, exc: BaseException) -> None:
+        """A failed call's verdict for the breaker: the model's fault, or not (client error, cancel)."""
+        if isinstance(exc, UpstreamRejected):
+            self.breaker.success()  # it answered: alive, the request was the problem
+        elif isinstance(exc, (BackendError, asyncio.TimeoutError)) and not isinstance(exc, QueueTimeout):
+            self.breaker.failure()
+        else:
+            self.breaker.released()
 
 
 async def within(aw: Any, seconds: float) -> Any:

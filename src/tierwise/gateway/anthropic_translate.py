@@ -6,8 +6,10 @@
   so the engine asks for ``vision``), ``tool_use`` -> assistant ``tool_calls``, ``tool_result`` ->
   ``tool`` messages; ``tools`` -> function tools; ``tool_choice`` auto/any/tool/none ->
   auto/required/{function}/none; ``stop_sequences`` -> ``stop``; ``metadata.user_id`` -> ``user``;
-  ``stream`` -> ``stream`` + ``stream_options.include_usage``. Dropped: ``top_k``, ``thinking``,
-  ``cache_control`` and thinking blocks of earlier assistant turns (no OpenAI equivalent).
+  ``stream`` -> ``stream`` + ``stream_options.include_usage``; ``output_config.format`` (a JSON
+  schema) -> ``response_format`` ``json_schema``; ``system`` turns inside ``messages`` -> system
+  messages in place. Dropped: ``top_k``, ``thinking``, ``output_config.effort``, ``cache_control``
+  and thinking blocks of earlier assistant turns (no OpenAI equivalent).
 * :func:`to_message`: a ``chat.completion`` as an Anthropic ``message`` (text block, then one
   ``tool_use`` block per tool call; ``stop_reason`` from ``finish_reason``; usage in Anthropic's
   names).
@@ -119,11 +121,12 @@ _BLOCKS: dict[str, type[_Open]] = {"text": _Text, "image": _Image, "tool_use": _
 _SOURCES: dict[str, type[_Open]] = {"base64": _Base64Source, "url": _UrlSource}
 # which blocks each role may send (Anthropic's own rule: tool results come from the user, tool use
 # and thinking from the assistant)
-_ALLOWED = {"user": ("text", "image", "tool_result"), "assistant": ("text", "tool_use", "thinking", "redacted_thinking")}
+_ALLOWED = {"user": ("text", "image", "tool_result"), "assistant": ("text", "tool_use", "thinking", "redacted_thinking"),
+            "system": ("text",)}
 
 
 class _Message(_Open):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]  # system turns: newer SDKs send them inside messages
     content: Any  # a string or a list of blocks, checked block by block (errors name the block)
 
 
@@ -144,6 +147,16 @@ class _Metadata(_Open):
     user_id: str | None = None
 
 
+class _Format(_Open):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class _OutputConfig(_Open):
+    format: _Format | None = None
+    effort: str | None = None
+
+
 class _Request(_Open):
     model: str = Field(min_length=1, max_length=MAX_MODEL_NAME)
     max_tokens: int = Field(ge=1)
@@ -157,6 +170,7 @@ class _Request(_Open):
     tools: list[_Tool] | None = None
     tool_choice: _ToolChoice | None = None
     metadata: _Metadata | None = None
+    output_config: _OutputConfig | None = None
 
 
 def _loc(prefix: str, loc: Iterable[Any]) -> str:
@@ -332,6 +346,9 @@ def to_chat(body: Any) -> dict[str, Any]:
         content = _content(m.content, f"messages.{i}.content", m.role)
         if m.role == "user":
             messages += _user_turn(content)
+        elif m.role == "system":
+            text = content if isinstance(content, str) else "\n\n".join(b["text"] for b in content)
+            messages.append({"role": "system", "content": text})
         else:
             messages.append(_assistant_turn(content))
     chat: dict[str, Any] = {"model": req.model, "messages": messages, "max_tokens": req.max_tokens}
@@ -354,6 +371,10 @@ def to_chat(body: Any) -> dict[str, Any]:
                 chat["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[tc.type]
             if tc.disable_parallel_tool_use and tc.type != "none":
                 chat["parallel_tool_calls"] = False
+    fmt = req.output_config.format if req.output_config is not None else None
+    if fmt is not None:  # structured output: the engine then routes only among json_schema models
+        chat["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "output", "schema": fmt.schema_}}
     if req.stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}

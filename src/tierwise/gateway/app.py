@@ -148,10 +148,12 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
                               "router": getattr(engine.router, "name", None),
                               "cascade": engine.cascade.source if engine.cascade else None,
                               "routed_model_uses": "cascade" if engine.cascade_default else "router",
-                              "in_flight": engine.pending, "log": problem or "ok"})
+                              "in_flight": engine.pending, "log": problem or "ok",
+                              "breakers": {sl.name: sl.breaker.as_dict() for sl in engine.slots}})
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
+        metrics.refresh(engine)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     anthropic.register(app, engine, guard)  # POST /v1/messages (+ count_tokens), Anthropic's shape

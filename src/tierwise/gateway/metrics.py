@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..engine.record import RequestRecord
 
@@ -22,6 +22,19 @@ class Metrics:
                                  ["model", "reason"], registry=r)
         self.tokens = Counter("tierwise_tokens", "Tokens by model and direction", ["model", "direction"], registry=r)
         self.cost = Counter("tierwise_cost_usd", "Spend in USD by model (pyramid prices)", ["model"], registry=r)
+        self.breaker_open = Gauge("tierwise_circuit_open", "1 while a model's circuit breaker keeps it out "
+                                  "(0.5 half-open: one probe allowed)", ["model"], registry=r)
+        self.breaker_trips = Gauge("tierwise_circuit_trips", "Times a model's circuit breaker opened",
+                                   ["model"], registry=r)
+        self.in_flight = Gauge("tierwise_in_flight", "Requests being answered now", registry=r)
+
+    def refresh(self, engine) -> None:
+        """Gauges read at scrape time from the engine's live state."""
+        for s in engine.slots:
+            state = s.breaker.state
+            self.breaker_open.labels(s.name).set({"closed": 0.0, "half_open": 0.5}.get(state, 1.0))
+            self.breaker_trips.labels(s.name).set(s.breaker.trips)
+        self.in_flight.set(engine.pending)
 
     def observe(self, rec: RequestRecord) -> None:
         label = rec.model or "none"

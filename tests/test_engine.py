@@ -1,0 +1,129 @@
+"""The engine from Python, without a server: route + call + fall back + record over stub backends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tierwise.config import Pyramid
+from tierwise.engine import Engine
+from tierwise.engine.health import Breaker
+from tierwise.errors import CapabilityError, ModelNotFound, RequestError, UpstreamRejected
+from tierwise.testing import write_pyramid
+
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+def _engine(stub, tmp_path, modes, **kw) -> Engine:
+    extra = kw.pop("extra", "")
+    cfg = write_pyramid(tmp_path / "p.yaml", stub.url, str(tmp_path / "log.sqlite"), modes=modes,
+                        timeout_s=kw.pop("timeout_s", 5.0), extra=extra, capabilities=kw.pop("capabilities", None))
+    return Engine.from_pyramid(Pyramid.load(cfg), **kw)
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_chat_from_python_returns_the_body_and_the_record(fresh_stub, tmp_path):
+    engine = _engine(fresh_stub, tmp_path, ("echo", "echo"))
+    seen = []
+    engine.listeners.append(seen.append)
+    a = _run(engine.chat({"model": "tierwise", "messages": MSG, "seed": 3}))
+    assert a.body["choices"][0]["message"]["content"] == "echo: hello there"
+    assert a.body["model"] == a.record.model in ("m0", "m1") and a.record.status == 200
+    assert a.record.candidates == ["m0", "m1"] and a.record.upstream_id == a.body["id"]
+    assert seen == [a.record] and engine.pending == 0
+    assert fresh_stub.bodies()[-1]["seed"] == 3 and "temperature" not in fresh_stub.bodies()[-1]
+
+
+def test_stream_from_python_yields_chunk_dicts(fresh_stub, tmp_path):
+    engine = _engine(fresh_stub, tmp_path, ("echo",))
+
+    async def go():
+        s = await engine.chat_stream({"model": "m0", "messages": MSG, "stream": True})
+        return [c async for c in s], s.record
+
+    chunks, rec = _run(go())
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "echo: hello there" and {c["model"] for c in chunks} == {"m0"}
+    assert rec.status == 200 and rec.stream and rec.tokens_out > 0 and rec.usage_estimated
+    assert engine.pending == 0
+
+
+def test_errors_are_typed_and_carry_the_record(fresh_stub, tmp_path):
+    engine = _engine(fresh_stub, tmp_path, ("reject-400", "echo"), capabilities=[["tools"], []])
+    with pytest.raises(ModelNotFound) as info:
+        _run(engine.chat({"model": "nope", "messages": MSG}))
+    assert info.value.status == 404 and info.value.record.status == 404
+    with pytest.raises(UpstreamRejected) as info:
+        _run(engine.chat({"model": "m0", "messages": MSG}))
+    assert info.value.status == 400 and info.value.body()["error"]["code"] == "stub_rejected"
+    assert fresh_stub.calls.get("reject-400") == 1 and not fresh_stub.calls.get("echo")  # no retry elsewhere
+    with pytest.raises(CapabilityError, match="vision"):
+        _run(engine.chat({"model": "tierwise", "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]}))
+    with pytest.raises(RequestError) as info:
+        _run(engine.chat({"model": "tierwise", "messages": MSG, "max_tokens": "10"}))  # no coercion
+    assert info.value.status == 422 and info.value.param == "max_tokens"
+    with pytest.raises(RequestError, match="too_many|limit is"):
+        _run(engine.chat({"model": "tierwise", "messages": MSG * 5000}))
+    with pytest.raises(RequestError, match="knob"):
+        _run(engine.chat({"model": "tierwise:nan", "messages": MSG}))
+
+
+def test_tools_are_routed_among_models_that_declare_them(fresh_stub, tmp_path):
+    engine = _engine(fresh_stub, tmp_path, ("echo", "tools", "echo"), capabilities=[[], ["tools"], []])
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    for knob in ("0", "0.5", "1"):
+        a = _run(engine.chat({"model": f"tierwise:{knob}", "messages": MSG, "tools": tools}))
+        assert a.record.model == "m1" and a.record.candidates == ["m1"] and a.record.needs == ["tools"]
+        assert a.record.excluded == {"m0": "lacks tools", "m2": "lacks tools"}
+
+
+def test_breaker_opens_after_failures_and_probes_after_cooldown():
+    b = Breaker(failures=2, cooldown_s=0.2)
+    b.begin(); b.failure()
+    assert b.state == "closed" and b.available()
+    b.begin(); b.failure()
+    assert b.state == "open" and not b.available() and b.trips == 1
+    time.sleep(0.25)
+    assert b.state == "half_open" and b.available()
+    b.begin()  # the probe
+    assert not b.available()  # one probe at a time
+    b.failure()
+    assert b.state == "open" and b.trips == 2
+    time.sleep(0.25)
+    b.begin()
+    b.success()
+    assert b.state == "closed" and b.consecutive == 0
+
+
+def test_a_stalled_model_costs_a_few_timeouts_then_is_skipped(fresh_stub, tmp_path):
+    engine = _engine(fresh_stub, tmp_path, ("stall", "echo"), timeout_s=0.3)
+    for s in engine.slots:
+        s.breaker = Breaker(failures=2, cooldown_s=60)
+
+    async def go():
+        times = []
+        for _ in range(6):
+            t = time.perf_counter()
+            a = await engine.chat({"model": "m0", "messages": MSG})
+            times.append(time.perf_counter() - t)
+            assert a.record.model == "m1"
+        return times
+
+    times = _run(go())
+    assert fresh_stub.calls.get("stall") == 2  # then the breaker keeps m0 out
+    assert all(t < 0.2 for t in times[2:]) and all(t >= 0.3 for t in times[:2]), times
+    assert engine.by_name["m0"].breaker.state == "open"
+
+
+def test_every_breaker_open_still_tries_rather_than_refuse(fresh_stub, tmp_path):
+    engine = _engine(fresh_stub, tmp_path, ("echo",))
+    b = engine.slots[0].breaker
+    b.opened_at = time.monotonic()
+    a = _run(engine.chat({"model": "tierwise", "messages": MSG}))
+    assert a.record.status == 200 and b.state == "closed"  # the forced call succeeded: closed again
