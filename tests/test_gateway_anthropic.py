@@ -473,7 +473,9 @@ def anth_gw(stub, gateway):
 
 @pytest.fixture(scope="module")
 def keyed_gw(stub, gateway):
-    return gateway(stub.url, ("echo@ak0", "echo@ak1"), extra="api_keys: [k-secret]\n", label="anthropic-keys")
+    """Client keys, and a 4 kB body limit."""
+    return gateway(stub.url, ("echo@ak0", "echo@ak1"), extra="api_keys: [k-secret]\nmax_body_bytes: 4096\n",
+                   label="anthropic-keys")
 
 
 @pytest.fixture(scope="module")
@@ -664,6 +666,14 @@ def test_x_api_key_and_bearer_auth(keyed_gw, fresh_stub):
     r = _post(keyed_gw, _req())
     _assert_anthropic_error(r, 401, "authentication_error")
     assert len(fresh_stub.requests) == 2  # only the two authenticated calls reached a model
+
+
+def test_body_limit_is_a_request_too_large(keyed_gw, fresh_stub):
+    with pytest.raises(anthropic.APIStatusError) as e:
+        _client(keyed_gw, api_key="k-secret").messages.create(
+            model="m0", max_tokens=8, messages=[{"role": "user", "content": "x" * 10_000}])
+    assert e.value.status_code == 413 and e.value.body["error"]["type"] == "request_too_large"
+    assert fresh_stub.requests == []
 
 
 @pytest.mark.parametrize("body,param", [

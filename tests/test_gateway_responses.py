@@ -281,7 +281,8 @@ def test_tool_call_completion_as_function_call_items():
 
 
 def test_length_is_incomplete_and_refusal_and_logprobs_are_kept():
-    call = parse_request({"model": "m", "input": "long", "max_output_tokens": 5})
+    call = parse_request({"model": "m", "input": "long", "max_output_tokens": 5,
+                          "include": ["message.output_text.logprobs"]})
     lp = {"content": [{"token": "a", "logprob": -0.5, "bytes": [97],
                        "top_logprobs": [{"token": "a", "logprob": -0.5, "bytes": [97]}]}]}
     resp = completion_to_response(call, _completion({"role": "assistant", "content": "a"}, "length", logprobs=lp),
@@ -291,6 +292,11 @@ def test_length_is_incomplete_and_refusal_and_logprobs_are_kept():
     assert resp["output"][0]["status"] == "incomplete" and resp["max_output_tokens"] == 5
     assert resp["output"][0]["content"][0]["logprobs"] == [
         {"token": "a", "bytes": [97], "logprob": -0.5, "top_logprobs": [{"token": "a", "bytes": [97], "logprob": -0.5}]}]
+    # not asked for (e.g. the cascade asked the backend for them): not returned
+    unasked = parse_request({"model": "m", "input": "long"})
+    resp = completion_to_response(unasked, _completion({"role": "assistant", "content": "a"}, logprobs=lp),
+                                  response_id="resp_3b")
+    assert resp["output"][0]["content"][0]["logprobs"] == []
     resp = completion_to_response(call, _completion({"role": "assistant", "content": None, "refusal": "No."}),
                                   response_id="resp_4")
     SDKResponse.model_validate(resp)
@@ -463,12 +469,13 @@ def fault_gw(stub, gateway):
                    label="resp-fault")
 
 
-KEYS = ("key-alice", "key-bob")
+KEYS = ("key-alice", "key-bob", "key-admin")
 
 
 @pytest.fixture(scope="module")
 def keys_gw(stub, gateway):
-    return gateway(stub.url, ("echo@rk0", "echo@rk1"), extra=f"api_keys: [{KEYS[0]}, {KEYS[1]}]\n", label="resp-keys")
+    return gateway(stub.url, ("echo@rk0", "echo@rk1"), extra=f"api_keys: [{KEYS[0]}, {KEYS[1]}]\n"
+                   f"admin_keys: [{KEYS[2]}]\n", label="resp-keys")
 
 
 def test_create_text(resp_gw, fresh_stub):
@@ -508,10 +515,21 @@ def test_instructions_and_parameters(resp_gw, fresh_stub):
     assert resp.temperature == 0.3 and resp.reasoning.effort == "low"
 
 
-def test_rich_answer_usage_details(resp_gw, fresh_stub):
-    resp = resp_gw.client().responses.create(model="m1", input="tell me")
+def test_rich_answer_usage_details_and_logprobs(resp_gw, fresh_stub):
+    client = resp_gw.client()
+    resp = client.responses.create(model="m1", input="tell me")
     assert resp.output_text == "echo: tell me"
     assert resp.usage.input_tokens_details.cached_tokens == 1 and resp.usage.output_tokens_details.reasoning_tokens == 2
+    assert resp.output[0].content[0].logprobs == []  # the rich stub always sends them; nobody asked
+    resp = client.responses.create(model="m1", input="tell me", include=["message.output_text.logprobs"],
+                                   top_logprobs=2)
+    lps = resp.output[0].content[0].logprobs
+    assert [lp.token for lp in lps] == ["echo:", " tell", " me"] and len(lps[0].top_logprobs) == 2
+    body = _chat_requests(fresh_stub)[-1]["body"]
+    assert body["logprobs"] is True and body["top_logprobs"] == 2
+    events = list(client.responses.create(model="m1", input="tell me", top_logprobs=1, stream=True))
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert [d.logprobs[0].token for d in deltas] == ["echo:", " tell", " me"]
 
 
 def test_stream_event_types_in_order(resp_gw, fresh_stub):
@@ -660,8 +678,11 @@ def test_retrieve_and_delete(resp_gw, fresh_stub):
         client.responses.retrieve(r.id)
     err = _assert_error_shape(httpx.delete(resp_gw.base_url + f"/responses/{r.id}", timeout=30), 404)
     assert r.id in err["message"]
-    stored = DecisionLog(resp_gw.log).get_response(r.id)
-    assert stored is None
+    log = DecisionLog(resp_gw.log)
+    try:
+        assert log.get_response(r.id) is None  # deleted from the database too
+    finally:
+        log.close()
 
 
 def test_stored_turn_in_the_database(resp_gw, fresh_stub):
@@ -813,6 +834,47 @@ def test_stats_counts_every_surface(stub, gateway, fresh_stub):
     s = json.loads(out.stdout)
     assert s["requests"] == 3 and s["answered"] == 3 and s["surfaces"] == {"responses": 2, "chat": 1}
     assert s["models"]["m0"]["requests"] == 2 and s["models"]["m1"]["requests"] == 1
+    out = subprocess.run([sys.executable, "-c", "from tierwise.cli import app; app()", "stats", "--config",
+                          str(gw.cfg)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "surfaces: responses 2, chat 1" in out.stdout, out.stdout + out.stderr
+
+
+def test_ttl_from_the_pyramid_expires_stored_responses(stub, gateway, fresh_stub):
+    gw = gateway(stub.url, ("echo@rttl0",), extra="responses_ttl_days: 0.00002\n", label="resp-ttl")  # ~1.7 s
+    client = gw.client()
+    r = client.responses.create(model="m0", input="short-lived")
+    assert client.responses.retrieve(r.id).id == r.id
+    time.sleep(2.0)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="m0", input="still there?", previous_response_id=r.id)
+
+
+def test_cascade_on_the_responses_surface(stub, gateway, tmp_path, fresh_stub):
+    from tierwise.cascade import Thresholds
+
+    th = Thresholds(["m0", "m1", "m2"], [-1.0, -1.0]).save(tmp_path / "cascade.json")
+    gw = gateway(stub.url, ("unsure@rcs0", "confident@rcs1", "echo@rcs2"), extra=f"cascade: {th}\n",
+                 label="resp-cascade")
+    client = gw.client()
+    raw = client.responses.with_raw_response.create(model="tierwise:cascade", input="capital of France?")
+    resp = raw.parse()
+    assert resp.model == "m1" and resp.output_text == "echo: capital of France?"
+    assert raw.headers["x-tierwise-router"] == "cascade"
+    assert raw.headers["x-tierwise-cascade-chain"] == "m0:-3.00:escalated,m1:-0.05:kept"
+    events = list(client.responses.create(model="tierwise:cascade", input="streamed", stream=True))
+    assert events[-1].type == "response.completed" and events[-1].response.model == "m1"
+    assert events[-1].response.output_text == "echo: streamed"
+    row = gw.row(resp.id)
+    assert row["surface"] == "responses" and [s["outcome"] for s in row["cascade_chain"]] == ["escalated", "kept"]
+
+
+def test_non_json_content_type_is_415(resp_gw, fresh_stub):
+    r = httpx.post(resp_gw.base_url + "/responses", content=b"model=m2&input=hi", timeout=30,
+                   headers={"content-type": "application/x-www-form-urlencoded"})
+    assert _assert_error_shape(r, 415)["code"] == "unsupported_media_type"
+    assert fresh_stub.requests == []
 
 
 def test_client_keys(keys_gw, fresh_stub):
@@ -832,6 +894,15 @@ def test_client_keys(keys_gw, fresh_stub):
     assert follow.output_text == "echo: and now?"
     assert fresh_stub.bodies()[-1]["messages"][0] == {"role": "user", "content": "alice's secret"}
     assert httpx.get(keys_gw.base_url + f"/responses/{r.id}", timeout=30).status_code == 401
+    # an admin key may read it; the stored turn and the decision-log row name alice's key (hashed)
+    assert keys_gw.client(api_key=KEYS[2]).responses.retrieve(r.id).id == r.id
+    row = keys_gw.row(r.id)
+    assert row["surface"] == "responses" and row["key_hash"] and KEYS[0] not in json.dumps(row)
+    log = DecisionLog(keys_gw.log)
+    try:
+        assert log.get_response(r.id)["key_hash"] == row["key_hash"]
+    finally:
+        log.close()
 
 
 # == slow: the embedded local pyramid ====================================================================

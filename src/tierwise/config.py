@@ -144,6 +144,9 @@ class Pyramid(BaseModel):
     log: str = DEFAULT_LOG  # SQLite path or postgres:// URL
     api_keys: list[str] | None = None  # keys clients must present to the gateway
     api_keys_env: str | None = None  # or: env var with comma-separated keys
+    admin_keys: list[str] | None = None  # keys that may also act on other keys' requests (feedback, dashboard)
+    admin_keys_env: str | None = None
+    body_timeout_s: float = Field(DEFAULT_BODY_TIMEOUT_S, gt=0)  # a body must arrive within this (408)
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, gt=0)
     max_pending: int = Field(DEFAULT_MAX_PENDING, gt=0)
     responses_ttl_days: float = Field(DEFAULT_RESPONSES_TTL_DAYS, gt=0)  # stored Responses API answers
@@ -179,8 +182,13 @@ class Pyramid(BaseModel):
             raise ValueError("knob: the threshold rule needs a knob in [0, 1]")
         elif self.rule == "cost_weight" and self.knob < 0:
             raise ValueError("knob: the cost_weight rule needs a knob >= 0")
-        if self.api_keys is not None and self.api_keys_env is not None:
-            raise ValueError("api_keys: give either 'api_keys' or 'api_keys_env', not both")
+        for name in ("api_keys", "admin_keys"):
+            keys = getattr(self, name)
+            if keys is not None and getattr(self, name + "_env") is not None:
+                raise ValueError(f"{name}: give either '{name}' or '{name}_env', not both")
+            if keys is not None and (not keys or any(not k.strip() for k in keys)):
+                raise ValueError(f"{name}: an empty key list or an empty key would turn auth off silently; "
+                                 f"list real keys, or remove '{name}' for an open gateway (localhost only)")
         return self
 
     # ---- accessors -------------------------------------------------------------------------
@@ -197,12 +205,23 @@ class Pyramid(BaseModel):
 
     def client_keys(self) -> list[str] | None:
         """Keys the gateway accepts, or None for an open gateway (meant for localhost only)."""
-        if self.api_keys_env is None:
-            return self.api_keys
-        raw = os.environ.get(self.api_keys_env)
+        return self._keys("api_keys")
+
+    def admin_client_keys(self) -> list[str] | None:
+        return self._keys("admin_keys")
+
+    def _keys(self, name: str) -> list[str] | None:
+        env = getattr(self, name + "_env")
+        if env is None:
+            return getattr(self, name)
+        raw = os.environ.get(env)
         if not raw:
-            raise ConfigError(f"api_keys_env: environment variable {self.api_keys_env} is not set")
-        return [k.strip() for k in raw.split(",") if k.strip()]
+            raise ConfigError(f"{name}_env: environment variable {env} is not set")
+        keys = [k.strip() for k in raw.split(",") if k.strip()]
+        if not keys:
+            raise ConfigError(f"{name}_env: environment variable {env} holds no keys (got {raw!r}); "
+                              f"set comma-separated keys, or remove '{name}_env' for an open gateway")
+        return keys
 
     def log_target(self) -> str:
         """The decision log as a postgres URL or an absolute SQLite path (``~`` expanded)."""

@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS requests (
     needs TEXT,
     upstream_id TEXT,
     usage_estimated INTEGER,
-    surface TEXT
+    surface TEXT,
+    key_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -149,7 +150,8 @@ class _Dialect:
 
 # columns added after the first release, migrated on open
 _ADDED = (("cascade_chain", "TEXT"), ("candidates", "TEXT"), ("excluded", "TEXT"), ("needs", "TEXT"),
-          ("upstream_id", "TEXT"), ("usage_estimated", "INTEGER"), ("surface", "TEXT"))
+          ("upstream_id", "TEXT"), ("usage_estimated", "INTEGER"), ("surface", "TEXT"),
+          ("key_hash", "TEXT"))
 
 
 class DecisionLog:
@@ -185,12 +187,14 @@ class DecisionLog:
             rec.prompt = None
         self._queue.put(("req", rec))
 
-    def add_feedback(self, request_id: str, score: float) -> concurrent.futures.Future:
-        """Queue a rating; the future resolves to False when ``request_id`` is not in the log."""
+    def add_feedback(self, request_id: str, score: float, *, key_hash: str | None = None,
+                     admin: bool = True) -> concurrent.futures.Future:
+        """Queue a rating; the future resolves to False when ``request_id`` is not in the log, or
+        (unless ``admin``) was made with another client key than ``key_hash``'s."""
         if not 0.0 <= float(score) <= 1.0:
             raise ValueError(f"feedback score must be in [0, 1], got {score!r}")
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put(("fb", (request_id, float(score), fut)))
+        self._queue.put(("fb", (request_id, float(score), fut, None if admin else key_hash)))
         return fut
 
     # -- stored responses (the Responses API's previous_response_id) ------------------------
@@ -313,10 +317,12 @@ class DecisionLog:
                 if rows:  # keep FIFO order: the rated request may be in this batch
                     cur.executemany(insert_req, rows)
                     rows = []
-                rid, score, fut = payload
-                cur.execute(f"SELECT id FROM requests WHERE id = {ph} OR upstream_id = {ph} LIMIT 1", (rid, rid))
+                rid, score, fut, owner = payload
+                cur.execute(f"SELECT id, key_hash FROM requests WHERE id = {ph} OR upstream_id = {ph} LIMIT 1",
+                            (rid, rid))
                 hit = cur.fetchone()
-                found = hit is not None
+                # another client's request is "not found": a key cannot rate, or probe for, others' requests
+                found = hit is not None and (owner is None or hit[1] == owner)
                 if found:
                     rid = hit[0]
                     cur.execute(

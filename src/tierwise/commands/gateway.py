@@ -67,7 +67,13 @@ def register(app: typer.Typer) -> None:
         casc = ""
         if eng.cascade is not None:
             casc = f"  cascade: {eng.cascade.source}" + (" (also for model 'tierwise')" if eng.cascade_default else "")
-        auth = f"auth: {len(guard.api_keys)} key(s)" if guard.api_keys else "auth: OFF (open gateway)"
+        if guard.api_keys:
+            auth = f"auth: on ({len(guard.api_keys)} key(s), {len(guard.admin_keys)} admin) for every /v1 endpoint; " \
+                   "/health and /metrics are open"
+        else:
+            auth = "auth: OFF: every endpoint answers anyone (open gateway; keep it on 127.0.0.1)"
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                auth += f"  WARNING: listening on {host} without api_keys"
         typer.echo(f"tierwise gateway on http://{host}:{port}/v1  models: {', '.join(eng.order)}  "
                    f"router: {eng.router.name}{casc}  log: {app_.state.log.url}  {auth}", err=True)
         uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
@@ -141,6 +147,7 @@ def register(app: typer.Typer) -> None:
             return "-" if v is None else f"{v:.1f} ms"
 
         con.print(f"status: {s['status']}   fallbacks: {s['fallbacks']} in {s['fallback_requests']} requests")
+        con.print("surfaces: " + ", ".join(f"{k} {v}" for k, v in s.get("surfaces", {}).items()))
         con.print(f"latency p50 {ms(s['latency_ms_p50'])}  p99 {ms(s['latency_ms_p99'])}   "
                   f"routing p50 {ms(s['route_ms_p50'])}  p99 {ms(s['route_ms_p99'])}")
         if s["baseline_cost_usd"] is not None:

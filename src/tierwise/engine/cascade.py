@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from ..backends.base import Completion
 from ..cascade import SKIP, Thresholds
 from ..errors import AllModelsFailed, Overloaded, RequestError, UpstreamRejected
-from .dispatch import OpenStream, open_stream, record_failure
+from .dispatch import OpenStream, open_stream, record_failure, tried
 from .record import CascadeStep, RequestRecord
 from .slot import Slot, failure_reason
 
@@ -130,10 +130,10 @@ class Cascade:
 
     @staticmethod
     def top_failed(slot: Slot, rec: RequestRecord, exc: BaseException) -> Exception:
-        tried = "; ".join(f"{f['model']}: {f['error']}" for f in rec.fallbacks) or str(exc)
+        what = tried(rec) or failure_reason(exc)
         if failure_reason(exc) == "overloaded":
-            return Overloaded(f"cascade: the top model {slot.name} is busy ({tried})")
-        return AllModelsFailed(f"cascade: the top model {slot.name} failed and no cheaper answer was kept ({tried})")
+            return Overloaded(f"cascade: the top model {slot.name} is busy ({what})")
+        return AllModelsFailed(f"cascade: the top model {slot.name} failed and no cheaper answer was kept ({what})")
 
 
 def chain_header(steps: Sequence[dict] | None) -> str:

@@ -26,14 +26,29 @@ def record_failure(rec: RequestRecord, slot: Slot, exc: BaseException, *, stream
         msg = f"{slot.name}: no {'first chunk' if streaming else 'answer'} within {slot.timeout_s:g}s"
     else:
         msg = str(exc) or type(exc).__name__
-    rec.add_fallback(slot.name, reason, msg)
+    rec.add_fallback(slot.name, reason, msg, public_reason(exc, reason, slot.timeout_s))
+
+
+def public_reason(exc: BaseException, reason: str, timeout_s: float) -> str:
+    """A failure as a client may hear of it: what happened, not where or what the upstream said."""
+    if reason == "overloaded":
+        return "busy (no free slot)"
+    if reason == "timeout":
+        return f"timed out ({timeout_s:g}s)"
+    status = getattr(exc, "upstream_status", None)
+    return f"HTTP {status}" if status else "backend error"
+
+
+def tried(rec: RequestRecord) -> str:
+    """``m0: HTTP 500; m1: timed out (10s)``: the models tried, for a client-facing message."""
+    return "; ".join(f"{f['model']}: {f.get('public') or f['reason']}" for f in rec.fallbacks
+                     if f["reason"] != "context")
 
 
 def all_failed(rec: RequestRecord) -> TierwiseError:
-    tried = "; ".join(f"{f['model']}: {f['error']}" for f in rec.fallbacks if f["reason"] != "context")
     if rec.fallbacks and all(f["reason"] in ("overloaded", "context") for f in rec.fallbacks):
-        return Overloaded(f"all models are busy ({tried})")
-    return AllModelsFailed(f"every model in the pyramid failed ({tried})")
+        return Overloaded(f"all models are busy ({tried(rec)})")
+    return AllModelsFailed(f"every model in the pyramid failed ({tried(rec)})")
 
 
 async def complete(chain: Sequence[str], slots: Mapping[str, Slot], body: dict[str, Any],

@@ -24,13 +24,13 @@ from typing import Any, Callable, Sequence
 
 from ..config import DEFAULT_MAX_PENDING
 from ..decision import Decision
-from ..errors import AllModelsFailed, Overloaded, TierwiseError
+from ..errors import AllModelsFailed, Overloaded, RequestError, TierwiseError
 from . import candidates as _candidates
 from . import dispatch
 from . import plan as _plan
 from .cascade import Cascade
 from .record import CascadeStep, RequestRecord, new_request_id, prompt_hash
-from .request import ChatRequest
+from .request import ChatRequest, too_many
 from .slot import Slot
 from .stream import ChatStream, completion_chunks
 
@@ -86,13 +86,14 @@ class Engine:
     # -- one request -------------------------------------------------------------------------
 
     async def chat(self, body: dict[str, Any] | bytes, *, request_id: str | None = None,
-                   surface: str = "chat") -> ChatAnswer:
+                   surface: str = "chat", key_hash: str | None = None) -> ChatAnswer:
         """Answer a non-streamed request (``stream`` in the body is ignored).
 
         ``surface`` names the API the client called (``chat``, ``responses``, ``messages`` ...) for
         the record; other surfaces translate their request to a chat body before calling this.
+        ``key_hash`` says which client key made it (feedback and stored responses check it).
         """
-        rec = self._admit(request_id, surface)
+        rec = self._admit(request_id, surface, key_hash)
         try:
             p = await self._prepare(body, rec)
             if p.plan.kind == "cascade":
@@ -110,13 +111,13 @@ class Engine:
             self.pending -= 1
 
     async def chat_stream(self, body: dict[str, Any] | bytes, *, request_id: str | None = None,
-                          surface: str = "chat") -> ChatStream:
+                          surface: str = "chat", key_hash: str | None = None) -> ChatStream:
         """Start a streamed request; returns once the answering model has sent its first chunk.
 
         Failures before that fall back or raise; after it, the stream ends with an error chunk.
         The caller must iterate the stream or ``aclose()`` it (the record is finished then).
         """
-        rec = self._admit(request_id, surface)
+        rec = self._admit(request_id, surface, key_hash)
         rec.stream = True
         handed_over = False
         try:
@@ -137,21 +138,22 @@ class Engine:
             if not handed_over:
                 self.pending -= 1
 
-    async def handle(self, body: dict[str, Any] | bytes) -> ChatAnswer | ChatStream:
+    async def handle(self, body: dict[str, Any] | bytes, **kw: Any) -> ChatAnswer | ChatStream:
         """``chat`` or ``chat_stream``, as the body's ``stream`` field says (the body is parsed once)."""
         if not isinstance(body, dict):
             try:
+                too_many(body)
                 body = json.loads(body)
-            except ValueError:
-                return await self.chat(body)  # raises the parse error, with its record
+            except (ValueError, RequestError):
+                return await self.chat(body, **kw)  # raises the error, with its record
         if isinstance(body, dict) and body.get("stream") is True:
-            return await self.chat_stream(body)
-        return await self.chat(body)
+            return await self.chat_stream(body, **kw)
+        return await self.chat(body, **kw)
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _admit(self, request_id: str | None, surface: str = "chat") -> RequestRecord:
-        rec = RequestRecord(id=request_id or new_request_id(), ts=time.time(), surface=surface)
+    def _admit(self, request_id: str | None, surface: str = "chat", key_hash: str | None = None) -> RequestRecord:
+        rec = RequestRecord(id=request_id or new_request_id(), ts=time.time(), surface=surface, key_hash=key_hash)
         rec._t0 = time.perf_counter()  # type: ignore[attr-defined]
         if self.pending >= self.max_pending:
             err = Overloaded(f"gateway overloaded ({self.pending} requests in flight); retry later")

@@ -26,14 +26,20 @@ def new_request_id(prefix: str = "chatcmpl") -> str:
 
 @dataclass
 class Fallback:
-    """A model that was tried and failed (or was passed over), and why."""
+    """A model that was tried and failed (or was passed over), and why.
+
+    ``error`` is the full detail, for the log only; ``public`` is what a client may be told
+    (no backend address, no upstream body).
+    """
 
     model: str
     reason: str  # error | timeout | overloaded | context
     error: str
+    public: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        return {"model": self.model, "reason": self.reason, "error": self.error}
+        return {"model": self.model, "reason": self.reason, "error": self.error,
+                "public": self.public or self.reason}
 
 
 @dataclass
@@ -81,9 +87,10 @@ class RequestRecord:
     upstream_id: str | None = None  # the answering backend's own response id
     usage_estimated: bool = False
     surface: str = "chat"  # which API the client called
+    key_hash: str | None = None  # which client key made the request (a hash, never the key)
 
-    def add_fallback(self, model: str, reason: str, error: str) -> None:
-        self.fallbacks.append(Fallback(model, reason, error[:300]).as_dict())
+    def add_fallback(self, model: str, reason: str, error: str, public: str = "") -> None:
+        self.fallbacks.append(Fallback(model, reason, error[:300], public).as_dict())
 
     def set_cascade(self, steps: list[CascadeStep]) -> None:
         self.cascade_chain = [
@@ -99,7 +106,7 @@ COLUMNS = (
     "id", "ts", "prompt_hash", "prompt", "requested_model", "router", "rule", "knob", "scores",
     "chosen", "model", "fallbacks", "tokens_in", "tokens_out", "latency_ms", "route_ms",
     "cost_usd", "status", "error", "stream", "cascade_chain", "candidates", "excluded", "needs",
-    "upstream_id", "usage_estimated", "surface",
+    "upstream_id", "usage_estimated", "surface", "key_hash",
 )
 JSON_COLUMNS = ("scores", "fallbacks", "cascade_chain", "candidates", "excluded", "needs")
 BOOL_COLUMNS = ("stream", "usage_estimated")

@@ -113,12 +113,17 @@ class ChatStream:
             status, error = 499, "client closed the stream"
             raise
         except Exception as exc:  # after the first chunk there is no fallback: end with an error object
-            err = exc if isinstance(exc, TierwiseError) else AllModelsFailed(str(exc) or type(exc).__name__)
-            if not isinstance(err, AllModelsFailed) and err.status < 500:
-                err = AllModelsFailed(err.message)
-            status, error = 502, err.message
+            from .dispatch import public_reason
+            from .slot import failure_reason
+
+            detail = str(exc) or type(exc).__name__  # the log's; the client hears what, not where
+            if isinstance(exc, TierwiseError) and "stalled" in detail:
+                public = detail
+            else:
+                public = f"{name}: {public_reason(exc, failure_reason(exc), self.slot.timeout_s)} mid-stream"
+            status, error = 502, detail
             self._settle(tally, outcome="error")
-            yield err.body()
+            yield AllModelsFailed(public).body()
         finally:
             await self._end(status, error)
 

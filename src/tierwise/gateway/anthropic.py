@@ -41,7 +41,7 @@ from ..engine.record import RequestRecord
 from ..engine.stream import ChatStream
 from ..errors import AuthError, Overloaded, RequestError, TierwiseError, UpstreamRejected
 from . import anthropic_translate as tr
-from .guard import Guard
+from .guard import Guard, while_connected
 from .responses import json_response, record_headers
 from .sse import GuardedStream
 
@@ -89,10 +89,11 @@ def error_response(exc: TierwiseError, rec: RequestRecord | None = None, request
     return json_response(body, status, headers)
 
 
-def _rejected(engine: Engine, rid: str, exc: TierwiseError, stream: bool) -> RequestRecord:
+def _rejected(engine: Engine, rid: str, exc: TierwiseError, stream: bool, key_hash: str | None) -> RequestRecord:
     """A request refused before the engine saw it (unparsable, invalid) still gets its decision-log
     row, as a malformed chat request does."""
-    rec = RequestRecord(id=rid, ts=time.time(), surface=SURFACE, status=exc.status, error=exc.message, stream=stream)
+    rec = RequestRecord(id=rid, ts=time.time(), surface=SURFACE, status=exc.status, error=exc.message, stream=stream,
+                        key_hash=key_hash)
     for listener in engine.listeners:
         try:
             listener(rec)
@@ -102,9 +103,7 @@ def _rejected(engine: Engine, rid: str, exc: TierwiseError, stream: bool) -> Req
 
 
 async def _read(request: Request, guard: Guard) -> Any:
-    check_json = getattr(guard, "check_json", None)
-    if check_json is not None:
-        check_json(request)
+    guard.check_json(request)
     return tr.parse_json(await guard.read_body(request))
 
 
@@ -139,7 +138,7 @@ def register(app: FastAPI, engine: Engine, guard: Guard) -> None:
     async def messages(request: Request) -> Response:
         rid = new_message_id()
         try:
-            guard.check_auth(request)
+            client = guard.check_auth(request)
         except TierwiseError as exc:
             return error_response(exc, request_id=rid)  # unauthenticated traffic is neither answered nor logged
         streaming = False
@@ -148,15 +147,16 @@ def register(app: FastAPI, engine: Engine, guard: Guard) -> None:
             streaming = isinstance(raw, dict) and raw.get("stream") is True
             chat = tr.to_chat(raw)
         except TierwiseError as exc:
-            return error_response(exc, _rejected(engine, rid, exc, streaming))
+            return error_response(exc, _rejected(engine, rid, exc, streaming, client.key_hash))
+        kw = {"request_id": rid, "surface": SURFACE, "key_hash": client.key_hash}
         try:
             if chat.get("stream"):
-                stream = await engine.chat_stream(chat, request_id=rid, surface=SURFACE)
+                stream = await while_connected(request, engine.chat_stream(chat, **kw))
                 translator = tr.StreamTranslator(rid, stream.record.model or stream.slot.name,
                                                  input_tokens=int(getattr(stream, "_prompt_tokens", 0) or 0),
                                                  stop_sequences=tuple(chat.get("stop") or ()))
                 return _sse(stream, translator)
-            answer = await engine.chat(chat, request_id=rid, surface=SURFACE)
+            answer = await while_connected(request, engine.chat(chat, **kw))
         except TierwiseError as exc:
             return error_response(exc, getattr(exc, "record", None), rid)
         except Exception as exc:  # the engine turns its own failures into TierwiseError; this is a last resort

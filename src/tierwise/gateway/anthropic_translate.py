@@ -23,10 +23,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import RequestError
 
@@ -177,11 +178,9 @@ def _loc(prefix: str, loc: Iterable[Any]) -> str:
     return ".".join([p for p in [prefix] if p] + [str(p) for p in loc])
 
 
-def _check(model: type[BaseModel] | TypeAdapter, value: Any, path: str) -> Any:
+def _check(model: type[BaseModel], value: Any, path: str) -> Any:
     """Validate ``value``; the first problem becomes ``<path>.<field>: <message>`` (Anthropic's style)."""
     try:
-        if isinstance(model, TypeAdapter):
-            return model.validate_python(value)
         return model.model_validate(value)
     except ValidationError as exc:
         err = exc.errors()[0]

@@ -26,7 +26,7 @@ from ..engine.request import validation_error
 from ..engine.stream import ChatStream
 from ..errors import ModelNotFound, RequestError, TierwiseError
 from . import anthropic
-from .guard import Guard
+from .guard import Guard, while_connected
 from .metrics import Metrics
 from . import responses_api
 from .responses import error_response, json_response, record_headers
@@ -68,7 +68,8 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
         log = open_log(pyramid.log_target(), store_prompts=store_prompts)
     metrics = Metrics()
     engine.listeners += [metrics.observe, log.record]
-    guard = Guard(pyramid.client_keys(), pyramid.max_body_bytes)
+    guard = Guard(pyramid.client_keys(), pyramid.max_body_bytes, admin_keys=pyramid.admin_client_keys(),
+                  body_timeout_s=pyramid.body_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -100,13 +101,13 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         try:
-            guard.check_auth(request)
+            client = guard.check_auth(request)
         except TierwiseError as exc:
             return error_response(exc)  # unauthenticated traffic is neither answered nor logged
         try:
             guard.check_json(request)
             body = await guard.read_body(request)
-            result = await engine.handle(body)
+            result = await while_connected(request, engine.handle(body, key_hash=client.key_hash))
         except TierwiseError as exc:
             rec = getattr(exc, "record", None)
             return error_response(exc, record_headers(rec) if rec is not None else None)
@@ -129,13 +130,14 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:
-        guard.check_auth(request)
+        client = guard.check_auth(request)
         raw = await guard.read_body(request)
         try:
             fb = _Feedback.model_validate_json(raw)
         except ValidationError as exc:
             raise validation_error(exc) from None
-        found = await asyncio.wrap_future(log.add_feedback(fb.request_id, fb.score))
+        found = await asyncio.wrap_future(log.add_feedback(fb.request_id, fb.score, key_hash=client.key_hash,
+                                                           admin=client.admin))
         if not found:
             raise RequestError(f"unknown request_id '{fb.request_id}'", status=404, param="request_id",
                                code="not_found")

@@ -1,27 +1,61 @@
-"""What every request passes before the engine sees it: the client key and the body size limit."""
+"""What every request passes before the engine sees it: the client key, the content type, the body
+(size limit, and a deadline so slow bodies cannot hold the gateway), and the client staying
+connected while a non-streamed answer is computed."""
 
 from __future__ import annotations
 
-from typing import Iterable
+import asyncio
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any, Awaitable, Iterable
 
 from starlette.requests import Request
 
-from ..errors import AuthError, RequestError
+from ..config import DEFAULT_BODY_TIMEOUT_S
+from ..errors import AuthError, RequestError, TierwiseError
+
+
+def key_hash(key: str) -> str:
+    """How a client key appears in the log (and in ownership checks): never the key itself."""
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who sent a request: ``key_hash`` None on an open gateway; admins may act on any request."""
+
+    key_hash: str | None
+    admin: bool
+
+
+class ClientGone(TierwiseError):
+    """The client closed the connection before its answer was ready (logged as 499)."""
+
+    status, code = 499, "client_closed_request"
 
 
 class Guard:
-    def __init__(self, api_keys: Iterable[str] | None, max_body_bytes: int):
-        self.api_keys = frozenset(k for k in (api_keys or ()) if k)
+    def __init__(self, api_keys: Iterable[str] | None, max_body_bytes: int, *,
+                 admin_keys: Iterable[str] | None = None, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S):
+        self.admin_keys = frozenset(k for k in (admin_keys or ()) if k)
+        self.api_keys = frozenset(k for k in (api_keys or ()) if k) | self.admin_keys
         self.max_body_bytes = int(max_body_bytes)
+        self.body_timeout_s = float(body_timeout_s)
 
-    def check_auth(self, request: Request) -> None:
+    @property
+    def open(self) -> bool:
+        return not self.api_keys
+
+    def check_auth(self, request: Request) -> Client:
         """``Authorization: Bearer <key>`` (or ``x-api-key``) when keys are configured."""
         if not self.api_keys:
-            return
+            return Client(None, True)  # an open gateway: everyone is everyone (localhost only)
         auth = request.headers.get("authorization", "")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-        if key not in self.api_keys:
+        if not key or not any(hmac.compare_digest(key, k) for k in self.api_keys):
             raise AuthError("invalid or missing API key (send 'Authorization: Bearer <key>')")
+        return Client(key_hash(key), key in self.admin_keys)
 
     @staticmethod
     def check_json(request: Request) -> None:
@@ -32,15 +66,49 @@ class Guard:
                                code="unsupported_media_type")
 
     async def read_body(self, request: Request) -> bytes:
+        """The whole body within the size limit and ``body_timeout_s`` (408 past it)."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise RequestError(f"request body is {declared} bytes; the limit is {self.max_body_bytes}",
                                status=413, code="request_too_large")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise RequestError(f"request body exceeds the limit of {self.max_body_bytes} bytes",
-                                   status=413, code="request_too_large")
-            chunks.append(chunk)
+        chunks: list[bytes] = []
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                size = 0
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        raise RequestError(f"request body exceeds the limit of {self.max_body_bytes} bytes",
+                                           status=413, code="request_too_large")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestError(f"request body not received within {self.body_timeout_s:g}s", status=408,
+                               code="request_timeout") from None
         return b"".join(chunks)
+
+
+async def while_connected(request: Request, work: Awaitable[Any]) -> Any:
+    """Await ``work`` unless the client hangs up first; then cancel it (a local model stops
+    decoding, an upstream request is dropped) and raise :class:`ClientGone`."""
+    task = asyncio.ensure_future(work)
+
+    async def hang_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(hang_up())
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except BaseException:
+        pass
+    raise ClientGone("client closed the connection before the answer was ready")

@@ -10,8 +10,9 @@ decision-log row id and the ``x-request-id`` header.
 
 With ``store`` (the default) the turn is kept in the decision-log database (table ``responses``:
 the full chat-format conversation including this answer, and the Response object) so a follow-up
-can send ``previous_response_id``; only the client key that created it may read or continue it
-(when keys are configured). Stored responses expire after ``responses_ttl_days`` (default 30).
+can send ``previous_response_id``; only the client key that created it (or an admin key) may
+retrieve, delete or continue it when keys are configured; to any other key it does not exist (404).
+Stored responses expire after ``responses_ttl_days`` (default 30).
 
 Errors are OpenAI's ``{"error": {...}}`` with a 4xx naming the field; an upstream model's own
 rejection of the request is returned as-is. Register with :func:`register` from ``create_app``.
@@ -20,7 +21,6 @@ rejection of the request is returned as-is. Register with :func:`register` from 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from typing import Any
@@ -32,7 +32,7 @@ from ..decision_log import DecisionLog
 from ..engine.engine import Engine
 from ..engine.record import RequestRecord
 from ..errors import LogError, RequestError, TierwiseError
-from .guard import Guard
+from .guard import Client, Guard, while_connected
 from .responses import error_response, json_response, record_headers
 from .responses_translate import (
     ResponsesCall, StreamTranslator, chat_body, completion_to_response, items_to_messages, new_response_id,
@@ -49,15 +49,6 @@ def sse_event(ev: dict[str, Any]) -> bytes:
     """One Responses stream event: ``event: <type>`` and its JSON ``data``."""
     data = json.dumps(ev, separators=(",", ":"), ensure_ascii=False).encode()
     return b"event: " + str(ev.get("type", "message")).encode() + b"\ndata: " + data + b"\n\n"
-
-
-def _client_key_hash(guard: Guard, request: Request) -> str | None:
-    """A hash of the key the client presented (what ``Guard.check_auth`` accepted); None without keys."""
-    if not guard.api_keys:
-        return None
-    auth = request.headers.get("authorization", "")
-    key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 def _not_found(response_id: str) -> RequestError:
@@ -80,10 +71,11 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
         log.responses_ttl_days = float(ttl_days)
     log.prune_responses()  # expiry on startup; the writer prunes again at most hourly while storing
 
-    def reject(rid: str, raw: bytes, exc: TierwiseError) -> Response:
+    def reject(rid: str, raw: bytes, client: Client, exc: TierwiseError) -> Response:
         """A request refused before the engine saw it still gets its decision-log row (as chat's do)."""
         rec = RequestRecord(id=rid, ts=time.time(), surface=SURFACE, requested_model=_requested_model(raw),
                             status=exc.status, error=exc.message)
+        rec.key_hash = client.key_hash
         for listener in engine.listeners:
             try:
                 listener(rec)
@@ -91,12 +83,12 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
                 pass
         return error_response(exc, {"x-request-id": rid})
 
-    async def load(response_id: str, key_hash: str | None) -> dict[str, Any] | None:
+    async def load(response_id: str, client: Client) -> dict[str, Any] | None:
         try:
             row = await asyncio.to_thread(log.get_response, response_id)
         except Exception as exc:
             raise LogError(f"stored responses unavailable ({type(exc).__name__}: {exc})") from None
-        if row is None or (guard.api_keys and row.get("key_hash") != key_hash):
+        if row is None or not (client.admin or row.get("key_hash") == client.key_hash):
             return None  # another key's response does not exist for this client
         return row
 
@@ -113,7 +105,7 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
     @app.post("/v1/responses")
     async def create_response(request: Request) -> Response:
         try:
-            guard.check_auth(request)
+            client = guard.check_auth(request)
         except TierwiseError as exc:
             return error_response(exc)  # unauthenticated traffic is neither answered nor logged
         rid = new_response_id()
@@ -125,25 +117,26 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
             raw = await guard.read_body(request)
         except TierwiseError as exc:
             return error_response(exc)
-        key_hash = _client_key_hash(guard, request)
+        key_hash = client.key_hash
         try:
             call = parse_request(raw)
             history: list[dict[str, Any]] = []
             if call.previous_response_id:
-                prev = await load(call.previous_response_id, key_hash)
+                prev = await load(call.previous_response_id, client)
                 if prev is None:
                     raise RequestError(f"Previous response with id '{call.previous_response_id}' not found.",
                                        status=404, param="previous_response_id", code="previous_response_not_found")
                 history = prev["messages"]
             body = chat_body(call, history)
         except TierwiseError as exc:
-            return reject(rid, raw, exc)
+            return reject(rid, raw, client, exc)
 
         try:
             if call.stream:
-                stream = await engine.chat_stream(body, request_id=rid, surface=SURFACE)
-            else:
-                answer = await engine.chat(body, request_id=rid, surface=SURFACE)
+                stream = await engine.chat_stream(body, request_id=rid, surface=SURFACE, key_hash=key_hash)
+            else:  # a client that hangs up while waiting stops the model (logged as 499)
+                answer = await while_connected(request, engine.chat(body, request_id=rid, surface=SURFACE,
+                                                                    key_hash=key_hash))
         except TierwiseError as exc:
             rec = getattr(exc, "record", None)
             return error_response(exc, record_headers(rec) if rec is not None else None)
@@ -173,10 +166,11 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
             if failed:
                 return
             rec = stream.record
-            for ev in translator.finish((rec.tokens_in, rec.tokens_out)):
-                yield sse_event(ev)
-            if translator.response is not None:
+            final = translator.finish((rec.tokens_in, rec.tokens_out))
+            if translator.response is not None:  # stored before the client sees response.completed
                 store(call, rid, history, translator.response, key_hash)
+            for ev in final:
+                yield sse_event(ev)
 
         headers = {**record_headers(stream.record, stream.decision, cost_estimated=stream.cost_estimated),
                    "cache-control": "no-cache"}
@@ -184,16 +178,14 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
 
     @app.get("/v1/responses/{response_id}")
     async def retrieve_response(response_id: str, request: Request) -> Response:
-        guard.check_auth(request)
-        row = await load(response_id, _client_key_hash(guard, request))
+        row = await load(response_id, guard.check_auth(request))
         if row is None:
             raise _not_found(response_id)
         return json_response(row["response"])
 
     @app.delete("/v1/responses/{response_id}")
     async def delete_response(response_id: str, request: Request) -> Response:
-        guard.check_auth(request)
-        if await load(response_id, _client_key_hash(guard, request)) is None:
+        if await load(response_id, guard.check_auth(request)) is None:
             raise _not_found(response_id)
         await asyncio.wrap_future(log.delete_response(response_id))
         return json_response({"id": response_id, "object": "response", "deleted": True})

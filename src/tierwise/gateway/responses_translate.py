@@ -509,8 +509,11 @@ def _status(finish_reason: str | None) -> tuple[str, dict[str, Any] | None]:
     return "completed", None
 
 
-def output_items(choice: dict[str, Any], *, ids: Callable[[str], str] = _item_id) -> list[dict[str, Any]]:
-    """One chat choice as Response output items: a message (text and/or refusal), then function calls."""
+def output_items(choice: dict[str, Any], *, ids: Callable[[str], str] = _item_id,
+                 logprobs: bool = True) -> list[dict[str, Any]]:
+    """One chat choice as Response output items: a message (text and/or refusal), then function calls.
+    ``logprobs``: keep the choice's token log-probabilities (only when the client asked for them: the
+    cascade asks backends for logprobs of its own)."""
     msg = choice.get("message") or {}
     status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
     content = msg.get("content")
@@ -520,8 +523,7 @@ def output_items(choice: dict[str, Any], *, ids: Callable[[str], str] = _item_id
     parts: list[dict[str, Any]] = []
     if content or (not calls and not msg.get("refusal")):
         part: dict[str, Any] = {"type": "output_text", "text": content or "", "annotations": []}
-        lps = _logprobs(choice.get("logprobs"))
-        part["logprobs"] = lps
+        part["logprobs"] = _logprobs(choice.get("logprobs")) if logprobs else []
         parts.append(part)
     if msg.get("refusal"):
         parts.append({"type": "refusal", "refusal": msg["refusal"]})
@@ -558,7 +560,7 @@ def completion_to_response(call: ResponsesCall, completion: dict[str, Any], *, r
     choice = choices[0] if isinstance(choices[0], dict) else {}
     status, details = _status(choice.get("finish_reason"))
     return response_object(call, response_id=response_id, model=str(completion.get("model") or call.model),
-                           output=output_items(choice, ids=ids),
+                           output=output_items(choice, ids=ids, logprobs=call.logprobs),
                            usage=response_usage(completion.get("usage"), usage_fallback),
                            status=status, incomplete_details=details, created_at=created_at)
 
@@ -685,7 +687,7 @@ class StreamTranslator:
             if isinstance(text, str) and text:
                 evs += self._open_part("output_text")
                 part = self.output[self._msg]["content"][self._part]  # type: ignore[index]
-                lps = _logprobs(choice.get("logprobs"))
+                lps = _logprobs(choice.get("logprobs")) if self.call.logprobs else []
                 part["text"] += text
                 part["logprobs"] += lps
                 evs.append(self._ev("response.output_text.delta", item_id=self.output[self._msg]["id"],
