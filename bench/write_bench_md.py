@@ -27,11 +27,18 @@ def _gateway(router: str, requests: int) -> str:
     return (out.stdout + (f"\n(exit {out.returncode})\n" + out.stderr[-1500:] if out.returncode else "")).strip()
 
 
+def _compare(base: str, requests: int) -> str:
+    out = subprocess.run([sys.executable, str(ROOT / "bench/compare_gateway.py"), "--base", base, "--requests",
+                          str(requests), "--rounds", "3"], capture_output=True, text=True, timeout=3600)
+    return (out.stdout + (f"\n(exit {out.returncode})\n" + out.stderr[-1500:] if out.returncode else "")).strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iterations", type=int, default=2000)
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--out", type=Path, default=ROOT / "docs/bench.md")
+    ap.add_argument("--compare", default="3887fc5", help="revision to compare the gateway with ('' to skip)")
     args = ap.parse_args()
 
     from tierwise.bench import run_router_bench
@@ -43,6 +50,7 @@ def main() -> None:
                               as_json=True)
     gw_stand_in = _gateway("stand-in", args.requests)
     gw_default = _gateway("default", args.requests) if default_router_path().exists() else "(no shipped router)"
+    compared = _compare(args.compare, args.requests) if args.compare else "(skipped)"
 
     rows = ["| prompt tokens | models | p50 ms | p99 ms | mean ms | decisions/s | CPU p50 ms | CPU p99 ms |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -88,6 +96,18 @@ Shipped default router (`src/tierwise/assets/default_router.tw`, trained on the 
 ```
 {gw_default}
 ```
+
+## Before/after the engine layer (`bench/compare_gateway.py`)
+
+The same benchmark on revision `{args.compare}` (the monolithic `server.py`, which forwarded only
+text) and on this tree (engine layer, the client's body forwarded unchanged, capability checks,
+circuit breakers, disconnect watching), interleaved so machine load hits both alike:
+
+```
+{compared}
+```
+
+The 32-client figure is limited by the one-process Python load client (see above), not by the gateway.
 """
     args.out.write_text(page)
     (args.out.with_suffix(".json")).write_text(json.dumps({"router": router}, indent=1))
