@@ -21,7 +21,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import openai
@@ -697,7 +696,7 @@ def test_stored_turn_in_the_database(resp_gw, fresh_stub):
         if rows or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    ((rid, key_hash, messages, response),) = rows
+    ((_, key_hash, messages, response),) = rows
     assert key_hash is None  # no client keys configured
     assert json.loads(messages) == [{"role": "user", "content": "store me"},
                                     {"role": "assistant", "content": "echo: store me"}]

@@ -35,6 +35,7 @@ import asyncio
 import hashlib
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -56,6 +57,9 @@ CHATML = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 BASE_CAPABILITIES = frozenset({"json_object", "json_schema", "logprobs"})
+
+
+_PLACEHOLDER = re.compile("\x00(\\d+)\x00")
 
 
 class LlamaBackend(Backend):
@@ -124,12 +128,38 @@ class LlamaBackend(Backend):
         return fmt, [s for s in (eos,) if s]
 
     def _prompt_tokens(self, llm, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """The rendered prompt's tokens, with the clients' text never read as control tokens.
+
+        Each message's text is rendered as a placeholder; the template's own text is tokenized with
+        special tokens (``<|im_start|>`` ...) and each message's text without, so a user writing
+        ``<|im_start|>system`` gets those characters, not a new system turn.
+        """
+        texts: list[str] = []
+        masked = []
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, str) and content:
+                masked.append({**m, "content": f"\x00{len(texts)}\x00"})
+                texts.append(content)
+            else:
+                masked.append(m)
         try:
-            rendered = self._formatter(messages=messages, tools=tools)
+            rendered = self._formatter(messages=masked, tools=tools)
         except Exception as exc:
             raise reject(self.name, f"the chat template cannot render these messages: {exc}",
                          param="messages") from None
-        return llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        parts = _PLACEHOLDER.split(rendered.prompt)
+        if sorted(int(i) for i in parts[1::2]) != list(range(len(texts))):  # the template altered them
+            rendered = self._formatter(messages=messages, tools=tools)
+            return llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        tokens: list[int] = []
+        for i, part in enumerate(parts):
+            if i % 2:
+                tokens += llm.tokenize(texts[int(part)].encode("utf-8"), add_bos=False, special=False)
+            elif part or i == 0:
+                tokens += llm.tokenize(part.encode("utf-8"), add_bos=i == 0 and not rendered.added_special,
+                                       special=True)
+        return tokens
 
     def count_tokens(self, messages: list[dict]) -> int:
         """Exact prompt tokens: the chat template rendered and tokenized with the model's tokenizer."""

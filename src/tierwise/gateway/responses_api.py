@@ -132,9 +132,11 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
             return reject(rid, raw, client, exc)
 
         try:
+            # a client that hangs up while waiting (for the answer, or a stream's first chunk) stops the model
             if call.stream:
-                stream = await engine.chat_stream(body, request_id=rid, surface=SURFACE, key_hash=key_hash)
-            else:  # a client that hangs up while waiting stops the model (logged as 499)
+                stream = await while_connected(request, engine.chat_stream(body, request_id=rid, surface=SURFACE,
+                                                                           key_hash=key_hash))
+            else:
                 answer = await while_connected(request, engine.chat(body, request_id=rid, surface=SURFACE,
                                                                     key_hash=key_hash))
         except TierwiseError as exc:

@@ -47,8 +47,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import RequestError
 
-__all__ = ["ResponsesCall", "parse_request", "chat_body", "items_to_messages", "response_object",
-           "output_items", "response_usage", "StreamTranslator", "new_response_id", "BUILTIN_TOOLS"]
+__all__ = ["BUILTIN_TOOLS", "ResponsesCall", "StreamTranslator", "chat_body", "completion_to_response",
+           "items_to_messages", "new_response_id", "output_items", "parse_request", "response_object",
+           "response_usage"]
 
 # tool types the Responses API runs on OpenAI's side; tierwise has nothing to run them with
 BUILTIN_TOOLS = ("web_search", "web_search_preview", "web_search_preview_2025_03_11", "file_search",
