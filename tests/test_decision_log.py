@@ -197,3 +197,91 @@ def test_postgres_log_rows_feedback_and_concurrency(postgres_url):
     fb = again.feedback_rows()
     assert [(f["request_id"], f["score"], f["prompt"]) for f in fb] == [("req-5", 0.5, "prompt 5")]
     again.close()
+
+
+# -- nothing lost silently ------------------------------------------------------------------------
+
+
+def test_a_deleted_file_is_noticed_reported_and_recreated(tmp_path, capsys):
+    path = tmp_path / "log.sqlite"
+    log = DecisionLog(path)
+    log.record(_rec(1))
+    log.flush()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    for i in range(2, 6):
+        log.record(_rec(i))
+    log.flush()
+    assert "deleted while running" in capsys.readouterr().err
+    assert log.health()["reopened"] == 1 and log.health()["rows_written"] == 5
+    log.close()
+    assert [r["id"] for r in DecisionLog(path).rows()] == [f"req-{i}" for i in range(2, 6)]
+
+
+def test_a_stalled_database_drops_rows_it_counts_once_the_queue_is_full(tmp_path, capsys):
+    path = tmp_path / "log.sqlite"
+    log = DecisionLog(path, max_queue=10)
+    blocker = sqlite3.connect(path, timeout=30)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the database
+    try:
+        log.record(_rec(0))
+        time.sleep(0.3)  # the writer is now waiting on the lock with that row
+        for i in range(1, 41):
+            log.record(_rec(i))
+        h = log.health()
+        assert h["rows_dropped"] == 30 and h["queued"] == 10 and h["status"] == "degraded"
+        assert "queue full" in capsys.readouterr().err
+    finally:
+        blocker.rollback()
+        blocker.close()
+    log.flush()
+    assert log.health()["rows_written"] == 11 and log.health()["rows_lost"] == 0
+    log.close()
+
+
+def test_a_batch_that_cannot_be_written_is_counted_as_lost(tmp_path, capsys, monkeypatch):
+    log = DecisionLog(tmp_path / "log.sqlite")
+    monkeypatch.setattr(log, "_write", lambda con, items: (_ for _ in ()).throw(sqlite3.DatabaseError("disk I/O")))
+    log.record(_rec(1))
+    log.record(_rec(2))
+    with pytest.raises(LogError, match="write failed"):
+        log.flush()
+    h = log.health()
+    assert h["rows_lost"] == 2 and h["status"] == "degraded" and "disk I/O" in h["error"]
+    assert "LOST 2 row(s)" in capsys.readouterr().err
+
+
+def test_verify_reports_a_damaged_file(tmp_path):
+    path = tmp_path / "log.sqlite"
+    log = DecisionLog(path)
+    for i in range(200):
+        log.record(_rec(i, prompt="x" * 500))
+    log.close()
+    assert DecisionLog(path).verify()["ok"]
+    data = bytearray(path.read_bytes())
+    for off in range(8192, min(len(data), 40960), 97):  # scribble over pages past the header
+        data[off] = (data[off] + 113) % 256
+    path.write_bytes(bytes(data))
+    try:
+        report = DecisionLog(path).verify()
+    except LogError as exc:  # too damaged to even open: also a clear, one-line answer
+        assert "log.sqlite" in str(exc)
+        return
+    assert not report["ok"] and report["problems"]
+
+
+def test_log_verify_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from tierwise.cli import app
+
+    path = tmp_path / "log.sqlite"
+    log = DecisionLog(path)
+    log.record(_rec(1))
+    log.close()
+    res = CliRunner().invoke(app, ["log", "--verify", "--log", str(path)])
+    assert res.exit_code == 0 and "ok; 1 requests" in res.output, res.output
+    with sqlite3.connect(path) as con:
+        con.execute("INSERT INTO feedback (request_id, ts, score) VALUES ('ghost', 0, 1)")
+    res = CliRunner().invoke(app, ["log", "--verify", "--json", "--log", str(path)])
+    assert res.exit_code == 1 and "rate requests that are not in the log" in res.output

@@ -59,10 +59,13 @@ class ModelConfig(BaseModel):
     timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     n_threads: int | None = Field(None, gt=0)
     tags: list[str] = Field(default_factory=list)
-    # what the model can do (tools, json_object, json_schema, vision, audio, logprobs, n); None = the
-    # backend's defaults (docs/config.md). Requests needing a capability are routed only among models
-    # that declare it.
-    capabilities: list[Literal["tools", "json_object", "json_schema", "vision", "audio", "logprobs", "n"]] | None = None
+    # what the model can do (tools, json_object, json_schema, vision, audio, logprobs, n, completions,
+    # embeddings); None = the backend's defaults (docs/config.md). Requests needing a capability are
+    # routed only among models that declare it. ``embeddings`` alone marks an embedding model.
+    capabilities: list[Literal["tools", "json_object", "json_schema", "vision", "audio", "logprobs", "n",
+                               "completions", "embeddings"]] | None = None
+    # llama_cpp: load the GGUF for POST /v1/embeddings (an embedding model: no chat, no completions)
+    embedding: bool = False
     # circuit breaker: open after this many consecutive failed calls (0 = never), probe after cooldown_s
     breaker_failures: int = Field(DEFAULT_BREAKER_FAILURES, ge=0)
     breaker_cooldown_s: float = Field(DEFAULT_BREAKER_COOLDOWN_S, gt=0)
@@ -105,7 +108,34 @@ class ModelConfig(BaseModel):
                 self.max_concurrency = 16
         if self.n_threads is None:
             self.n_threads = _cpu_count()
+        self._embedding_rules()
         return self
+
+    def _embedding_rules(self) -> None:
+        caps = set(self.capabilities or ())
+        if self.embedding and self.backend != "llama_cpp":
+            raise ValueError("'embedding' is for backend llama_cpp; an openai embedding model declares "
+                             "`capabilities: [embeddings]`")
+        if self.embedding and self.capabilities is not None and caps != {"embeddings"}:
+            raise ValueError("a model with `embedding: true` serves POST /v1/embeddings only: leave out "
+                             "`capabilities:` (or give `[embeddings]`)")
+        if "embeddings" in caps and caps != {"embeddings"}:
+            raise ValueError("an embedding model serves POST /v1/embeddings only: declare `capabilities: "
+                             "[embeddings]` alone and list chat models as their own entries")
+        if "embeddings" in caps and self.backend == "llama_cpp" and not self.embedding:
+            raise ValueError("a llama_cpp model serves embeddings only when loaded for them: set `embedding: true`")
+
+    @property
+    def is_embedding(self) -> bool:
+        """An embedding model: it answers POST /v1/embeddings only and is never routed chat."""
+        return self.embedding or "embeddings" in (self.capabilities or ())
+
+    def serves(self, endpoint: str) -> bool:
+        """Whether the model answers ``POST /v1/<endpoint>`` (``embeddings`` or ``completions``), read
+        from the config alone (both backends serve completions by default, embeddings only when marked)."""
+        if endpoint == "embeddings" or self.is_embedding:
+            return endpoint == "embeddings" and self.is_embedding
+        return self.capabilities is None or endpoint in self.capabilities
 
     def api_key(self) -> str | None:
         """The API key from ``api_key_env``; read when a backend starts so a missing key fails loudly then."""
@@ -150,6 +180,9 @@ class Pyramid(BaseModel):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, gt=0)
     max_pending: int = Field(DEFAULT_MAX_PENDING, gt=0)
     responses_ttl_days: float = Field(DEFAULT_RESPONSES_TTL_DAYS, gt=0)  # stored Responses API answers
+    # the model answering /v1/embeddings and /v1/completions for model "tierwise" (those are not routed)
+    default_embeddings_model: str | None = None
+    default_completions_model: str | None = None
 
     @model_validator(mode="after")
     def _pyramid_rules(self) -> "Pyramid":
@@ -158,8 +191,10 @@ class Pyramid(BaseModel):
             if m.name in seen:
                 raise ValueError(f"models[{i}].name: duplicate model name {m.name!r} (also models[{seen[m.name]}])")
             seen[m.name] = i
-        for i in range(1, len(self.models)):
-            prev, cur = self.models[i - 1], self.models[i]
+        chat = [(i, m) for i, m in enumerate(self.models) if not m.is_embedding]  # the tiers; embedding models stand aside
+        if not chat:
+            raise ValueError("models: needs at least one chat model (embedding models serve /v1/embeddings beside them)")
+        for (_, prev), (i, cur) in zip(chat, chat[1:]):
             if cur.blended_per_1m < prev.blended_per_1m:
                 raise ValueError(
                     f"models[{i}]: {cur.name!r} costs less than {prev.name!r} (input+output "
@@ -182,6 +217,7 @@ class Pyramid(BaseModel):
             raise ValueError("knob: the threshold rule needs a knob in [0, 1]")
         elif self.rule == "cost_weight" and self.knob < 0:
             raise ValueError("knob: the cost_weight rule needs a knob >= 0")
+        self._default_models(seen)
         for name in ("api_keys", "admin_keys"):
             keys = getattr(self, name)
             if keys is not None and getattr(self, name + "_env") is not None:
@@ -191,11 +227,35 @@ class Pyramid(BaseModel):
                                  f"list real keys, or remove '{name}' for an open gateway (localhost only)")
         return self
 
+    def _default_models(self, index: dict[str, int]) -> None:
+        for endpoint in ("embeddings", "completions"):
+            key = f"default_{endpoint}_model"
+            name = getattr(self, key)
+            if name is None:
+                continue
+            if name not in index:
+                raise ValueError(f"{key}: no model {name!r} in the pyramid (models: {', '.join(self.names)})")
+            if not self.models[index[name]].serves(endpoint):
+                hint = ("mark an embedding model with `capabilities: [embeddings]` (llama_cpp: `embedding: true`)"
+                        if endpoint == "embeddings" else "name a chat model whose `capabilities:` include "
+                        "completions (or leave `capabilities:` out)")
+                raise ValueError(f"{key}: model {name!r} does not serve /v1/{endpoint}; {hint}")
+
     # ---- accessors -------------------------------------------------------------------------
 
     @property
     def names(self) -> list[str]:
         return [m.name for m in self.models]
+
+    @property
+    def chat_models(self) -> list[ModelConfig]:
+        """The pyramid's tiers, cheapest first: every model but the embedding models (what is routed,
+        collected, cascaded and trained on)."""
+        return [m for m in self.models if not m.is_embedding]
+
+    @property
+    def chat_names(self) -> list[str]:
+        return [m.name for m in self.chat_models]
 
     def model(self, name: str) -> ModelConfig:
         for m in self.models:

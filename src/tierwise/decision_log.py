@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -42,6 +44,11 @@ from .prices import token_cost
 __all__ = ["DecisionLog", "LogError", "RequestRecord", "open_log", "prompt_hash", "summarize"]
 
 DEFAULT_LOG = "tierwise-log.sqlite"
+DEFAULT_MAX_QUEUE = 100_000  # rows waiting for the writer before new ones are dropped (and counted)
+
+
+def _warn(message: str) -> None:
+    print(f"tierwise: {message}", file=sys.stderr, flush=True)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -125,6 +132,16 @@ class _Dialect:
             raise LogError(f"log {path}: cannot open SQLite database ({exc})") from None
         return con
 
+    def file_id(self) -> tuple[int, int] | None:
+        """The SQLite file's (device, inode), to notice it being deleted or replaced under us."""
+        if self.postgres:
+            return None
+        try:
+            st = os.stat(self.url.removeprefix("sqlite:///"))
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
     def create(self, con) -> None:
         for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
             con.execute(stmt)
@@ -155,10 +172,17 @@ _ADDED = (("cascade_chain", "TEXT"), ("candidates", "TEXT"), ("excluded", "TEXT"
 
 
 class DecisionLog:
-    """Append-only request log with a background batch writer. Thread-safe; ``record`` never blocks."""
+    """Append-only request log with a background batch writer. Thread-safe; ``record`` never blocks.
+
+    Nothing is lost silently: rows that cannot be written after retries are counted (``lost``) and
+    reported on stderr; rows refused because the queue is full (the database stalled for long) are
+    counted (``dropped``); a SQLite file deleted or replaced while running is noticed before the
+    next batch, reported, and recreated. ``health()`` has the counters (``/health``, ``/metrics``).
+    """
 
     def __init__(self, url: str | Path = DEFAULT_LOG, *, store_prompts: bool = False, batch: int = 512,
-                 interval_s: float = 0.05, responses_ttl_days: float = DEFAULT_RESPONSES_TTL_DAYS):
+                 interval_s: float = 0.05, responses_ttl_days: float = DEFAULT_RESPONSES_TTL_DAYS,
+                 max_queue: int = DEFAULT_MAX_QUEUE):
         self.url = str(url)
         self.responses_ttl_days = float(responses_ttl_days)
         # stored responses queued but not committed yet (id -> row), so get_response sees them at once
@@ -173,6 +197,9 @@ class DecisionLog:
         con = self._dialect.connect()  # fail fast (bad path / no server) before serving
         self._dialect.create(con)
         con.close()
+        self._file_id = self._dialect.file_id()
+        self.max_queue = int(max_queue)
+        self.written = self.lost = self.dropped = self.reopened = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._error: str | None = None
@@ -182,10 +209,22 @@ class DecisionLog:
     # -- writing ---------------------------------------------------------------------------
 
     def record(self, rec: RequestRecord) -> None:
-        """Queue one request row; returns at once."""
+        """Queue one request row; returns at once (a full queue drops the row and counts it)."""
         if not self.store_prompts:
             rec.prompt = None
+        if self._queue.qsize() >= self.max_queue:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                _warn(f"decision log {self.url}: queue full ({self.max_queue} rows waiting; the database is "
+                      f"not keeping up): {self.dropped} row(s) dropped so far")
+            return
         self._queue.put(("req", rec))
+
+    def health(self) -> dict[str, Any]:
+        """Writer state for /health and /metrics."""
+        return {"status": "degraded" if (self._error or self.lost or self.dropped) else "ok",
+                "error": self._error, "rows_written": self.written, "rows_lost": self.lost,
+                "rows_dropped": self.dropped, "queued": self._queue.qsize(), "reopened": self.reopened}
 
     def add_feedback(self, request_id: str, score: float, *, key_hash: str | None = None,
                      admin: bool = True) -> concurrent.futures.Future:
@@ -274,9 +313,11 @@ class DecisionLog:
             stop = any(kind == "stop" for kind, _ in items)
             for attempt in range(3):  # a locked/unreachable database gets two retries, then the batch fails
                 try:
+                    con = self._check_file(con)
                     if con is None:
                         con = self._dialect.connect()
                     waiters = self._write(con, items)
+                    self.written += sum(kind == "req" for kind, _ in items)
                     self._error = None
                     self._forget_written()
                     for fut, value in waiters:
@@ -293,6 +334,10 @@ class DecisionLog:
                     time.sleep(0.2 * (attempt + 1))
             else:
                 err = LogError(f"log {self.url}: write failed ({self._error})")
+                n = sum(kind == "req" for kind, _ in items)
+                self.lost += n
+                _warn(f"decision log {self.url}: LOST {n} row(s) after 3 tries ({self._error}); "
+                      f"{self.lost} lost in all")
                 self._written_responses.clear()  # still pending: get_response keeps serving them from memory
                 for kind, payload in items:
                     fut = payload[2] if kind in ("fb", "resp_del") else payload if kind == "flush" else None
@@ -300,6 +345,27 @@ class DecisionLog:
                         fut.set_exception(err)
         if con is not None:
             con.close()
+
+    def _check_file(self, con):
+        """Before a batch: is the SQLite file still the one we opened? If it was deleted or replaced,
+        say so and start a fresh file (rows of earlier batches went to the old one)."""
+        if self._dialect.postgres:
+            return con
+        now = self._dialect.file_id()
+        if now == self._file_id and now is not None:
+            return con
+        _warn(f"decision log {self.url}: the file was {'deleted' if now is None else 'replaced'} while running; "
+              "reopening it (rows written before this were not in the new file)")
+        if con is not None:
+            try:
+                con.close()
+            except Exception:
+                pass
+        con = self._dialect.connect()
+        self._dialect.create(con)
+        self._file_id = self._dialect.file_id()
+        self.reopened += 1
+        return con
 
     def _write(self, con, items: list[tuple[str, Any]]) -> list[tuple[concurrent.futures.Future, Any]]:
         """Write one batch in one transaction; returns the futures to resolve after the commit."""
@@ -373,6 +439,34 @@ class DecisionLog:
             return list(cur.fetchall())
         finally:
             con.close()
+
+    def verify(self) -> dict[str, Any]:
+        """Check the log as stored: the database's own integrity check (SQLite), the schema's
+        columns, row counts, and feedback pointing at requests that are not there."""
+        problems: list[str] = []
+        try:
+            if not self._dialect.postgres:
+                result = [r[0] for r in self._query("PRAGMA integrity_check")]
+                if result != ["ok"]:
+                    problems += [f"integrity: {r}" for r in result[:10]]
+                have = {r[1] for r in self._query("PRAGMA table_info(requests)")}
+            else:
+                have = {r[0] for r in self._query(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'requests'")}
+            missing = [c for c in _COLUMNS if c not in have]
+            if missing:
+                problems.append(f"requests table lacks columns {missing}")
+            rows = int(self._query("SELECT COUNT(*) FROM requests")[0][0])
+            fb = int(self._query("SELECT COUNT(*) FROM feedback")[0][0])
+            orphans = int(self._query("SELECT COUNT(*) FROM feedback f LEFT JOIN requests r ON r.id = f.request_id "
+                                      "WHERE r.id IS NULL")[0][0])
+            if orphans:
+                problems.append(f"{orphans} feedback row(s) rate requests that are not in the log")
+            last = self._query("SELECT MAX(ts) FROM requests")[0][0]
+        except Exception as exc:  # a damaged file fails the queries themselves
+            return {"ok": False, "url": self.url, "problems": [f"{type(exc).__name__}: {exc}"]}
+        return {"ok": not problems, "url": self.url, "rows": rows, "feedback": fb,
+                "last_request_ts": None if last is None else float(last), "problems": problems}
 
     def rows(self, last: int | None = None) -> list[dict[str, Any]]:
         """Logged requests, oldest first (the last ``last`` ones if given)."""

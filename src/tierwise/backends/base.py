@@ -11,6 +11,10 @@ hosted API are interchangeable.
 Failures: ``BackendError`` (connection, timeout, 429, 5xx: the engine falls back) or
 ``UpstreamRejected`` (the request itself was refused: the client's error, never retried).
 
+Backends with the ``embeddings`` / ``completions`` capability also answer ``embed`` (an OpenAI
+``create embedding`` body in, its ``list`` of embeddings out) and ``complete_text`` / ``stream_text``
+(legacy ``/v1/completions``: ``text_completion`` objects and chunks), under the same rules.
+
 ``chat()`` is the small convenience the offline tools use (collect, graders): messages and a few
 options in, a :class:`ChatResult` with text, tokens and log-probabilities out.
 """
@@ -27,7 +31,7 @@ __all__ = ["Backend", "BackendError", "UpstreamRejected", "Completion", "ChatRes
            "message_text", "CAPABILITIES"]
 
 # What a request can need and a model can declare (config ``capabilities:``); see engine/capabilities.py
-CAPABILITIES = ("tools", "json_object", "json_schema", "vision", "audio", "logprobs", "n")
+CAPABILITIES = ("tools", "json_object", "json_schema", "vision", "audio", "logprobs", "n", "completions", "embeddings")
 
 
 def message_text(content: Any) -> str:
@@ -155,6 +159,8 @@ class StreamTally:
                 continue
             delta = choice.get("delta") or {}
             piece = delta.get("content")
+            if piece is None:
+                piece = choice.get("text")  # a legacy ``text_completion`` chunk
             if piece:
                 self.text.append(piece)
                 self.pieces += 1
@@ -210,6 +216,27 @@ class Backend(ABC):
 
         A usage chunk comes last only when the body asks for it (``stream_options.include_usage``).
         """
+
+    # -- the other OpenAI endpoints (capabilities ``embeddings`` / ``completions``) ---------------
+
+    async def embed(self, body: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        """Answer a ``POST /v1/embeddings`` body with OpenAI's ``{"object": "list", "data": [...],
+        "model", "usage"}`` (``model`` ignored, as for chat)."""
+        raise self._unsupported("embeddings")
+
+    async def complete_text(self, body: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        """Answer a legacy ``POST /v1/completions`` body with a ``text_completion`` object."""
+        raise self._unsupported("completions")
+
+    async def stream_text(self, body: dict[str, Any], *, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Yield a legacy completion's ``text_completion`` chunks (``choices[].text``)."""
+        raise self._unsupported("completions")
+        yield {}  # pragma: no cover - makes this an async generator
+
+    def _unsupported(self, endpoint: str) -> UpstreamRejected:
+        return UpstreamRejected(self.name, 400, {"error": {
+            "message": f"model {self.name!r} does not serve /v1/{endpoint}", "type": "invalid_request_error",
+            "param": "model", "code": "unsupported_capability"}})
 
     def count_tokens(self, messages: list[dict]) -> int:
         """Prompt tokens of a conversation; backends with a tokenizer override this estimate."""

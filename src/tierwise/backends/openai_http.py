@@ -102,13 +102,15 @@ def _decode(raw: bytes, charset: str | None) -> str:
 
 # an upstream 4xx with an error body that is about the request itself: the client's error, not retried
 CLIENT_ERRORS = frozenset({400, 404, 413, 422})
+CHAT_PATH, TEXT_PATH, EMBEDDINGS_PATH = "/chat/completions", "/completions", "/embeddings"
 
 
 class OpenAIBackend(Backend):
-    """Chat completions against ``{endpoint}/chat/completions``."""
+    """``{endpoint}/chat/completions``, and ``{endpoint}/completions`` / ``{endpoint}/embeddings``."""
 
-    # what an OpenAI-compatible text model usually serves; vision/audio must be declared in config
-    capabilities = frozenset({"tools", "json_object", "json_schema", "logprobs", "n"})
+    # what an OpenAI-compatible text model usually serves; vision/audio must be declared in config, and
+    # an embedding model declares ``capabilities: [embeddings]`` (it is its own pyramid entry)
+    capabilities = frozenset({"tools", "json_object", "json_schema", "logprobs", "n", "completions"})
 
     def __init__(
         self,
@@ -130,7 +132,8 @@ class OpenAIBackend(Backend):
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         base = endpoint.rstrip("/")
-        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        self.base_url = base[: -len(CHAT_PATH)] if base.endswith(CHAT_PATH) else base
+        self.url = self.base_url + CHAT_PATH
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -198,29 +201,46 @@ class OpenAIBackend(Backend):
         detail = _decode(raw, charset)[:200]
         return BackendError(self.name, f"HTTP {status}: {detail}".rstrip(": "), status=status)
 
-    async def _post(self, session: aiohttp.ClientSession, data: bytes) -> tuple[int, bytes, str | None]:
-        async with session.post(self.url, data=data, headers=self._headers, allow_redirects=False) as resp:
+    async def _post(self, session: aiohttp.ClientSession, url: str, data: bytes) -> tuple[int, bytes, str | None]:
+        async with session.post(url, data=data, headers=self._headers, allow_redirects=False) as resp:
             return resp.status, await resp.read(), resp.charset
 
-    async def complete(self, body: dict[str, Any], *, timeout: float | None = None) -> Completion:
+    async def _call(self, path: str, body: dict[str, Any], timeout: float | None, field: str) -> tuple[dict, float]:
+        """One non-streamed POST to ``{base_url}{path}``: the answer (it must have a list ``field``) and
+        the seconds it took."""
         limit = self._budget(timeout)
         t0 = time.perf_counter()
         try:
             data = self._payload(body, stream=False)
             session = self._client()
             # one budget for the whole request: slot in the pool, connect, send, answer
-            status, raw, charset = await _within(self._post(session, data), limit)
+            status, raw, charset = await _within(self._post(session, self.base_url + path, data), limit)
             if not 200 <= status < 300:
                 raise self._status_error(status, raw, charset)
             answer = json.loads(raw)
-            if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
-                raise BackendError(self.name, "bad response: no 'choices' in the body")
+            if not isinstance(answer, dict) or not isinstance(answer.get(field), list):
+                raise BackendError(self.name, f"bad response: no '{field}' in the body")
         except Exception as exc:
             raise self._error(exc, limit) from None
-        return Completion.from_body(answer, self.count_tokens(body.get("messages") or []),
-                                    latency_s=time.perf_counter() - t0)
+        return answer, time.perf_counter() - t0
 
-    async def stream(self, body: dict[str, Any], *, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def complete(self, body: dict[str, Any], *, timeout: float | None = None) -> Completion:
+        answer, took = await self._call(CHAT_PATH, body, timeout, "choices")
+        return Completion.from_body(answer, self.count_tokens(body.get("messages") or []), latency_s=took)
+
+    async def complete_text(self, body: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        return (await self._call(TEXT_PATH, body, timeout, "choices"))[0]
+
+    async def embed(self, body: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        return (await self._call(EMBEDDINGS_PATH, body, timeout, "data"))[0]
+
+    def stream(self, body: dict[str, Any], *, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        return self._events(CHAT_PATH, body, timeout)
+
+    def stream_text(self, body: dict[str, Any], *, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        return self._events(TEXT_PATH, body, timeout)
+
+    async def _events(self, path: str, body: dict[str, Any], timeout: float | None) -> AsyncIterator[dict[str, Any]]:
         """Server-sent events; ``timeout`` bounds each wait (connect, first byte, gap between chunks)."""
         limit = self._budget(timeout)
         try:
@@ -229,7 +249,7 @@ class OpenAIBackend(Backend):
             if client_timeout is None:
                 client_timeout = self._stream_timeouts[limit] = aiohttp.ClientTimeout(total=None, connect=limit)
             # connect + send + response headers within limit; then each read within limit (_lines)
-            resp = await _within(self._client().post(self.url, data=data, headers=self._headers,
+            resp = await _within(self._client().post(self.base_url + path, data=data, headers=self._headers,
                                                      timeout=client_timeout, allow_redirects=False), limit)
             async with resp:
                 if resp.status >= 400:

@@ -84,9 +84,24 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="pyramid YAML (for its log path)"),
         log: Optional[str] = typer.Option(None, "--log", help="SQLite path or postgresql:// URL"),
+        verify: bool = typer.Option(False, "--verify", help="check the log's integrity and schema instead "
+                                    "(exit 1 if damaged)"),
     ) -> None:
-        """Show the latest routing decisions."""
-        rows = _open_log(config, log).rows(last=last)
+        """Show the latest routing decisions (or, with --verify, check the log)."""
+        opened = _open_log(config, log)
+        if verify:
+            report = opened.verify()
+            opened.close()
+            if as_json:
+                typer.echo(json.dumps(report))
+            else:
+                state = "ok" if report["ok"] else "DAMAGED"
+                typer.echo(f"{report['url']}: {state}; {report.get('rows', '?')} requests, "
+                           f"{report.get('feedback', '?')} ratings")
+                for p in report["problems"]:
+                    typer.echo(f"  problem: {p}")
+            raise typer.Exit(0 if report["ok"] else 1)
+        rows = opened.rows(last=last)
         if as_json:
             for r in rows:
                 typer.echo(json.dumps(r))

@@ -14,7 +14,12 @@ capability       needed when the request has                         openai     
 ``audio``        an ``input_audio`` part or ``modalities: [audio]``  declare it    no
 ``logprobs``     ``logprobs: true`` or ``top_logprobs``              yes           yes
 ``n``            ``n > 1``                                           yes           no
+``completions``  a ``POST /v1/completions`` request (legacy text)    yes           yes (raw prompt)
+``embeddings``   a ``POST /v1/embeddings`` request                   declare it    ``embedding: true``
 ===============  =================================================  ============  =============
+
+``embeddings`` marks an *embedding model*: it has no other capability, answers ``/v1/embeddings``
+only and is never a chat candidate (``engine/passthrough.py``).
 
 Nothing is silently dropped: a request is routed only among models that have every capability it
 needs, and when none has them the client gets a 400 naming the capability and the models.

@@ -145,17 +145,19 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
 
     @app.get("/health")
     async def health() -> Response:
-        problem = log.writer_error
-        return json_response({"status": "degraded" if problem else "ok", "models": engine.order,
-                              "router": getattr(engine.router, "name", None),
+        logged = log.health()
+        breakers = {sl.name: sl.breaker.as_dict() for sl in engine.slots}
+        dead = all(b["state"] == "open" for b in breakers.values())
+        return json_response({"status": "degraded" if logged["status"] != "ok" or dead else "ok",
+                              "models": engine.order, "router": getattr(engine.router, "name", None),
                               "cascade": engine.cascade.source if engine.cascade else None,
                               "routed_model_uses": "cascade" if engine.cascade_default else "router",
-                              "in_flight": engine.pending, "log": problem or "ok",
-                              "breakers": {sl.name: sl.breaker.as_dict() for sl in engine.slots}})
+                              "in_flight": engine.pending, "log": logged["error"] or logged["status"],
+                              "log_health": logged, "breakers": breakers})
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
-        metrics.refresh(engine)
+        metrics.refresh(engine, log)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     anthropic.register(app, engine, guard)  # POST /v1/messages (+ count_tokens), Anthropic's shape

@@ -27,9 +27,18 @@ class Metrics:
         self.breaker_trips = Gauge("tierwise_circuit_trips", "Times a model's circuit breaker opened",
                                    ["model"], registry=r)
         self.in_flight = Gauge("tierwise_in_flight", "Requests being answered now", registry=r)
+        self.log_rows = Gauge("tierwise_log_rows", "Decision-log rows by fate since start (written, lost "
+                              "after retries, dropped on a full queue, queued now)", ["fate"], registry=r)
+        self.log_ok = Gauge("tierwise_log_healthy", "1 while the decision log writes every row", registry=r)
 
-    def refresh(self, engine) -> None:
-        """Gauges read at scrape time from the engine's live state."""
+    def refresh(self, engine, log=None) -> None:
+        """Gauges read at scrape time from the engine's and the log's live state."""
+        if log is not None:
+            h = log.health()
+            for fate, key in (("written", "rows_written"), ("lost", "rows_lost"), ("dropped", "rows_dropped"),
+                              ("queued", "queued")):
+                self.log_rows.labels(fate).set(h[key])
+            self.log_ok.set(1.0 if h["status"] == "ok" else 0.0)
         for s in engine.slots:
             state = s.breaker.state
             self.breaker_open.labels(s.name).set({"closed": 0.0, "half_open": 0.5}.get(state, 1.0))
