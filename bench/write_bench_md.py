@@ -33,12 +33,19 @@ def _compare(base: str, requests: int) -> str:
     return (out.stdout + (f"\n(exit {out.returncode})\n" + out.stderr[-1500:] if out.returncode else "")).strip()
 
 
+def _soak(seconds: float) -> str:
+    out = subprocess.run([sys.executable, str(ROOT / "bench/soak.py"), "--clients", "128", "--seconds", str(seconds)],
+                         capture_output=True, text=True, timeout=int(seconds) + 600)
+    return (out.stdout + (f"\n(exit {out.returncode})\n" + out.stderr[-1500:] if out.returncode else "")).strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iterations", type=int, default=2000)
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--out", type=Path, default=ROOT / "docs/bench.md")
     ap.add_argument("--compare", default="3887fc5", help="revision to compare the gateway with ('' to skip)")
+    ap.add_argument("--soak-seconds", type=float, default=60.0, help="soak duration (0 to skip)")
     args = ap.parse_args()
 
     from tierwise.bench import run_router_bench
@@ -51,6 +58,7 @@ def main() -> None:
     gw_stand_in = _gateway("stand-in", args.requests)
     gw_default = _gateway("default", args.requests) if default_router_path().exists() else "(no shipped router)"
     compared = _compare(args.compare, args.requests) if args.compare else "(skipped)"
+    soaked = _soak(args.soak_seconds) if args.soak_seconds else "(skipped)"
 
     rows = ["| prompt tokens | models | p50 ms | p99 ms | mean ms | decisions/s | CPU p50 ms | CPU p99 ms |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -108,6 +116,18 @@ circuit breakers, disconnect watching), interleaved so machine load hits both al
 ```
 
 The 32-client figure is limited by the one-process Python load client (see above), not by the gateway.
+
+## Soak through backend faults (`bench/soak.py`)
+
+128 clients in 4 processes for {args.soak_seconds:g} s (half streaming), while three stub backends (own
+processes) are broken on a schedule: HTTP 500s, a model that never answers, killed models,
+restarts. Per-model timeout 1 s, circuit breaker after 3 failures (2 s cooldown). Every 200 the
+clients saw must be one decision-log row. The load generator shares the 2 cores with the gateway
+and the stubs, so req/s here is a machine figure, not the gateway's ceiling.
+
+```
+{soaked}
+```
 """
     args.out.write_text(page)
     (args.out.with_suffix(".json")).write_text(json.dumps({"router": router}, indent=1))

@@ -27,6 +27,7 @@ def build_backend(cfg: "ModelConfig") -> Backend:
             n_threads=cfg.n_threads,
             max_concurrency=cfg.max_concurrency or 1,
             timeout_s=cfg.timeout_s,
+            embedding=cfg.embedding,
         )
     from .openai_http import OpenAIBackend
 

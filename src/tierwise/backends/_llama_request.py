@@ -45,6 +45,8 @@ class LocalRequest:
     tool_name: str | None = None  # the named tool (tool_mode "named")
     parallel_tool_calls: bool = True
     include_usage: bool = False
+    prompt: str | None = None  # legacy completions: the raw prompt, no chat template (``_llama_text``)
+    echo: bool = False  # legacy completions: the prompt is repeated before the answer
 
     @property
     def tool_names(self) -> list[str]:
@@ -199,16 +201,14 @@ def _response_format(body: dict, backend: str) -> dict | None:
                  param="response_format")
 
 
-def parse_request(body: Any, backend: str, *, tools_supported: bool) -> LocalRequest:
+def sampling(body: Any, backend: str) -> dict[str, Any]:
+    """The generation settings every local request shares (chat and legacy completions), checked."""
     if not isinstance(body, dict):
         raise reject(backend, "the request body must be a JSON object")
     n = _int(body, "n", 1, backend)
     if n is not None and n > 1:
         raise reject(backend, "this model returns one choice per request (n > 1 is not supported)",
                      code="unsupported_capability", param="n")
-    modalities = body.get("modalities")
-    if body.get("audio") or (isinstance(modalities, list) and "audio" in modalities):
-        raise reject(backend, "this model cannot produce audio", code="unsupported_capability", param="modalities")
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -216,21 +216,30 @@ def parse_request(body: Any, backend: str, *, tools_supported: bool) -> LocalReq
         stop = []
     elif not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
         raise reject(backend, "'stop' must be a string or a list of strings", param="stop")
-    max_tokens = _int(body, "max_completion_tokens", 1, backend) or _int(body, "max_tokens", 1, backend)
-    top_logprobs = _int(body, "top_logprobs", 0, backend) or 0
-    if top_logprobs > 20:
-        raise reject(backend, "'top_logprobs' must be at most 20", param="top_logprobs")
-    tools, mode, name = _tools(body, backend, tools_supported)
     stream_options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
-    return LocalRequest(
-        messages=template_messages(body.get("messages"), backend),
-        max_tokens=max_tokens,
+    return dict(
+        max_tokens=_int(body, "max_completion_tokens", 1, backend) or _int(body, "max_tokens", 1, backend),
         temperature=_number(body, "temperature", 0.0, 0.0, 2.0, backend),
         top_p=_number(body, "top_p", 0.95, 0.0, 1.0, backend),
         seed=_int(body, "seed", -(2**63), backend),
         stop=[s for s in stop if s],
         frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0, backend),
         presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0, backend),
+        include_usage=bool(stream_options.get("include_usage")),
+    )
+
+
+def parse_request(body: Any, backend: str, *, tools_supported: bool) -> LocalRequest:
+    settings = sampling(body, backend)
+    modalities = body.get("modalities")
+    if body.get("audio") or (isinstance(modalities, list) and "audio" in modalities):
+        raise reject(backend, "this model cannot produce audio", code="unsupported_capability", param="modalities")
+    top_logprobs = _int(body, "top_logprobs", 0, backend) or 0
+    if top_logprobs > 20:
+        raise reject(backend, "'top_logprobs' must be at most 20", param="top_logprobs")
+    tools, mode, name = _tools(body, backend, tools_supported)
+    return LocalRequest(
+        messages=template_messages(body.get("messages"), backend),
         logprobs=bool(body.get("logprobs")) or top_logprobs > 0,
         top_logprobs=top_logprobs,
         response_format=_response_format(body, backend),
@@ -238,5 +247,5 @@ def parse_request(body: Any, backend: str, *, tools_supported: bool) -> LocalReq
         tool_mode=mode,
         tool_name=name,
         parallel_tool_calls=body.get("parallel_tool_calls") is not False,
-        include_usage=bool(stream_options.get("include_usage")),
+        **settings,
     )
