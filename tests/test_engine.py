@@ -127,3 +127,25 @@ def test_every_breaker_open_still_tries_rather_than_refuse(fresh_stub, tmp_path)
     b.opened_at = time.monotonic()
     a = _run(engine.chat({"model": "tierwise", "messages": MSG}))
     assert a.record.status == 200 and b.state == "closed"  # the forced call succeeded: closed again
+
+
+def test_one_key_cannot_hold_every_place(fresh_stub, tmp_path):
+    engine = _engine(fresh_stub, tmp_path, ("slow-300",))
+    engine.max_pending_per_key = 1
+    from tierwise.errors import Overloaded
+
+    async def go():
+        body = {"model": "m0", "messages": MSG}
+        first = asyncio.ensure_future(engine.chat(dict(body), key_hash="alice"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded) as info:
+            await engine.chat(dict(body), key_hash="alice")
+        other = await engine.chat(dict(body), key_hash="bob")  # another key is not held up
+        await first
+        again = await engine.chat(dict(body), key_hash="alice")  # alice's place is free again
+        return info.value, other, again
+
+    err, other, again = _run(go())
+    assert err.status == 429 and err.code == "too_many_in_flight" and err.record.status == 429
+    assert other.record.status == again.record.status == 200
+    assert engine.pending == 0 and engine.pending_by_key == {}

@@ -179,6 +179,7 @@ class Pyramid(BaseModel):
     body_timeout_s: float = Field(DEFAULT_BODY_TIMEOUT_S, gt=0)  # a body must arrive within this (408)
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, gt=0)
     max_pending: int = Field(DEFAULT_MAX_PENDING, gt=0)
+    max_pending_per_key: int | None = Field(None, gt=0)  # one client key's requests in flight at most (429 past it)
     responses_ttl_days: float = Field(DEFAULT_RESPONSES_TTL_DAYS, gt=0)  # stored Responses API answers
     # the model answering /v1/embeddings and /v1/completions for model "tierwise" (those are not routed)
     default_embeddings_model: str | None = None

@@ -118,5 +118,6 @@ def build_engine(cls, pyramid: "Pyramid", *, router: Any = None, backends: dict[
     if cascade_default is None:
         cascade_default = casc is not None and not is_trained(router)
     return cls(slots, router, cascade=casc, cascade_default=cascade_default, default_knob=knob,
-               max_pending=max_pending or pyramid.max_pending, store_prompts=store_prompts, listeners=listeners)
+               max_pending=max_pending or pyramid.max_pending, max_pending_per_key=pyramid.max_pending_per_key,
+               store_prompts=store_prompts, listeners=listeners)
 

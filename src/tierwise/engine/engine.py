@@ -60,7 +60,8 @@ class Engine:
 
     def __init__(self, slots: Sequence[Slot], router: Any, *, cascade: Cascade | None = None,
                  cascade_default: bool = False, default_knob: Any = None,
-                 max_pending: int = DEFAULT_MAX_PENDING, store_prompts: bool = False,
+                 max_pending: int = DEFAULT_MAX_PENDING, max_pending_per_key: int | None = None,
+                 store_prompts: bool = False,
                  listeners: Sequence[Listener] = ()):
         if not slots:
             raise ValueError("the pyramid has no models")
@@ -72,6 +73,9 @@ class Engine:
         self.cascade_default = bool(cascade_default and cascade is not None)
         self.default_knob = default_knob
         self.max_pending = int(max_pending)
+        # one client key may hold at most this many requests in flight (None: no per-key cap)
+        self.max_pending_per_key = max_pending_per_key
+        self.pending_by_key: dict[str, int] = {}
         self.store_prompts = store_prompts
         self.listeners: list[Listener] = list(listeners)
         self.pending = 0
@@ -108,7 +112,7 @@ class Engine:
         except BaseException as exc:
             raise self._failed(rec, exc)
         finally:
-            self.pending -= 1
+            self.release(rec)
 
     async def chat_stream(self, body: dict[str, Any] | bytes, *, request_id: str | None = None,
                           surface: str = "chat", key_hash: str | None = None) -> ChatStream:
@@ -136,7 +140,7 @@ class Engine:
             raise self._failed(rec, exc)
         finally:
             if not handed_over:
-                self.pending -= 1
+                self.release(rec)
 
     async def handle(self, body: dict[str, Any] | bytes, **kw: Any) -> ChatAnswer | ChatStream:
         """``chat`` or ``chat_stream``, as the body's ``stream`` field says (the body is parsed once)."""
@@ -155,13 +159,33 @@ class Engine:
     def _admit(self, request_id: str | None, surface: str = "chat", key_hash: str | None = None) -> RequestRecord:
         rec = RequestRecord(id=request_id or new_request_id(), ts=time.time(), surface=surface, key_hash=key_hash)
         rec._t0 = time.perf_counter()  # type: ignore[attr-defined]
+        err = None
         if self.pending >= self.max_pending:
             err = Overloaded(f"gateway overloaded ({self.pending} requests in flight); retry later")
+        elif key_hash is not None and self.max_pending_per_key is not None and \
+                self.pending_by_key.get(key_hash, 0) >= self.max_pending_per_key:
+            err = Overloaded(f"this API key has {self.max_pending_per_key} requests in flight, its limit; "
+                             "retry when one finishes", status=429, type="rate_limit_error",
+                             code="too_many_in_flight")
+        if err is not None:
             self._finish(rec, err.status, err.message)
             err.record = rec  # type: ignore[attr-defined]
             raise err
         self.pending += 1
+        if key_hash is not None:
+            self.pending_by_key[key_hash] = self.pending_by_key.get(key_hash, 0) + 1
         return rec
+
+    def release(self, rec: RequestRecord) -> None:
+        """A request admitted by ``_admit`` is over: free its place (the global and its key's)."""
+        self.pending -= 1
+        k = rec.key_hash
+        if k is not None and k in self.pending_by_key:
+            left = self.pending_by_key[k] - 1
+            if left > 0:
+                self.pending_by_key[k] = left
+            else:
+                del self.pending_by_key[k]
 
     async def _prepare(self, body: dict[str, Any] | bytes, rec: RequestRecord) -> _Prepared:
         req = ChatRequest.parse(body)

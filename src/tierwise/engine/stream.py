@@ -160,7 +160,7 @@ class ChatStream:
         if not self._done:  # cut off before the end: the prompt and what was sent were paid for
             self._settle(self._opened.tally if self._opened is not None else StreamTally(),
                          outcome="kept" if status == 499 else "error")
-        self.engine.pending -= 1
+        self.engine.release(self.record)
         self.engine._finish(self.record, status, error)
 
     async def aclose(self, status: int = 499, error: str | None = "client closed the stream") -> None:
