@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .backends.base import Backend, BackendError, ChatResult
+from .errors import TierwiseError
 from .graders import Grader, GraderError
 from .promptsets import prompt_hash
 
@@ -36,7 +37,7 @@ CORRECT, COST, TOKENS_IN, TOKENS_OUT, LATENCY, LOGPROB, PRED = (
 RETRIES = 2
 
 
-class CollectError(RuntimeError):
+class CollectError(TierwiseError, RuntimeError):
     """Collection cannot start or finish; the message names the file, model or field."""
 
 
@@ -73,7 +74,7 @@ def specs_from_pyramid(pyramid, concurrency: int | None = None) -> list[ModelSpe
     from .backends import build_backend
 
     out = []
-    for cfg in pyramid.models:
+    for cfg in pyramid.chat_models:  # embedding models answer no prompts
         out.append(
             ModelSpec(
                 name=cfg.name,
@@ -225,7 +226,14 @@ class _Progress:
         self.bar = None
         if enabled and sys.stderr.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

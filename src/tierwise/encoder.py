@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import TierwiseError
+
 ASSET_DIR = Path(__file__).resolve().parent / "assets" / "encoder"
 TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "embeddings.safetensors"
@@ -46,7 +48,7 @@ _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CHUNK_MEMO_MAX = 100_000  # ~10-20 MB at most; cleared when full
 
 
-class EncoderAssetError(RuntimeError):
+class EncoderAssetError(TierwiseError, RuntimeError):
     """The encoder asset is missing or damaged; the message names the file."""
 
     def __init__(self, path: str | Path, problem: str):

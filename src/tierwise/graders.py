@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from .errors import TierwiseError
+
 if TYPE_CHECKING:  # pragma: no cover
     from .backends.base import Backend, ChatResult
 
@@ -27,7 +29,7 @@ GRADER_NAMES = ("numeric", "choice", "choice-logprob", "exact", "regex", "judge"
 LETTERS = string.ascii_uppercase[:10]  # MMLU-Pro has up to ten options, A-J
 
 
-class GraderError(ValueError):
+class GraderError(TierwiseError, ValueError):
     """A grader was misconfigured or an item lacks what the grader needs (e.g. a gold answer)."""
 
 

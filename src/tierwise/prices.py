@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .errors import TierwiseError
 
-class PriceError(ValueError):
+
+class PriceError(TierwiseError, ValueError):
     def __init__(self, path: str | Path, problem: str):
         super().__init__(f"{path}: {problem}")
 

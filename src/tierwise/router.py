@@ -20,12 +20,13 @@ from typing import Sequence
 import numpy as np
 
 from .decision import RULES, TARGET_HELP, Decision, choose, parse_target
+from .errors import TierwiseError
 from .routers import QualityModel, make_quality_model
 from .routers.base import QUALITY_MODELS
 
 ARTIFACT_FORMAT = "tierwise-router"
 ARTIFACT_VERSION = 1
-class ArtifactError(ValueError):
+class ArtifactError(TierwiseError, ValueError):
     def __init__(self, path: str | Path, problem: str):
         super().__init__(f"{path}: {problem}")
 
@@ -283,20 +284,31 @@ class Router:
                 arrays = dict(np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False))
         except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
             raise ArtifactError(path, f"not a tierwise router artifact ({exc})") from None
-        if meta.get("format") != ARTIFACT_FORMAT:
-            raise ArtifactError(path, f"not a tierwise router artifact (format {meta.get('format')!r})")
-        if int(meta.get("version", 0)) > ARTIFACT_VERSION:
-            raise ArtifactError(path, f"artifact version {meta['version']} is newer than this tierwise ({ARTIFACT_VERSION}); upgrade")
-        kind = meta["kind"]
-        if kind not in QUALITY_MODELS:
-            raise ArtifactError(path, f"unknown router kind {kind!r}")
-        obj = cls(kind, rule=meta["rule"], featurizer=featurizer)
-        obj.quality = QUALITY_MODELS[kind].from_state(meta["quality_params"], arrays)
-        obj.models = list(meta["models"])
-        obj.costs = np.asarray(meta["costs"], dtype=float)
-        obj.calibration = meta.get("calibration") or {}
-        obj.metadata = meta.get("metadata") or {}
-        obj.default_knob = float(meta["default_knob"])
+        if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ArtifactError(path, f"not a tierwise router artifact (format {got!r})")
+        try:
+            if int(meta.get("version", 0)) > ARTIFACT_VERSION:
+                raise ArtifactError(path, f"artifact version {meta['version']} is newer than this tierwise "
+                                          f"({ARTIFACT_VERSION}); upgrade")
+            kind = meta["kind"]
+            if kind not in QUALITY_MODELS:
+                raise ArtifactError(path, f"unknown router kind {kind!r}")
+            obj = cls(kind, rule=meta["rule"], featurizer=featurizer)
+            obj.quality = QUALITY_MODELS[kind].from_state(meta["quality_params"], arrays)
+            obj.models = [str(m) for m in meta["models"]]
+            obj.costs = np.asarray(meta["costs"], dtype=float)
+            if obj.costs.shape != (len(obj.models),):
+                raise ArtifactError(path, f"{len(obj.models)} models but {obj.costs.size} costs")
+            obj.calibration = meta.get("calibration") or {}
+            obj.metadata = meta.get("metadata") or {}
+            obj.default_knob = float(meta["default_knob"])
+        except ArtifactError:
+            raise
+        except KeyError as exc:
+            raise ArtifactError(path, f"damaged router artifact: {exc.args[0]!r} is missing") from None
+        except (TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ArtifactError(path, f"damaged router artifact ({type(exc).__name__}: {exc})") from None
         want = obj.metadata.get("features", {})
         if check_encoder and want.get("encoder_fingerprint"):
             obj._featurizer = featurizer

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .errors import TierwiseError
 from .prices import PriceBook, estimate_tokens
 
 CORRECT = "correct|"
@@ -27,7 +28,7 @@ LOGPROB = "logprob|"  # mean token log-probability of the answer (collect; the c
 PER_MODEL_PREFIXES = (CORRECT, COST, SIZE, TOKENS_IN, TOKENS_OUT, LATENCY)
 
 
-class TableError(ValueError):
+class TableError(TierwiseError, ValueError):
     """A data file is unreadable or does not follow the outcome-table layout."""
 
     def __init__(self, path: str | Path, problem: str):

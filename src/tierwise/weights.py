@@ -30,10 +30,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import TierwiseError
+
 CHUNK = 4 * 1024 * 1024
 
 
-class WeightsError(RuntimeError):
+class WeightsError(TierwiseError, RuntimeError):
     """Embedded weights are missing or damaged; the message says which file or package and how to fix it."""
 
 
