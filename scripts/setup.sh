@@ -46,4 +46,4 @@ case "$MODELS" in
             -e 's/\bqwen-0.5b\b/qwen2.5-coder-0.5b/' -e 's/\bqwen-1.5b\b/qwen2.5-coder-1.5b/')" ;;
 esac
 # shellcheck disable=SC2086
-"$PYTHON" -c "from tierwise.cli import app; app()" models install --quiet $IDS
+"$PYTHON" -c "from tierwise.cli import main; main()" models install --quiet $IDS

@@ -397,7 +397,7 @@ def test_pyramid_cascade_path_is_relative_to_the_yaml(tmp_path):
 def _serve_exit(cfg: Path, *args: str) -> subprocess.CompletedProcess:
     src = str(Path(__file__).resolve().parents[1] / "src")
     return subprocess.run(
-        [sys.executable, "-c", "from tierwise.cli import app; app()", "serve", "--config", str(cfg),
+        [sys.executable, "-c", "from tierwise.cli import main; main()", "serve", "--config", str(cfg),
          "--port", str(free_port()), *args],
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": src},
     )

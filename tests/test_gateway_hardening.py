@@ -145,7 +145,7 @@ def test_auth_never_turns_off_silently(stub, tmp_path, keys):
     cfg = write_pyramid(tmp_path / "p.yaml", stub.url, str(tmp_path / "log.sqlite"), modes=("echo",),
                         extra=keys + "\n")
     src = str(Path(__file__).resolve().parents[1] / "src")
-    p = subprocess.run([sys.executable, "-c", "from tierwise.cli import app; app()", "serve", "--config", str(cfg),
+    p = subprocess.run([sys.executable, "-c", "from tierwise.cli import main; main()", "serve", "--config", str(cfg),
                         "--port", "9"], capture_output=True, text=True, timeout=60,
                        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "TW_EMPTY_KEYS": " , "})
     assert p.returncode == 2, p.stderr

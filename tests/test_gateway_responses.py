@@ -827,13 +827,13 @@ def test_stats_counts_every_surface(stub, gateway, fresh_stub):
     client.responses.create(model="m0", input="responses one")
     list(client.responses.create(model="m1", input="responses two", stream=True))
     gw.rows(want=3)
-    out = subprocess.run([sys.executable, "-c", "from tierwise.cli import app; app()", "stats", "--config",
+    out = subprocess.run([sys.executable, "-c", "from tierwise.cli import main; main()", "stats", "--config",
                           str(gw.cfg), "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)
     assert s["requests"] == 3 and s["answered"] == 3 and s["surfaces"] == {"responses": 2, "chat": 1}
     assert s["models"]["m0"]["requests"] == 2 and s["models"]["m1"]["requests"] == 1
-    out = subprocess.run([sys.executable, "-c", "from tierwise.cli import app; app()", "stats", "--config",
+    out = subprocess.run([sys.executable, "-c", "from tierwise.cli import main; main()", "stats", "--config",
                           str(gw.cfg)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "surfaces: responses 2, chat 1" in out.stdout, out.stdout + out.stderr
 

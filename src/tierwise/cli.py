@@ -26,9 +26,17 @@ for _name in COMMAND_MODULES:
     _module.register(app)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main() -> None:
+    """The console entry point: any tierwise error a command did not report itself is one line
+    (``error: <message>``, exit 2), never a traceback; the errors module is the one mapping."""
+    from .errors import TierwiseError
+
+    try:
+        app()
+    except TierwiseError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # python -m tierwise.cli
-    app()
+    main()

@@ -67,7 +67,7 @@ def start_gateway(config: Path, port: int, *extra_args: str, env: dict | None = 
     e = {**os.environ, **(env or {})}
     e["PYTHONPATH"] = _SRC + os.pathsep + e.get("PYTHONPATH", "")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from tierwise.cli import app; app()", "serve", "--config", str(config),
+        [sys.executable, "-c", "from tierwise.cli import main; main()", "serve", "--config", str(config),
          "--host", "127.0.0.1", "--port", str(port), *extra_args],
         env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
