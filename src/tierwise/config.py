@@ -161,6 +161,37 @@ class ModelConfig(BaseModel):
         return self.input_per_1m + self.output_per_1m
 
 
+class KeyConfig(BaseModel):
+    """One client key with its limits (``keys:``); keys can also live in the database (`tierwise keys`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    key: str | None = Field(None, min_length=8)  # the key itself ... or:
+    key_env: str | None = None  # the env var holding it (read at start)
+    admin: bool = False
+    usd_per_day: float | None = Field(None, gt=0)
+    usd_per_month: float | None = Field(None, gt=0)
+    requests_per_min: int | None = Field(None, gt=0)
+    tokens_per_min: int | None = Field(None, gt=0)
+    degrade_from: float | None = Field(0.8, ge=0, le=1)  # budget fraction where routing turns cheaper; null: never
+
+    @model_validator(mode="after")
+    def _one_key(self) -> "KeyConfig":
+        if (self.key is None) == (self.key_env is None):
+            raise ValueError(f"key {self.name!r}: give exactly one of 'key' or 'key_env'")
+        return self
+
+    def secret(self) -> str:
+        if self.key is not None:
+            return self.key
+        value = os.environ.get(self.key_env or "", "").strip()
+        if len(value) < 8:
+            raise ConfigError(f"keys[{self.name}].key_env: environment variable {self.key_env} is not set "
+                              "(or shorter than 8 characters)")
+        return value
+
+
 class Pyramid(BaseModel):
     """Models cheapest first, plus the router and gateway settings that go with them."""
 
@@ -180,6 +211,8 @@ class Pyramid(BaseModel):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, gt=0)
     max_pending: int = Field(DEFAULT_MAX_PENDING, gt=0)
     max_pending_per_key: int | None = Field(None, gt=0)  # one client key's requests in flight at most (429 past it)
+    keys: list[KeyConfig] = Field(default_factory=list)  # client keys with budgets and rate limits
+    redis: str | None = None  # redis:// URL: counters shared by every worker and replica (needed with --workers > 1)
     responses_ttl_days: float = Field(DEFAULT_RESPONSES_TTL_DAYS, gt=0)  # stored Responses API answers
     # the model answering /v1/embeddings and /v1/completions for model "tierwise" (those are not routed)
     default_embeddings_model: str | None = None

@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS requests (
     upstream_id TEXT,
     usage_estimated INTEGER,
     surface TEXT,
-    key_hash TEXT
+    key_hash TEXT,
+    budget_used DOUBLE PRECISION
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -168,7 +169,7 @@ class _Dialect:
 # columns added after the first release, migrated on open
 _ADDED = (("cascade_chain", "TEXT"), ("candidates", "TEXT"), ("excluded", "TEXT"), ("needs", "TEXT"),
           ("upstream_id", "TEXT"), ("usage_estimated", "INTEGER"), ("surface", "TEXT"),
-          ("key_hash", "TEXT"))
+          ("key_hash", "TEXT"), ("budget_used", "DOUBLE PRECISION"))
 
 
 class DecisionLog:
@@ -534,8 +535,12 @@ def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]
     (token counts differ a little between tokenizers; the log has the answering model's counts).
     A cascade row's tokens and cost are totals over every model it called; its baseline uses only
     the kept answer's tokens (from ``cascade_chain``), as the priciest model would have been asked once.
+    Requests to the forwarded endpoints (``/v1/embeddings``, ``/v1/completions``: one named model,
+    never routed) count in the traffic and the total cost but not in the baseline or the savings
+    (``forwarded_cost_usd`` is their spend).
     """
     ok = [r for r in rows if r["status"] == 200 and r["model"]]
+    routed = [r for r in ok if (r.get("surface") or "chat") not in ("embeddings", "completions")]
     by_model: dict[str, dict[str, Any]] = {}
     for r in ok:
         m = by_model.setdefault(r["model"], {"requests": 0, "cost_usd": 0.0, "tokens_in": 0, "tokens_out": 0})
@@ -547,10 +552,11 @@ def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]
         m["share"] = m["requests"] / len(ok)
     biggest = max(prices, key=lambda k: (prices[k][0] + prices[k][1])) if prices else None
     total = sum(r["cost_usd"] or 0.0 for r in ok)
+    routed_cost = sum(r["cost_usd"] or 0.0 for r in routed)
     baseline = None
     if biggest is not None:
         pin, pout = prices[biggest]
-        baseline = sum(token_cost(tin, tout, pin, pout) for tin, tout in map(_answer_tokens, ok))
+        baseline = sum(token_cost(tin, tout, pin, pout) for tin, tout in map(_answer_tokens, routed))
     lat = [float(r["latency_ms"]) for r in ok if r["latency_ms"] is not None]
     route = [float(r["route_ms"]) for r in rows if r["route_ms"]]
     statuses: dict[str, int] = {}
@@ -572,8 +578,9 @@ def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]
         "route_ms_p50": _percentile(route, 0.5),
         "route_ms_p99": _percentile(route, 0.99),
         "cost_usd": total,
+        "forwarded_cost_usd": total - routed_cost,  # embeddings + legacy completions: not in the baseline
         "baseline_model": biggest,
         "baseline_cost_usd": baseline,
-        "saved_usd": None if baseline is None else baseline - total,
-        "saved_fraction": None if not baseline else (baseline - total) / baseline,
+        "saved_usd": None if baseline is None else baseline - routed_cost,
+        "saved_fraction": None if not baseline else (baseline - routed_cost) / baseline,
     }

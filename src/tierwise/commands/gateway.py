@@ -48,35 +48,49 @@ def register(app: typer.Typer) -> None:
                  "model 'tierwise:cascade', and plain 'tierwise' too when no trained router is loaded"),
         log_prompts: bool = typer.Option(False, "--log-prompts", help="store prompt text in the log (for training from feedback)"),
         log_level: str = typer.Option("warning", help="uvicorn log level"),
+        workers: int = typer.Option(1, "--workers", min=1, help="processes sharing the port (each loads its own "
+                                    "local models; per-key limits across workers need `redis:` in the YAML)"),
     ) -> None:
         """Run the OpenAI-compatible gateway: POST /v1/chat/completions with model 'tierwise'."""
         import uvicorn
 
-        from ..engine.build import load_router
         from ..errors import TierwiseError
-        from ..gateway import create_app
+        from ..gateway import factory
 
-        pyramid = _pyramid(config)
+        _pyramid(config)  # a bad file is a usage error (exit 2) naming the file
+        opts = factory.ServeOptions(str(config) if config else None, str(router) if router else None,
+                                    str(cascade) if cascade is not None else None, log_prompts)
         try:
-            r = load_router(pyramid, str(router) if router else None)
-            app_ = create_app(pyramid, router=r, store_prompts=log_prompts,
-                              cascade=str(cascade) if cascade is not None else None)
+            if workers > 1:
+                info = factory.check_workers(opts, workers)
+                app_ = None
+            else:
+                app_ = factory.build(opts)
+                eng, guard = app_.state.engine, app_.state.guard
+                info = {"models": eng.order, "router": eng.router.name, "log": app_.state.log.url,
+                        "keys": len(guard.api_keys), "admin": len(guard.admin_keys), "redis": None}
+                if eng.cascade is not None:
+                    info["cascade"] = eng.cascade.source + (" (also for model 'tierwise')" if eng.cascade_default else "")
         except (TierwiseError, ValueError, OSError, RuntimeError) as exc:
             _fail(str(exc))
-        eng, guard = app_.state.engine, app_.state.guard
-        casc = ""
-        if eng.cascade is not None:
-            casc = f"  cascade: {eng.cascade.source}" + (" (also for model 'tierwise')" if eng.cascade_default else "")
-        if guard.api_keys:
-            auth = f"auth: on ({len(guard.api_keys)} key(s), {len(guard.admin_keys)} admin) for every /v1 endpoint; " \
+        if info["keys"]:
+            auth = f"auth: on ({info['keys']} key(s), {info['admin']} admin) for every /v1 endpoint; " \
                    "/health and /metrics are open"
         else:
             auth = "auth: OFF: every endpoint answers anyone (open gateway; keep it on 127.0.0.1)"
             if host not in ("127.0.0.1", "localhost", "::1"):
                 auth += f"  WARNING: listening on {host} without api_keys"
-        typer.echo(f"tierwise gateway on http://{host}:{port}/v1  models: {', '.join(eng.order)}  "
-                   f"router: {eng.router.name}{casc}  log: {app_.state.log.url}  {auth}", err=True)
-        uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
+        casc = f"  cascade: {info['cascade']}" if info.get("cascade") else ""
+        shared = f"  workers: {workers}" + (f" (counters in {info['redis']})" if info["redis"] else "")
+        typer.echo(f"tierwise gateway on http://{host}:{port}/v1  models: {', '.join(info['models'])}  "
+                   f"router: {info['router']}{casc}  log: {info['log']}  {auth}{shared}", err=True)
+        if app_ is not None:
+            uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False,
+                        timeout_graceful_shutdown=30)
+            return
+        factory.export(opts)
+        uvicorn.run("tierwise.gateway.factory:app_from_env", factory=True, workers=workers, host=host, port=port,
+                    log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
 
     @app.command("log")
     def log_cmd(
@@ -138,7 +152,7 @@ def register(app: typer.Typer) -> None:
         from ..decision_log import summarize
 
         pyramid = _pyramid(config)
-        prices = {m.name: (m.input_per_1m, m.output_per_1m) for m in pyramid.models}
+        prices = {m.name: (m.input_per_1m, m.output_per_1m) for m in pyramid.chat_models}  # the baseline's tiers
         s = summarize(_open_log(config, log).rows(), prices)
         if as_json:
             typer.echo(json.dumps(s, indent=1))
@@ -165,7 +179,10 @@ def register(app: typer.Typer) -> None:
         con.print("surfaces: " + ", ".join(f"{k} {v}" for k, v in s.get("surfaces", {}).items()))
         con.print(f"latency p50 {ms(s['latency_ms_p50'])}  p99 {ms(s['latency_ms_p99'])}   "
                   f"routing p50 {ms(s['route_ms_p50'])}  p99 {ms(s['route_ms_p99'])}")
+        forwarded = s.get("forwarded_cost_usd") or 0.0
         if s["baseline_cost_usd"] is not None:
             frac = "" if s["saved_fraction"] is None else f" ({s['saved_fraction']:.1%})"
-            con.print(f"cost ${s['cost_usd']:.6f}  vs always {s['baseline_model']} ${s['baseline_cost_usd']:.6f}: "
-                      f"saved ${s['saved_usd']:.6f}{frac}")
+            con.print(f"cost ${s['cost_usd'] - forwarded:.6f}  vs always {s['baseline_model']} "
+                      f"${s['baseline_cost_usd']:.6f}: saved ${s['saved_usd']:.6f}{frac}")
+        if forwarded or any(k in s.get("surfaces", {}) for k in ("embeddings", "completions")):
+            con.print(f"forwarded (embeddings, completions; not in the baseline): ${forwarded:.6f}")

@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 from ..config import DEFAULT_MAX_PENDING
 from ..decision import Decision
 from ..errors import AllModelsFailed, Overloaded, RequestError, TierwiseError
+from ..quota import Quota
+from . import budget
 from . import candidates as _candidates
 from . import dispatch
 from . import plan as _plan
@@ -62,7 +64,8 @@ class Engine:
                  cascade_default: bool = False, default_knob: Any = None,
                  max_pending: int = DEFAULT_MAX_PENDING, max_pending_per_key: int | None = None,
                  store_prompts: bool = False,
-                 listeners: Sequence[Listener] = ()):
+                 listeners: Sequence[Listener] = (), default_models: dict[str, str] | None = None,
+                 quota: Quota | None = None):
         if not slots:
             raise ValueError("the pyramid has no models")
         self.slots = list(slots)
@@ -79,6 +82,9 @@ class Engine:
         self.store_prompts = store_prompts
         self.listeners: list[Listener] = list(listeners)
         self.pending = 0
+        self.quota = quota  # per-key budgets and rate limits (None: no key has any)
+        # the model /v1/embeddings and /v1/completions use for model "tierwise" (engine/passthrough.py)
+        self.default_models: dict[str, str] = dict(default_models or {})
 
     @classmethod
     def from_pyramid(cls, pyramid: Any, **kwargs: Any) -> "Engine":
@@ -154,6 +160,30 @@ class Engine:
             return await self.chat_stream(body, **kw)
         return await self.chat(body, **kw)
 
+    # -- endpoints forwarded to one model, not routed (engine/passthrough.py) -----------------
+
+    async def embed(self, body: dict[str, Any] | bytes, **kw: Any) -> ChatAnswer:
+        """``POST /v1/embeddings``: the named (or default) embedding model's answer; never falls back.
+        ``kw``: ``request_id``, ``key_hash`` as for :meth:`chat`."""
+        return await self._forwarded("embeddings", body, False, **kw)
+
+    async def complete_text(self, body: dict[str, Any] | bytes, **kw: Any) -> ChatAnswer:
+        """Legacy ``POST /v1/completions``, not streamed (``stream`` in the body is ignored)."""
+        return await self._forwarded("completions", body, False, **kw)
+
+    async def complete_text_stream(self, body: dict[str, Any] | bytes, **kw: Any) -> ChatStream:
+        """Legacy completions streamed: ``text_completion`` chunks (see :meth:`chat_stream`)."""
+        return await self._forwarded("completions", body, True, **kw)
+
+    async def handle_text(self, body: dict[str, Any] | bytes, **kw: Any) -> ChatAnswer | ChatStream:
+        """``complete_text`` or ``complete_text_stream``, as the body's ``stream`` field says."""
+        return await self._forwarded("completions", body, None, **kw)
+
+    async def _forwarded(self, endpoint: str, body: Any, stream: bool | None, **kw: Any) -> Any:
+        from .passthrough import run
+
+        return await run(self, endpoint, body, stream=stream, **kw)
+
     # -- steps ---------------------------------------------------------------------------------
 
     def _admit(self, request_id: str | None, surface: str = "chat", key_hash: str | None = None) -> RequestRecord:
@@ -213,8 +243,14 @@ class Engine:
             steps = self.cascade.steps(self.by_name, cands.allowed, cands.excluded)
         else:
             knob = _plan.parse_knob(self.router, spec, self.default_knob, req.model)
+            if self.quota is not None:  # a key near its budget routes cheaper
+                knob = await budget.routed_knob(self.quota, rec, getattr(self.router, "rule", "cost_weight"),
+                                                self.router.default_knob if knob is None else knob)
             plan = _plan.routed(self.router, text, knob, cands, self.order)
             self._record_plan(rec, plan)
+        if self.quota is not None:
+            called = [s for s, _ in steps] if steps is not None else [self.by_name[n] for n in plan.chain]
+            await budget.reserve(self.quota, rec, req, called, every=steps is not None)
         return _Prepared(req, rec, plan, req.forward(), steps)
 
     def _record_plan(self, rec: RequestRecord, plan: _plan.Plan) -> None:
@@ -236,6 +272,7 @@ class Engine:
         rec.usage_estimated = bool(estimated)
 
     def _finish(self, rec: RequestRecord, status: int, error: str | None = None) -> None:
+        budget.settle(self.quota, rec)
         rec.status = status
         rec.error = error or rec.error
         t0 = getattr(rec, "_t0", None)

@@ -25,10 +25,10 @@ from ..engine.plan import CASCADE, ROUTED
 from ..engine.request import validation_error
 from ..engine.stream import ChatStream
 from ..errors import ModelNotFound, RequestError, TierwiseError
-from . import anthropic
-from .guard import Guard, while_connected
+from . import passthrough, surfaces
+from .guard import while_connected
+from .keys import Keys
 from .metrics import Metrics
-from . import responses_api
 from .responses import error_response, json_response, record_headers
 from .sse import DONE, GuardedStream, event
 
@@ -68,12 +68,14 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
         log = open_log(pyramid.log_target(), store_prompts=store_prompts)
     metrics = Metrics()
     engine.listeners += [metrics.observe, log.record]
-    guard = Guard(pyramid.client_keys(), pyramid.max_body_bytes, admin_keys=pyramid.admin_client_keys(),
-                  body_timeout_s=pyramid.body_timeout_s)
+    keys = Keys(pyramid, log.url)
+    guard = keys.guard
+    engine.quota = keys.quota  # policies may arrive later (tierwise keys add): always consulted
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        yield
+        async with keys.running():
+            yield
         await engine.aclose()
         await asyncio.to_thread(log.close)
 
@@ -160,8 +162,9 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
         metrics.refresh(engine, log)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    anthropic.register(app, engine, guard)  # POST /v1/messages (+ count_tokens), Anthropic's shape
-    responses_api.register(app, engine, guard, log, ttl_days=getattr(pyramid, "responses_ttl_days", None))
+    surfaces.anthropic.register(app, engine, guard)  # POST /v1/messages (+ count_tokens), Anthropic's shape
+    surfaces.responses.register(app, engine, guard, log, ttl_days=getattr(pyramid, "responses_ttl_days", None))
+    passthrough.register(app, engine, guard)  # POST /v1/embeddings, POST /v1/completions (one model, not routed)
     return app
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any, Awaitable, Iterable
 
@@ -36,12 +35,21 @@ class ClientGone(TierwiseError):
 
 
 class Guard:
+    """Keys are held as hashes only: the config's keys are hashed at start, database keys
+    (``tierwise keys``) are stored hashed and swapped in by :meth:`set_stored`."""
+
     def __init__(self, api_keys: Iterable[str] | None, max_body_bytes: int, *,
                  admin_keys: Iterable[str] | None = None, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S):
-        self.admin_keys = frozenset(k for k in (admin_keys or ()) if k)
-        self.api_keys = frozenset(k for k in (api_keys or ()) if k) | self.admin_keys
+        self._config_admin = frozenset(key_hash(k) for k in (admin_keys or ()) if k)
+        self._config = frozenset(key_hash(k) for k in (api_keys or ()) if k) | self._config_admin
+        self.api_keys, self.admin_keys = self._config, self._config_admin  # hashes of every accepted key
         self.max_body_bytes = int(max_body_bytes)
         self.body_timeout_s = float(body_timeout_s)
+
+    def set_stored(self, hashes: Iterable[str], admin_hashes: Iterable[str]) -> None:
+        """The database's live keys (re-read every few seconds): config keys plus these are accepted."""
+        self.admin_keys = self._config_admin | frozenset(admin_hashes)
+        self.api_keys = self._config | frozenset(hashes) | self.admin_keys
 
     @property
     def open(self) -> bool:
@@ -53,9 +61,10 @@ class Guard:
             return Client(None, True)  # an open gateway: everyone is everyone (localhost only)
         auth = request.headers.get("authorization", "")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-        if not key or not any(hmac.compare_digest(key, k) for k in self.api_keys):
+        h = key_hash(key) if key else ""
+        if h not in self.api_keys:
             raise AuthError("invalid or missing API key (send 'Authorization: Bearer <key>')")
-        return Client(key_hash(key), key in self.admin_keys)
+        return Client(h, h in self.admin_keys)
 
     @staticmethod
     def check_json(request: Request) -> None:

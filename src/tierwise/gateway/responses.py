@@ -40,4 +40,9 @@ def record_headers(rec: RequestRecord | None, decision: Decision | None = None, 
         h["x-tierwise-cascade-chain"] = chain_header(rec.cascade_chain)
     if cost_estimated:
         h["x-tierwise-cost-estimated"] = "prompt-only"
+    ticket = getattr(rec, "_ticket", None)  # a key with limits: what is left of them
+    if ticket is not None:
+        h.update(ticket.headers())
+    if rec.budget_used is not None:
+        h["x-tierwise-budget-used"] = f"{rec.budget_used:.4f}"
     return h

@@ -1,0 +1,79 @@
+"""Building the gateway for ``tierwise serve``, in one process or in each of ``--workers N``.
+
+With workers, uvicorn starts N processes sharing the port; each calls :func:`app_from_env`, which
+reads the serve options from ``TIERWISE_SERVE`` (set by the parent) and builds its own app: its
+own models (a local GGUF model is loaded once per worker), engine and log writer (SQLite in WAL
+mode takes several writers; Postgres too). What must agree across workers lives outside them: the
+decision log in the database, per-key counters in Redis (``redis:``), which is why limits with
+more than one worker need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+ENV = "TIERWISE_SERVE"
+
+
+@dataclass
+class ServeOptions:
+    config: str | None = None
+    router: str | None = None
+    cascade: str | None = None
+    log_prompts: bool = False
+
+
+def _pyramid(opts: ServeOptions):
+    from ..config import Pyramid, default_pyramid
+
+    return Pyramid.load(opts.config) if opts.config else default_pyramid()
+
+
+def build(opts: ServeOptions):
+    """The app for these options (loads models, opens the log)."""
+    from ..engine.build import load_router
+    from .app import create_app
+
+    pyramid = _pyramid(opts)
+    return create_app(pyramid, router=load_router(pyramid, opts.router), store_prompts=opts.log_prompts,
+                      cascade=opts.cascade)
+
+
+def app_from_env():
+    """uvicorn's factory in each worker process."""
+    return build(ServeOptions(**json.loads(os.environ[ENV])))
+
+
+def export(opts: ServeOptions) -> None:
+    os.environ[ENV] = json.dumps(asdict(opts))
+
+
+def check_workers(opts: ServeOptions, workers: int) -> dict[str, Any]:
+    """Everything that can be wrong before N workers start, without loading a model: the config,
+    the router and cascade files, the keys; and limits that only Redis can keep exact across them.
+    Returns what the start-up line shows."""
+    from ..decision_log import open_log
+    from ..engine.build import load_cascade, load_router
+    from .keys import Keys
+
+    pyramid = _pyramid(opts)
+    router = load_router(pyramid, opts.router)
+    load_cascade(pyramid, opts.cascade)
+    log = open_log(pyramid.log_target())
+    try:
+        keys = Keys(pyramid, log.url)
+    finally:
+        log.close()
+    limited = bool(keys.quota.policies) or pyramid.max_pending_per_key is not None
+    if workers > 1 and limited and not pyramid.redis:
+        raise ConfigError(f"{opts.config or '<default pyramid>'}: per-key budgets and limits with --workers "
+                          f"{workers} need shared counters: set `redis: redis://HOST:6379/0` (each worker would "
+                          "otherwise enforce them on its own, letting a key spend N times its budget)")
+    return {"models": pyramid.chat_names if hasattr(pyramid, "chat_names") else pyramid.names,
+            "router": router.name, "log": log.url, "keys": len(keys.guard.api_keys),
+            "admin": len(keys.guard.admin_keys), "redis": pyramid.redis}
