@@ -2,7 +2,7 @@
 
 Two layers:
 
-* the pure translation (``tierwise.gateway.anthropic_translate``): request -> chat body (system,
+* the pure translation (``tierwise.gateway.surfaces.anthropic``): request -> chat body (system,
   content blocks, tools, tool_choice, images, validation errors naming the field), chat.completion
   -> Anthropic message (stop reasons, usage, tool_use), chunk stream -> Anthropic events (order,
   one block at a time, interleaved tool-call deltas; checked with the anthropic SDK's own
@@ -24,11 +24,28 @@ import httpx
 import pytest
 
 from tierwise.engine.capabilities import required
-from tierwise.errors import (AllModelsFailed, AuthError, CapabilityError, LogError, ModelNotFound, Overloaded,
-                             RequestError, UpstreamRejected)
-from tierwise.gateway.anthropic import frame, wire_error
-from tierwise.gateway.anthropic_translate import (StreamTranslator, anthropic_usage, error_type, stop_reason,
-                                                  stream_error_event, to_chat, to_message)
+from tierwise.errors import (
+    AllModelsFailed,
+    AuthError,
+    CapabilityError,
+    LogError,
+    ModelNotFound,
+    Overloaded,
+    RequestError,
+    UpstreamRejected,
+)
+from tierwise.gateway.sse import named_event as frame
+from tierwise.gateway.surfaces.anthropic.answer import (
+    anthropic_usage,
+    stop_reason,
+    to_message,
+)
+from tierwise.gateway.surfaces.anthropic.errors import error_type, wire_error
+from tierwise.gateway.surfaces.anthropic.request import to_chat
+from tierwise.gateway.surfaces.anthropic.stream import (
+    StreamTranslator,
+    stream_error_event,
+)
 from tierwise.testing import StubBackend, tool_call_arguments
 
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="

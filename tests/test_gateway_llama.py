@@ -106,3 +106,19 @@ def test_long_prompt_skips_the_small_context_model(gw):
     passed = rows[direct.id]["fallbacks"][0]
     assert (passed["model"], passed["reason"]) == ("smollm2", "context") and "context window 512" in passed["error"]
     assert rows[direct.id]["excluded"]["smollm2"].startswith("context window 512 < prompt")
+
+
+def test_a_client_hanging_up_stops_the_local_model(gw):
+    """A non-streamed request abandoned by its client stops decoding: the next one does not wait."""
+    import httpx
+
+    base = str(gw["client"].base_url).rstrip("/")
+    body = {"model": "smollm2", "max_tokens": 450, "temperature": 0,
+            "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(base + "/chat/completions", json=body, timeout=0.5)  # ~4 s of decoding asked for
+    t = time.perf_counter()
+    r = gw["client"].chat.completions.create(model="smollm2", max_tokens=4,
+                                             messages=[{"role": "user", "content": "Say hi."}])
+    waited = time.perf_counter() - t
+    assert r.model == "smollm2" and waited < 1.5, f"the next request waited {waited:.1f} s"

@@ -2,7 +2,7 @@
 
 Two layers:
 
-* the pure translator (``tierwise.gateway.responses_translate``): Responses request -> chat body,
+* the pure translator (``tierwise.gateway.surfaces.responses``): Responses request -> chat body,
   ``chat.completion`` -> Response object, chat chunks -> Responses events; every Response and event
   is validated against the installed ``openai`` SDK's own pydantic types (required fields included);
 * real ``tierwise serve`` processes over the recording stub backend, driven by the real ``openai``
@@ -31,10 +31,14 @@ from pydantic import BaseModel, TypeAdapter
 
 from tierwise.decision_log import DecisionLog
 from tierwise.errors import RequestError
-from tierwise.gateway.responses_api import sse_event
-from tierwise.gateway.responses_translate import (
-    StreamTranslator, chat_body, completion_to_response, items_to_messages, new_response_id, parse_request,
+from tierwise.gateway.surfaces.responses.answer import (
+    completion_to_response,
+    new_response_id,
 )
+from tierwise.gateway.surfaces.responses.items import items_to_messages
+from tierwise.gateway.surfaces.responses.request import chat_body, parse_request
+from tierwise.gateway.surfaces.responses.routes import sse_event
+from tierwise.gateway.surfaces.responses.stream import StreamTranslator
 from tierwise.testing import Gateway, StubBackend, tool_call_arguments
 
 ALL_CAPS = ["tools", "json_object", "json_schema", "vision", "logprobs", "n"]

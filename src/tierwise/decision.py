@@ -68,19 +68,39 @@ class Decision:
     knob: float
     router: str
     utilities: dict[str, float] = field(default_factory=dict)
+    # predicted cost of this request per model (the router's units; empty for routers without a cost model)
+    costs: dict[str, float] = field(default_factory=dict)
+    # the hull guard (``tierwise.calibration``): ``mixed`` is True when this knob is one where the learned
+    # rule is no better than mixing two single models, so the request went to one of them at random (seeded
+    # by the request id or prompt hash); ``guard`` says which mixture ("hull-mix a|b p=0.37 u=0.12") or why
+    # it was not applied ("hull-skip: ..."); None when the learned rule decided unguarded.
+    mixed: bool = False
+    guard: str | None = None
 
     @property
     def score(self) -> float:
         return self.scores[self.model]
 
 
-def choose(quality: np.ndarray, cost: np.ndarray, rule: str, knob: float, allowed: np.ndarray | None = None) -> np.ndarray:
-    """Model index per row. ``quality``: (n, m); ``cost``: (m,) or (n, m); ``allowed``: (m,) bool mask."""
+def cost_scale(cost: np.ndarray) -> float:
+    """The cost the ``cost_weight`` knob is relative to: the dearest model's mean cost.
+
+    Fixed per router (``Router.cost_scale``), so a per-request cost matrix gives the same decision for a
+    row alone as in a batch.
+    """
+    cost = np.atleast_2d(np.asarray(cost, dtype=float))
+    return float(np.max(cost.mean(axis=0))) or 1.0
+
+
+def choose(quality: np.ndarray, cost: np.ndarray, rule: str, knob: float, allowed: np.ndarray | None = None,
+           scale: float | None = None) -> np.ndarray:
+    """Model index per row. ``quality``: (n, m); ``cost``: (m,) or (n, m) (per model, or per request and
+    model); ``allowed``: (m,) bool mask; ``scale``: see :func:`cost_scale` (default: from ``cost``)."""
     quality = np.atleast_2d(np.asarray(quality, dtype=float))
     cost = np.broadcast_to(np.asarray(cost, dtype=float), quality.shape)
     mask = None if allowed is None else np.broadcast_to(np.asarray(allowed, bool), quality.shape)
     if rule == "cost_weight":
-        scale = float(np.max(cost)) or 1.0
+        scale = float(scale) if scale else cost_scale(cost)
         if np.isinf(knob):  # "always cheapest": inf * cost would make every utility -inf
             util = -cost / scale
         else:

@@ -3,6 +3,12 @@
 Features are computed once per table; every router kind then sees the same folds, so the
 numbers are comparable. Out-of-fold predictions of all folds are pooled before the metrics are
 computed (one curve over every usable row), as RouteLLM and RouterBench report them.
+
+Every curve is measured with the table's realised per-prompt cost, and every router decides with
+what it would know when deployed: its out-of-fold *expected* cost per request (``routers.cost``;
+``cost_modes`` adds the per-model-mean variant, the router before per-request cost). Each learned
+router is reported raw and *deployed*: with the hull guard (``calibration``) fitted on the other
+folds, so the guard's own choices are out-of-sample too (row ``<kind> +hull``).
 """
 
 from __future__ import annotations
@@ -12,19 +18,25 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .calibration import DEFAULT_MARGIN_SE, crossfit_curve, shortfall
+from .decision import cost_scale, knob_grid
 from .metrics import (
     Curve,
+    curve_of_picks,
     nmodel_metrics,
     oracle_curve,
     pair_metrics,
-    router_curve,
+    router_picks,
     single_model_points,
     upper_hull,
 )
 from .routers import make_quality_model
+from .routers.cost import cross_val_cost, table_cost_inputs
 from .table import OutcomeTable
 
 DEFAULT_ROUTERS = ("random", "knn", "mf", "ensemble")
+GUARD_SUFFIX = " +hull"
+EVAL_KNOBS = 240  # the grid a trained router calibrates and serves on
 
 
 @dataclass
@@ -36,6 +48,8 @@ class EvalReport:
     curves: dict[str, Curve] = field(default_factory=dict)
     singles: np.ndarray | None = None
     oof: dict[str, np.ndarray] = field(default_factory=dict)
+    oof_cost: np.ndarray | None = None  # out-of-fold expected cost per request (what the routers decided with)
+    cost_signal: list[str] = field(default_factory=list)  # per model: tokens_out | cost | mean
     cost_unit: str = ""
     extra_points: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -46,6 +60,7 @@ class EvalReport:
             "models": self.models,
             "folds": self.folds,
             "cost_unit": self.cost_unit,
+            "cost_signal": self.cost_signal,
             "single_models": {
                 m: {"quality": float(q), "cost": float(c)} for m, (c, q) in zip(self.models, self.singles)
             },
@@ -76,6 +91,9 @@ def metrics_for(pred: np.ndarray | None, curve: Curve, correct: np.ndarray, cost
         score = (pred[:, strong] - pred[:, weak]) if pred is not None else None
         if score is not None:
             out.update(pair_metrics(score, correct[:, weak], correct[:, strong]))
+    gap = shortfall(curve, correct, cost)
+    out["knobs_under_zero"] = int((gap > 1e-3).sum())
+    out["max_under_zero"] = float(max(gap.max(), 0.0))
     return out
 
 
@@ -90,8 +108,16 @@ def evaluate(
     featurizer=None,
     progress: Callable[[str], None] | None = None,
     router_params: dict[str, dict] | None = None,
+    cost_modes: Sequence[str] = ("request",),
+    guard: bool = True,
+    margin_se: float = DEFAULT_MARGIN_SE,
 ) -> EvalReport:
-    """Cross-validate each router kind; also report the zero router and the oracle."""
+    """Cross-validate each router kind; also report the zero router and the oracle.
+
+    ``cost_modes``: the first is what every router decides with ("request": per-request expected cost;
+    "mean": per model); each further mode adds a row ``<kind> (mean cost)``. ``guard``: add the deployed,
+    hull-guarded row ``<kind> +hull`` of each learned router.
+    """
     t = table.clean()
     if len(t) < folds * 4:
         raise ValueError(f"{table.path}: only {len(t)} usable rows (uncontaminated, fully evaluated) for {folds}-fold CV")
@@ -107,15 +133,28 @@ def evaluate(
     ids = fold_ids(len(t), folds, seed)
     report = EvalReport(models=list(t.models), n=len(t), folds=folds, cost_unit=t.cost_unit)
     report.singles = single_model_points(correct, cost)
+    tin, _, tout = table_cost_inputs(t)
+    decision_cost = {mode: cross_val_cost(features, tin, cost, tout, ids, mode) for mode in cost_modes}
+    report.oof_cost = decision_cost[cost_modes[0]]
+    from .routers.cost import CostModel
+
+    report.cost_signal = CostModel(cost_modes[0]).fit(features, tin, cost, tout).signal
+    grid, scale = knob_grid(rule, EVAL_KNOBS), cost_scale(cost)
 
     for kind in routers:
         say(f"cross-validating {kind}")
         params = (router_params or {}).get(kind, {})
         pred = cross_val_predict(kind, features, correct, ids, **params)
-        curve = router_curve(pred, correct, cost, rule)
         report.oof[kind] = pred
-        report.curves[kind] = curve
-        report.routers[kind] = metrics_for(pred, curve, correct, cost)
+        for i, mode in enumerate(cost_modes):
+            picks = router_picks(pred, decision_cost[mode], rule, grid, scale)
+            name = kind if i == 0 else f"{kind} ({mode} cost)"
+            # pair metrics (APGR/CPT) rank prompts by predicted quality alone: only the main row has them
+            _add_curve(report, name, pred if i == 0 else None, curve_of_picks(grid, picks, correct, cost), correct, cost)
+            if i == 0 and guard and kind != "random":
+                curve, guarded = crossfit_curve(grid, picks, correct, cost, ids, margin_se)
+                _add_curve(report, kind + GUARD_SUFFIX, None, curve, correct, cost)
+                report.routers[kind + GUARD_SUFFIX]["guarded_knobs"] = round(float(guarded.sum()), 1)
 
     # references: the zero router (mixtures of single models) and the oracle
     zero = Curve(np.zeros(len(t.models)), report.singles[:, 0], report.singles[:, 1], np.zeros(len(t.models)))
@@ -128,6 +167,11 @@ def evaluate(
     report.curves["oracle"] = orc
     report.routers["oracle"] = metrics_for(correct, orc, correct, cost)
     return report
+
+
+def _add_curve(report: EvalReport, name: str, pred, curve: Curve, correct, cost) -> None:
+    report.curves[name] = curve
+    report.routers[name] = metrics_for(pred, curve, correct, cost)
 
 
 def add_points_row(report: EvalReport, name: str, points, table: OutcomeTable) -> None:

@@ -18,7 +18,7 @@ import re
 import string
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import TierwiseError
 
@@ -503,6 +503,14 @@ class JudgeGrader(Grader):
     judge_name: str = ""
     rubric: str = DEFAULT_RUBRIC
     generation: Generation = field(default_factory=lambda: Generation(max_tokens=512))
+    # builds the judge again where a pickled grader lands (a Ray worker): a live backend does not travel
+    judge_factory: "Callable[[], Backend] | None" = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.judge_factory is not None:
+            state["judge"] = None
+        return state
 
     def settings_key(self) -> str:
         import hashlib
@@ -511,6 +519,8 @@ class JudgeGrader(Grader):
         return super().settings_key() + f"|judge={self.judge_name}|rubric={rub}"
 
     async def grade(self, item: dict, result: "ChatResult") -> Grade:
+        if self.judge is None and self.judge_factory is not None:
+            self.judge = self.judge_factory()
         if self.judge is None:
             raise GraderError("judge grader has no judge model (use --judge MODEL)")
         msgs = judge_messages(item["prompt"], result.text, _opt_str(item.get("answer")), self.rubric)
@@ -524,7 +534,8 @@ def _opt_str(value: Any) -> str | None:
 
 
 def make_grader(name: str, **options: Any) -> Grader:
-    """A grader by CLI name; options: ``max_tokens``, ``pattern``, ``judge``, ``judge_name``, ``rubric``."""
+    """A grader by CLI name; options: ``max_tokens``, ``pattern``, ``judge``, ``judge_name``, ``rubric``,
+    ``judge_factory``."""
     classes = {
         "numeric": NumericGrader,
         "choice": ChoiceGrader,
@@ -537,7 +548,7 @@ def make_grader(name: str, **options: Any) -> Grader:
         raise GraderError(f"unknown grader {name!r}; choose one of {', '.join(GRADER_NAMES)}")
     max_tokens = options.pop("max_tokens", None)
     kwargs = {k: v for k, v in options.items() if v is not None}
-    allowed = {"pattern"} if name == "regex" else {"judge", "judge_name", "rubric"} if name == "judge" else set()
+    allowed = {"pattern"} if name == "regex" else {"judge", "judge_name", "rubric", "judge_factory"} if name == "judge" else set()
     unknown = set(kwargs) - allowed
     if unknown:
         raise GraderError(f"grader {name!r} does not take option(s) {sorted(unknown)}")

@@ -152,20 +152,33 @@ class Curve:
         return np.column_stack([self.cost, self.quality])
 
 
-def router_curve(
-    predicted: np.ndarray, correct: np.ndarray, cost: np.ndarray, rule: str = "cost_weight", knobs: np.ndarray | None = None
-) -> Curve:
-    """Sweep a decision rule's knob over out-of-fold predictions and measure the real outcomes."""
-    knobs = knob_grid(rule) if knobs is None else np.asarray(knobs)
+def router_picks(predicted: np.ndarray, decision_cost: np.ndarray, rule: str, knobs: np.ndarray,
+                 scale: float | None = None) -> np.ndarray:
+    """(knobs, n) model index per knob value and row: the decision rule swept over its knob."""
+    return np.stack([choose(predicted, decision_cost, rule, k, scale=scale) for k in knobs])
+
+
+def curve_of_picks(knobs: np.ndarray, picks: np.ndarray, correct: np.ndarray, cost: np.ndarray) -> Curve:
+    """Mean realised cost, quality and top-model share of (knobs, n) picks."""
     rows = np.arange(len(correct))
     top = int(np.argmax(cost.mean(axis=0)))
-    c, q, share = [], [], []
-    for k in knobs:
-        pick = choose(predicted, cost, rule, k)
-        c.append(cost[rows, pick].mean())
-        q.append(correct[rows, pick].mean())
-        share.append(np.mean(pick == top))
-    return Curve(knobs, np.array(c), np.array(q), np.array(share))
+    return Curve(np.asarray(knobs), cost[rows, picks].mean(axis=1), correct[rows, picks].mean(axis=1),
+                 (picks == top).mean(axis=1))
+
+
+def router_curve(
+    predicted: np.ndarray, correct: np.ndarray, cost: np.ndarray, rule: str = "cost_weight", knobs: np.ndarray | None = None,
+    *, decision_cost: np.ndarray | None = None, scale: float | None = None,
+) -> Curve:
+    """Sweep a decision rule's knob over out-of-fold predictions and measure the real outcomes.
+
+    ``cost`` is the realised (n, m) cost every point is measured with; ``decision_cost`` is the cost the
+    rule decides with ((m,) per model or (n, m) predicted per request; default ``cost`` itself, which only
+    an oracle knows).
+    """
+    knobs = knob_grid(rule) if knobs is None else np.asarray(knobs)
+    decide = cost if decision_cost is None else decision_cost
+    return curve_of_picks(knobs, router_picks(predicted, decide, rule, knobs, scale), correct, cost)
 
 
 def single_model_points(correct: np.ndarray, cost: np.ndarray) -> np.ndarray:

@@ -1,10 +1,14 @@
 """The public router: prompt -> features -> per-model quality -> the cheapest model worth calling.
 
 ``Router.fit(table)`` learns from an outcome table, ``Router.score(prompts)`` predicts per-model
-quality, ``Router.route(prompt, knob)`` picks a model. A held-out slice of the training data is
-kept as a *calibration curve* (knob -> traffic share, cost, quality), so a user can ask for a
-target ("quality=0.95", "share=0.3", "cost=0.0004") instead of a raw knob, at fit time or per
-request, without the data. ``save``/``load`` write a versioned, pickle-free artifact.
+quality, ``Router.route(prompt, knob)`` picks a model. The rule trades that quality against each
+model's *expected cost of this request* (``routers.cost``: exact input tokens, predicted answer
+length). Out-of-sample predictions of the training data are kept as a *calibration curve* (knob ->
+traffic share, cost, quality), so a user can ask for a target ("quality=0.95", "share=0.3",
+"cost=0.0004") instead of a raw knob, at fit time or per request, without the data; the same curve
+fits the *hull guard* (``calibration``): at knobs where the learned rule is not ahead of mixing two
+single models, the router serves that mixture. ``save``/``load`` write a versioned, pickle-free
+artifact (version 2; version 1 artifacts load with per-model mean costs and no guard).
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from typing import Sequence
 
 import numpy as np
 
+from .calibration import DEFAULT_MARGIN_SE, HullGuard, draw, expected_curve
 from .decision import RULES, TARGET_HELP, Decision, choose, parse_target
 from .errors import TierwiseError
+from .prices import estimate_tokens
 from .routers import QualityModel, make_quality_model
 from .routers.base import QUALITY_MODELS
+from .routers.cost import CostModel, cross_val_cost, table_cost_inputs
 
 ARTIFACT_FORMAT = "tierwise-router"
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2  # 2: per-request cost model ("cost_model" + "cost.*" arrays) and the hull guard
 class ArtifactError(TierwiseError, ValueError):
     def __init__(self, path: str | Path, problem: str):
         super().__init__(f"{path}: {problem}")
@@ -73,7 +80,9 @@ class Router:
         self._default_knob_spec = knob
         self.quality: QualityModel | None = None
         self.models: list[str] = []
-        self.costs = np.zeros(0)
+        self.costs = np.zeros(0)  # mean cost per model on the training rows: the knob's scale
+        self.cost_model: CostModel | None = None
+        self.guard: HullGuard | None = None
         self.calibration: dict[str, list[float]] = {}
         self.metadata: dict = {}
         self.default_knob = 0.0 if rule == "cost_weight" else 0.5
@@ -93,54 +102,55 @@ class Router:
 
     # ------------------------------------------------------------------ training
     def fit(self, table, *, X: np.ndarray | None = None, holdout: float = 0.2, seed: int = 0,
-            oof: np.ndarray | None = None) -> "Router":
+            oof: np.ndarray | None = None, oof_cost: np.ndarray | None = None, cost_mode: str = "request",
+            guard: bool = True, margin_se: float = DEFAULT_MARGIN_SE) -> "Router":
         """Learn from an outcome table (contaminated rows and rows with no outcome are dropped).
 
         The calibration curve (knob -> cost, quality, traffic share; what targets resolve on) is
         recorded on out-of-sample predictions: ``oof``, cross-validated predictions for every fully
         evaluated row (what ``tierwise train`` passes: every row counts, so small tables calibrate
-        stably), or else a ``holdout`` share of those rows. Then the model is refit on every row.
-        Missing cells (e.g. feedback rows) are masked. Pass precomputed features as ``X``
-        (row-aligned with ``table.trainable()``).
+        stably), or else a ``holdout`` share of those rows. ``oof_cost`` is the matching out-of-fold
+        expected cost (computed here by 5-fold cross-fitting when not given). The hull guard is fitted
+        on the same points (``guard=False``: none). Then the models are refit on every row. Missing
+        cells (e.g. feedback rows) are masked. Pass precomputed features as ``X`` (row-aligned with
+        ``table.trainable()``). ``cost_mode="mean"`` decides with each model's mean cost.
         """
-        from .metrics import router_curve, single_model_points
-
         t = table.trainable()
         if len(t) < 20:
             raise ValueError(f"{table.path}: only {len(t)} usable rows; a router needs at least 20")
         self.models = list(t.models)
         self.costs = t.mean_cost()
         X = self.featurizer.transform(t.prompts) if X is None else X
+        tin, cost, tout = table_cost_inputs(t)
         rng = np.random.default_rng(seed)
         complete = np.isfinite(t.correct).all(axis=1)
         order = rng.permutation(np.flatnonzero(complete))
         n_hold = int(len(t) * holdout)
-        pred = None  # out-of-sample predictions for the rows ``hold``, if there are enough rows
+        pred = dcost = None  # out-of-sample quality and cost for the rows ``hold``, if there are enough rows
         if oof is not None:
             hold = np.flatnonzero(complete)
             if oof.shape != (len(hold), len(self.models)):
                 raise ValueError(f"oof predictions have shape {oof.shape}; expected {(len(hold), len(self.models))}")
             pred = np.asarray(oof, dtype=float)
+            if oof_cost is None:
+                from .evaluate import fold_ids
+
+                dcost = cross_val_cost(X[hold], tin[hold], cost[hold], None if tout is None else tout[hold],
+                                       fold_ids(len(hold), 5, seed), cost_mode)
+            else:
+                dcost = np.asarray(oof_cost, dtype=float)
         elif n_hold >= 10:
             hold = order[:n_hold]
             train = np.setdiff1d(np.arange(len(t)), hold)
             qm = make_quality_model(self.kind, **self.params).fit(X[train], t.correct[train])
             pred = qm.predict(X[hold])
+            cm = CostModel(cost_mode).fit(X[train], tin[train], cost[train], None if tout is None else tout[train])
+            dcost = cm.predict(X[hold], tin[hold])
         if pred is not None:
-            grid = _fine_grid(self.rule)
-            curve = router_curve(pred, t.correct[hold], t.cost[hold], self.rule, grid)
-            singles = single_model_points(t.correct[hold], t.cost[hold])
-            self.calibration = {
-                "knobs": [float(k) for k in curve.knobs],
-                "cost": curve.cost.tolist(),
-                "quality": curve.quality.tolist(),
-                "top_share": curve.top_share.tolist(),
-                "best_single_quality": float(singles[:, 1].max()),
-                "top_cost": float(singles[:, 0].max()),
-                "rows": len(hold),
-                "method": "cross-validated predictions" if oof is not None else f"{holdout:.0%} holdout",
-            }
+            self._calibrate_on(pred, dcost, t.correct[hold], cost[hold], guard, margin_se,
+                               "cross-validated predictions" if oof is not None else f"{holdout:.0%} holdout")
         self.quality = make_quality_model(self.kind, **self.params).fit(X, t.correct)
+        self.cost_model = CostModel(cost_mode).fit(X, tin, cost, tout)
         self.metadata.update(
             {
                 "name": self.kind,
@@ -148,12 +158,44 @@ class Router:
                 "trained_rows": len(t),
                 "training_data": {"path": str(table.path), "fingerprint": t.fingerprint(), "cost_unit": t.cost_unit},
                 "features": self.featurizer.describe(),
+                "cost_model": self.cost_model.describe(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
         if self._default_knob_spec is not None:
             self.default_knob = self.parse_knob(str(self._default_knob_spec))
         return self
+
+    def _calibrate_on(self, pred, dcost, correct, cost, guard: bool, margin_se: float, method: str) -> None:
+        """The calibration curve and hull guard from out-of-sample predictions of some rows."""
+        from .metrics import curve_of_picks, router_picks, single_model_points
+
+        grid = _fine_grid(self.rule)
+        picks = router_picks(pred, dcost, self.rule, grid, scale=self.cost_scale)
+        raw = curve_of_picks(grid, picks, correct, cost)
+        self.guard = HullGuard.fit(grid, picks, correct, cost, margin_se) if guard else None
+        curve = raw if self.guard is None else expected_curve(self.guard, picks, correct, cost)
+        singles = single_model_points(correct, cost)
+        self.calibration = {
+            "knobs": [float(k) for k in grid],
+            "cost": curve.cost.tolist(),
+            "quality": curve.quality.tolist(),
+            "top_share": curve.top_share.tolist(),
+            "raw_cost": raw.cost.tolist(),
+            "raw_quality": raw.quality.tolist(),
+            "best_single_quality": float(singles[:, 1].max()),
+            "top_cost": float(singles[:, 0].max()),
+            "rows": len(correct),
+            "method": method,
+        }
+        if self.guard is not None:
+            self.calibration["guard"] = self.guard.to_json()
+        _parse_knob_cached.cache_clear()
+
+    @property
+    def cost_scale(self) -> float:
+        """What the ``cost_weight`` knob's cost is relative to: the dearest model's mean cost."""
+        return float(np.max(self.costs)) if len(self.costs) else 1.0
 
     # ------------------------------------------------------------------ inference
     def score(self, prompts: str | Sequence[str]) -> np.ndarray:
@@ -163,9 +205,20 @@ class Router:
             return self.quality.predict(self.featurizer.transform_one(prompts))[0]
         return self.quality.predict(self.featurizer.transform(list(prompts)))
 
-    def route(self, text: str, knob: float | str | None = None, allowed: Sequence[str] | None = None) -> Decision:
-        """Pick a model for one prompt. ``allowed`` restricts the candidates (context fit, health)."""
-        q = self.score(text)
+    def expected_cost(self, X: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """(n, m) expected cost of each request with each model (the per-model mean without a cost model)."""
+        if self.cost_model is None:
+            return np.broadcast_to(self.costs, (len(texts), len(self.costs)))
+        return self.cost_model.predict(X, np.array([estimate_tokens(t) for t in texts], dtype=float))
+
+    def route(self, text: str, knob: float | str | None = None, allowed: Sequence[str] | None = None,
+              request_id: str | None = None) -> Decision:
+        """Pick a model for one prompt. ``allowed`` restricts the candidates (context fit, health);
+        ``request_id`` seeds the hull guard's coin (default: the prompt, so a prompt always goes the same way)."""
+        self._check_fitted()
+        x = self.featurizer.transform_one(text)
+        q = self.quality.predict(x)[0]
+        c = self.expected_cost(x, (text,))[0]
         k = self._knob(knob)
         mask = None
         if allowed is not None:
@@ -173,12 +226,38 @@ class Router:
             mask = np.array([m in allowed_set for m in self.models])
             if not mask.any():
                 raise ValueError("no allowed model is known to this router")
-        idx = int(choose(q[None, :], self.costs, self.rule, k, mask)[0])
-        scores = {m: float(v) for m, v in zip(self.models, q)}
-        return Decision(model=self.models[idx], index=idx, scores=scores, rule=self.rule, knob=k, router=self.name)
+        idx, note = self._guarded_pick(k, mask, request_id if request_id is not None else text)
+        if idx is None:
+            idx = int(choose(q[None, :], c, self.rule, k, mask, scale=self.cost_scale)[0])
+        return Decision(model=self.models[idx], index=idx, scores=dict(zip(self.models, q.tolist())), rule=self.rule,
+                        knob=k, router=self.name, costs=dict(zip(self.models, c.tolist())),
+                        mixed=note is not None and note.startswith("hull-mix"), guard=note)
+
+    def _guarded_pick(self, knob: float, mask: np.ndarray | None, key: str) -> tuple[int | None, str | None]:
+        """The hull guard's model at this knob (None: the learned rule decides) and what to log about it."""
+        entry = None if self.guard is None else self.guard.entry(knob)
+        if entry is None:
+            return None, None
+        lo, hi, p = entry
+        needed = [i for i, w in ((lo, 1 - p), (hi, p)) if w > 0]
+        if mask is not None and not mask[needed].all():
+            missing = ",".join(self.models[i] for i in needed if not mask[i])
+            return None, f"hull-skip: {missing} not allowed"
+        u = draw(key)
+        idx = hi if u < p else lo
+        return idx, f"hull-mix {self.models[lo]}|{self.models[hi]} p={p:.3f} u={u:.3f}"
 
     def route_batch(self, prompts: Sequence[str], knob: float | str | None = None) -> list[str]:
-        idx = choose(self.score(list(prompts)), self.costs, self.rule, self._knob(knob))
+        """Models for many prompts at one knob (what ``route`` picks for each, with prompt-seeded guard coins)."""
+        self._check_fitted()
+        prompts = list(prompts)
+        k = self._knob(knob)
+        X = self.featurizer.transform(prompts)
+        idx = choose(self.quality.predict(X), self.expected_cost(X, prompts), self.rule, k, scale=self.cost_scale)
+        entry = None if self.guard is None else self.guard.entry(k)
+        if entry is not None:
+            lo, hi, p = entry
+            idx = np.where(np.array([draw(t) for t in prompts]) < p, hi, lo)
         return [self.models[i] for i in idx]
 
     def _knob(self, knob) -> float:
@@ -261,9 +340,14 @@ class Router:
             "models": self.models,
             "costs": self.costs.tolist(),
             "quality_params": params,
+            "cost_model": None,
             "calibration": self.calibration,
             "metadata": self.metadata,
         }
+        if self.cost_model is not None:
+            cparams, carrays = self.cost_model.get_state()
+            meta["cost_model"] = cparams
+            arrays = {**arrays, **{f"cost.{k}": v for k, v in carrays.items()}}
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
         tmp = path.with_name(path.name + ".tmp")
@@ -295,12 +379,18 @@ class Router:
             if kind not in QUALITY_MODELS:
                 raise ArtifactError(path, f"unknown router kind {kind!r}")
             obj = cls(kind, rule=meta["rule"], featurizer=featurizer)
+            costs = {k[5:]: v for k, v in arrays.items() if k.startswith("cost.")}
+            arrays = {k: v for k, v in arrays.items() if not k.startswith("cost.")}
             obj.quality = QUALITY_MODELS[kind].from_state(meta["quality_params"], arrays)
             obj.models = [str(m) for m in meta["models"]]
             obj.costs = np.asarray(meta["costs"], dtype=float)
             if obj.costs.shape != (len(obj.models),):
                 raise ArtifactError(path, f"{len(obj.models)} models but {obj.costs.size} costs")
+            obj.cost_model = (CostModel.from_state(meta["cost_model"], costs) if meta.get("cost_model")
+                              else CostModel.constant(obj.costs))  # version 1: the per-model mean
             obj.calibration = meta.get("calibration") or {}
+            if "guard" in obj.calibration:
+                obj.guard = HullGuard.from_json(obj.calibration["knobs"], obj.calibration["guard"])
             obj.metadata = meta.get("metadata") or {}
             obj.default_knob = float(meta["default_knob"])
         except ArtifactError:

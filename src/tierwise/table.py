@@ -24,8 +24,9 @@ SIZE = "size_b|"
 TOKENS_IN = "tokens_in|"
 TOKENS_OUT = "tokens_out|"
 LATENCY = "latency_s|"
+OUTCHARS = "outchars|"  # characters of the answer (some public tables); ~4 per token when tokens_out| is absent
 LOGPROB = "logprob|"  # mean token log-probability of the answer (collect; the cascade's confidence)
-PER_MODEL_PREFIXES = (CORRECT, COST, SIZE, TOKENS_IN, TOKENS_OUT, LATENCY)
+PER_MODEL_PREFIXES = (CORRECT, COST, SIZE, TOKENS_IN, TOKENS_OUT, LATENCY, OUTCHARS)
 
 
 class TableError(TierwiseError, ValueError):
@@ -113,6 +114,22 @@ class OutcomeTable:
 
     def mean_cost(self) -> np.ndarray:
         return self.cost.mean(axis=0)
+
+    def prompt_tokens(self) -> np.ndarray:
+        """(n,) input tokens per prompt as a router counts them at request time (``estimate_tokens``)."""
+        return np.array([estimate_tokens(p) for p in self.prompts], dtype=float)
+
+    def output_tokens(self) -> np.ndarray | None:
+        """(n, m) answer length per cell: ``tokens_out|m``, else ``outchars|m`` / 4; NaN where unknown;
+        None when the table records no answer length for any model."""
+        cols = []
+        for m in self.models:
+            t = self.extra.get(TOKENS_OUT + m)
+            if t is None and OUTCHARS + m in self.extra:
+                t = self.extra[OUTCHARS + m] / 4.0
+            cols.append(np.full(len(self), np.nan) if t is None else np.asarray(t, dtype=float))
+        out = np.column_stack(cols) if cols else np.zeros((len(self), 0))
+        return out if np.isfinite(out).any() else None
 
     def order_by_cost(self) -> "OutcomeTable":
         """Models sorted cheapest first: the pyramid's natural order (ties keep table order)."""
@@ -233,7 +250,7 @@ def load_table(
         contaminated = np.zeros(len(frame), dtype=bool)
 
     extra: dict[str, np.ndarray] = {}
-    for prefix in (TOKENS_IN, TOKENS_OUT, LATENCY, SIZE, LOGPROB):
+    for prefix in (TOKENS_IN, TOKENS_OUT, LATENCY, SIZE, LOGPROB, OUTCHARS):
         for m in models:
             if prefix + m in columns:
                 extra[prefix + m] = _as_numeric(path, frame, prefix + m)
@@ -299,6 +316,8 @@ def _resolve_costs(path, frame, columns, models, prompts, extra, prices, require
             t_in = extra.get(TOKENS_IN + m)
             t_in = prompt_tokens if t_in is None else np.where(np.isnan(t_in), prompt_tokens, t_in)
             t_out = extra.get(TOKENS_OUT + m)
+            if t_out is None and OUTCHARS + m in extra:
+                t_out = extra[OUTCHARS + m] / 4.0
             default_out = book.output_tokens if book is not None else default_price_book().output_tokens
             t_out = np.full(n, float(default_out)) if t_out is None else np.where(np.isnan(t_out), default_out, t_out)
             cost[:, j] = price.request_cost(t_in, t_out)

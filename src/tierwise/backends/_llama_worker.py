@@ -13,7 +13,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -100,6 +100,36 @@ class Worker:
         except Exception:
             pass  # the job failed: result() reports it
         return self.result(fut, limit)
+
+    async def events(self, job: Callable[..., Any], limit: float) -> AsyncIterator[tuple]:
+        """``job(llm, deadline, cancel, put)`` on a free copy, yielding every ``put(*event)`` it makes
+        (from the worker thread, handed over thread-safely), then ``("done", result)``. Each wait is
+        bounded by the deadline; a consumer that leaves early sets ``cancel``."""
+        deadline = time.monotonic() + limit
+        loop = asyncio.get_running_loop()
+        queued: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def put(*event) -> None:
+            try:
+                loop.call_soon_threadsafe(queued.put_nowait, event)
+            except RuntimeError:  # the event loop is gone: nobody is listening any more
+                cancel.set()
+
+        fut = await self.submit(lambda llm: job(llm, deadline, cancel, put), deadline, cancel)
+        fut.add_done_callback(lambda f: queued.put_nowait((None, f)))
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queued.get(), max(0.0, deadline - time.monotonic()) + 0.05)
+                except asyncio.TimeoutError:
+                    raise self.timeout(limit) from None
+                if event[0] is None:
+                    yield ("done", self.result(event[1], limit))
+                    return
+                yield event
+        finally:
+            cancel.set()  # the consumer left early (disconnect, timeout): the job stops at its next check
 
     def timeout(self, limit: float) -> BackendError:
         return BackendError(self.name, f"timed out after {limit:g}s", timeout=True)

@@ -3,7 +3,7 @@
 A ``llama_cpp.Llama`` object decodes one sequence at a time and is not thread-safe, so each backend
 holds ``max_concurrency`` loaded copies (default 1) and an ``asyncio.Semaphore`` of the same size:
 concurrent requests queue on the semaphore instead of crashing, and the blocking decode runs in a
-dedicated worker thread so the event loop keeps serving. Models load at construction (server
+dedicated worker thread so the event loop keeps serving (``_llama_worker``). Models load at construction (server
 start), so a missing or corrupt file fails before the first request, not during it.
 
 Generation is our own loop over ``Llama.generate`` (``_llama_decode``) rather than
@@ -27,28 +27,33 @@ Local defaults that differ from OpenAI's: **temperature 0.0 (greedy) when the re
 so a local model answers the same prompt the same way; when sampling, ``top_k=40``, ``min_p=0.05``
 and ``top_p=0.95`` unless the request sets ``top_p``. ``timeout`` is the whole request's budget,
 queueing included. Usage is exact (the model's own tokenizer), never estimated.
+
+Legacy ``/v1/completions`` (``complete_text`` / ``stream_text``, ``_llama_text``) run the same
+decode loop on the raw prompt, with no chat template. A model built with ``embedding=True`` is an
+embedding model: it answers ``embed`` only (``_llama_embed``), in the same worker threads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import queue
 import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError
 from ._llama_decode import Generation, Sampling, decode
+from ._llama_embed import embed_texts, embedding_body, parse_embed_request, pooling_needed
 from ._llama_grammar import GrammarBook
 from ._llama_request import LocalRequest, parse_request, reject, template_messages
 from ._llama_response import Chunks, completion_body, logprobs
+from ._llama_text import TextAnswer, parse_text_request
 from ._llama_tools import ToolCallSplitter
+from ._llama_worker import Worker
 from .base import Backend, Completion
 
 # Used only when a GGUF carries no chat template.
@@ -56,7 +61,8 @@ CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-BASE_CAPABILITIES = frozenset({"json_object", "json_schema", "logprobs"})
+BASE_CAPABILITIES = frozenset({"json_object", "json_schema", "logprobs", "completions"})
+MEAN_POOLING = 1  # llama_cpp.LLAMA_POOLING_TYPE_MEAN
 
 
 _PLACEHOLDER = re.compile("\x00(\\d+)\x00")
@@ -76,8 +82,11 @@ class LlamaBackend(Backend):
         timeout_s: float = 120.0,
         seed: int = 0,
         default_max_tokens: int | None = None,
+        embedding: bool = False,
     ):
         self.name = name
+        self.embedding = bool(embedding)  # loaded for /v1/embeddings only (no generation)
+        self._pooling = -1  # the GGUF's own pooling type
         self.context_window = int(context_window)
         self.path = Path(model_path)
         self.n_threads = n_threads or os.cpu_count() or 1
@@ -85,16 +94,18 @@ class LlamaBackend(Backend):
         self.timeout_s = float(timeout_s)
         self.default_max_tokens = int(default_max_tokens) if default_max_tokens else None
         self._seed = seed
-        copies = [self._load() for _ in range(self.max_concurrency)]
+        first = self._load()
+        if self.embedding and pooling_needed(first):  # a GGUF without a pooling type: mean-pool it
+            first.close()
+            self._pooling = MEAN_POOLING
+            first = self._load()
+        copies = [first] + [self._load() for _ in range(self.max_concurrency - 1)]
         self._first = copies[0]
-        self._free: queue.SimpleQueue = queue.SimpleQueue()  # copies not decoding right now
-        for llm in copies:
-            self._free.put(llm)
-        self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=f"llama-{name}")
-        self._sems: dict[int, asyncio.Semaphore] = {}
+        self._worker = Worker(name, copies)  # loaded copies, their threads and the deadline rules
         template = self._first.metadata.get("tokenizer.chat_template") or CHATML
         self._formatter, self._template_stops = self._make_formatter(self._first, template)
-        self.capabilities = BASE_CAPABILITIES | ({"tools"} if "tools" in template else frozenset())
+        self.capabilities = frozenset({"embeddings"}) if self.embedding else (
+            BASE_CAPABILITIES | ({"tools"} if "tools" in template else frozenset()))
         self._grammars = GrammarBook(name, self._first._model.vocab)
         import llama_cpp
 
@@ -111,9 +122,12 @@ class LlamaBackend(Backend):
             raise BackendError(self.name, f"llama-cpp-python is not installed ({exc}); run scripts/setup.sh") from None
         if not self.path.is_file():
             raise BackendError(self.name, f"{self.path}: model file not found")
+        # an embedding model takes each input in one batch (pooling needs the whole sequence)
+        extra = dict(embedding=True, pooling_type=self._pooling, n_batch=self.context_window,
+                     n_ubatch=self.context_window) if self.embedding else {}
         try:
             return Llama(model_path=str(self.path), n_ctx=self.context_window, n_threads=self.n_threads,
-                         n_threads_batch=self.n_threads, seed=self._seed, logits_all=False, verbose=False)
+                         n_threads_batch=self.n_threads, seed=self._seed, logits_all=False, verbose=False, **extra)
         except Exception as exc:
             raise BackendError(self.name, f"{self.path}: cannot load GGUF ({exc})") from None
 
@@ -167,8 +181,14 @@ class LlamaBackend(Backend):
 
     # ---- one request: parse, constrain, generate (worker thread) -----------------------------
 
-    def _prepare(self, body: dict[str, Any]):
-        """The request read and its grammar compiled: every 4xx is raised here, before a slot is taken."""
+    def _prepare(self, body: dict[str, Any], *, text: bool = False):
+        """The request read and its grammar compiled: every 4xx is raised here, before a slot is taken.
+        ``text``: a legacy completions body (raw prompt, ``_llama_text``) instead of a chat one."""
+        if self.embedding:
+            raise reject(self.name, f"model {self.name!r} is loaded for embeddings only (POST /v1/embeddings)",
+                         code="unsupported_capability", param="model")
+        if text:
+            return parse_text_request(body, self.name), None
         req = parse_request(body, self.name, tools_supported="tools" in self.capabilities)
         if req.tool_mode in ("required", "named"):
             tools = [t for t in req.tools or () if req.tool_mode == "required" or t["function"]["name"] == req.tool_name]
@@ -180,11 +200,15 @@ class LlamaBackend(Backend):
     def _generate(self, llm, req: LocalRequest, grammar, deadline: float, cancel: threading.Event,
                   on_start: Callable[[int], None] | None = None,
                   emit: Callable[[str, list], None] | None = None) -> tuple[int, Generation]:
-        prompt = self._prompt_tokens(llm, req.messages, req.tools)
+        if req.prompt is not None:  # legacy completions: the client's raw prompt, special tokens read as such
+            prompt = llm.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=True)
+        else:
+            prompt = self._prompt_tokens(llm, req.messages, req.tools)
         room = self.context_window - len(prompt)
         if room <= 0:
             raise reject(self.name, f"the prompt has {len(prompt)} tokens; this model's context window is "
-                         f"{self.context_window}", code="context_length_exceeded", param="messages")
+                         f"{self.context_window}", code="context_length_exceeded",
+                         param="messages" if req.prompt is None else "prompt")
         wanted = req.max_tokens or self.default_max_tokens or room
         sampling = Sampling(max_tokens=max(1, min(wanted, room)), temperature=req.temperature, top_p=req.top_p,
                             seed=req.seed, frequency_penalty=req.frequency_penalty,
@@ -196,104 +220,63 @@ class LlamaBackend(Backend):
                    template_stops=self._template_stops)
         return len(prompt), g
 
-    # ---- async plumbing ----------------------------------------------------------------------
+    # ---- running a job on the worker (``_llama_worker``) -------------------------------------
 
-    def _sem(self) -> asyncio.Semaphore:
-        """One semaphore per event loop (tests and CLIs may run several loops one after another)."""
-        loop = asyncio.get_running_loop()
-        sem = self._sems.get(id(loop))
-        if sem is None:
-            self._sems = {id(loop): asyncio.Semaphore(self.max_concurrency)}
-            sem = self._sems[id(loop)]
-        return sem
-
-    def _on_copy(self, fn: Callable, deadline: float, cancel: threading.Event):
-        """Worker thread: take a free model copy, run ``fn(llm)``, always give the copy back.
-
-        The copy is returned here, not by an event-loop callback, so a loop that closes while a
-        decode is still winding down (a script's ``asyncio.run`` ending) never leaks it.
-        """
-        try:
-            llm = self._free.get(timeout=max(0.001, deadline - time.monotonic()))
-        except queue.Empty:
-            raise BackendError(self.name, "timed out waiting for a free model copy", timeout=True) from None
-        try:
-            if cancel.is_set():
-                return None
-            return fn(llm)
-        finally:
-            self._free.put(llm)
-
-    async def _submit(self, fn: Callable, deadline: float, cancel: threading.Event) -> asyncio.Future:
-        """Wait for a slot (bounded by the deadline), then run ``fn(llm)`` in the worker thread."""
-        sem = self._sem()
-        try:
-            await asyncio.wait_for(sem.acquire(), max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            raise BackendError(self.name, "timed out waiting for a free model slot", timeout=True) from None
-        try:
-            fut = asyncio.get_running_loop().run_in_executor(self._executor, self._on_copy, fn, deadline, cancel)
-        except BaseException:
-            sem.release()
-            raise
-        fut.add_done_callback(lambda f: (sem.release(), f.cancelled() or f.exception()))
-        return fut
-
-    def _outcome(self, fut, limit: float) -> tuple[int, Generation]:
-        """A finished generation's result; its failure, or running out of time, as a BackendError."""
-        try:
-            result = fut.result()
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendError(self.name, f"generation failed: {type(exc).__name__}: {exc}") from None
+    def _generation(self, result, limit: float) -> tuple[int, Generation]:
+        """A finished generation's (prompt tokens, Generation); one that ran out of time, a timeout."""
         if result is None or result[1].timed_out:
             raise self._timeout(limit)
         return result
 
+    async def _run(self, req: LocalRequest, grammar, timeout: float | None, t0: float) -> tuple[int, Generation]:
+        limit = self._budget(timeout)
+        result = await self._worker.run(lambda llm, deadline, cancel: self._generate(
+            llm, req, grammar, deadline, cancel), max(0.0, t0 + limit - time.monotonic()))
+        return self._generation(result, limit)
+
     async def complete(self, body: dict[str, Any], *, timeout: float | None = None) -> Completion:
         t0 = time.monotonic()
-        limit = self._budget(timeout)
-        deadline = t0 + limit
         req, grammar = self._prepare(body)
-        cancel = threading.Event()
-        fut = await self._submit(lambda llm: self._generate(llm, req, grammar, deadline, cancel), deadline, cancel)
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()) + 0.05)
-        except asyncio.TimeoutError:
-            cancel.set()
-            raise self._timeout(limit) from None
-        except asyncio.CancelledError:
-            cancel.set()
-            raise
-        except Exception:
-            pass  # the generation failed: _outcome reports it
-        tokens_in, g = self._outcome(fut, limit)
+        tokens_in, g = await self._run(req, grammar, timeout, t0)
         out = completion_body(req, model=self.name, fingerprint=self.system_fingerprint, text=g.text,
                               finish=g.finish, entries=g.logprobs, tokens_in=tokens_in, tokens_out=g.tokens_out)
         return Completion(out, tokens_in=tokens_in, tokens_out=g.tokens_out, usage_estimated=False,
                           latency_s=time.monotonic() - t0)
 
-    async def stream(self, body: dict[str, Any], *, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Chunks as tokens are decoded; the worker thread feeds an asyncio queue thread-safely."""
+    async def complete_text(self, body: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        """A legacy ``text_completion`` for the raw ``prompt`` (``_llama_text``)."""
+        t0 = time.monotonic()
+        req, _ = self._prepare(body, text=True)
+        tokens_in, g = await self._run(req, None, timeout, t0)
+        return TextAnswer(req, self.name, self.system_fingerprint).body(
+            g.text, g.finish, g.logprobs, tokens_in, g.tokens_out)
+
+    async def embed(self, body: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        """OpenAI's ``create embedding`` answer (``_llama_embed``); only for ``embedding=True`` models."""
+        if not self.embedding:
+            raise self._unsupported("embeddings")
         limit = self._budget(timeout)
-        deadline = time.monotonic() + limit
+        req = parse_embed_request(body, self.name, self._first.n_embd())
+        vectors, tokens = await self._worker.run(lambda llm, deadline, cancel: embed_texts(
+            llm, req, self.name, deadline=deadline, cancel=cancel), limit)
+        return embedding_body(vectors, tokens, req, self.name)
+
+    async def _events(self, req: LocalRequest, grammar, timeout: float | None) -> AsyncIterator[tuple]:
+        """A generation as it runs: ``("start", prompt_tokens)``, ``("text", piece, logprob_entries)``
+        ..., then ``("done", prompt_tokens, Generation)``; leaving early stops the decode."""
+        limit = self._budget(timeout)
+
+        def job(llm, deadline: float, cancel: threading.Event, put: Callable) -> tuple[int, Generation]:
+            return self._generate(llm, req, grammar, deadline, cancel, lambda n: put("start", n),
+                                  lambda piece, lp: put("text", piece, lp))
+
+        async with aclosing(self._worker.events(job, limit)) as events:
+            async for event in events:
+                yield event if event[0] != "done" else ("done", *self._generation(event[1], limit))
+
+    async def stream(self, body: dict[str, Any], *, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """``chat.completion.chunk`` objects as tokens are decoded (tool-call blocks held back and parsed)."""
         req, grammar = self._prepare(body)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-
-        def put(*event) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the event loop is gone: nobody is listening any more
-                cancel.set()
-
-        fut = await self._submit(
-            lambda llm: self._generate(llm, req, grammar, deadline, cancel, lambda n: put("start", n),
-                                       lambda piece, lp: put("text", piece, lp)),
-            deadline, cancel)
-        fut.add_done_callback(lambda f: events.put_nowait(("done", f)))
         chunks = Chunks(self.name, self.system_fingerprint, req.include_usage)
         splitter = ToolCallSplitter(req.tool_names, parallel=req.parallel_tool_calls) if req.tool_mode != "off" else None
         pending: list[dict] = []  # logprob entries not yet sent
@@ -303,12 +286,8 @@ class LlamaBackend(Backend):
             pending.clear()
             return logprobs(req, entries)
 
-        try:
-            while True:
-                try:
-                    event = await asyncio.wait_for(events.get(), max(0.0, deadline - time.monotonic()) + 0.05)
-                except asyncio.TimeoutError:
-                    raise self._timeout(limit) from None
+        async with aclosing(self._events(req, grammar, timeout)) as events:
+            async for event in events:
                 if event[0] == "start":
                     yield chunks.delta({"role": "assistant", "content": ""})
                 elif event[0] == "text":
@@ -317,7 +296,7 @@ class LlamaBackend(Backend):
                     if shown:
                         yield chunks.delta({"content": shown}, logprobs=take_logprobs())
                 else:
-                    tokens_in, g = self._outcome(event[1], limit)
+                    tokens_in, g = event[1], event[2]
                     finish = g.finish
                     rest, calls = splitter.finish() if splitter else ("", None)
                     if rest:
@@ -329,14 +308,21 @@ class LlamaBackend(Backend):
                     yield chunks.delta({}, finish, logprobs=take_logprobs() if pending else None)
                     if req.include_usage:
                         yield chunks.usage(tokens_in, g.tokens_out)
-                    return
-        finally:
-            cancel.set()  # the consumer left early (disconnect, timeout): stop decoding at the next token
+
+    async def stream_text(self, body: dict[str, Any], *, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """A legacy completion's ``text_completion`` chunks as tokens are decoded (``_llama_text``)."""
+        req, _ = self._prepare(body, text=True)
+        answer = TextAnswer(req, self.name, self.system_fingerprint)
+        async with aclosing(self._events(req, None, timeout)) as events:
+            async for event in events:
+                if event[0] == "start" and req.echo and req.prompt:
+                    yield answer.chunk(req.prompt)
+                elif event[0] == "text":
+                    yield answer.chunk(event[1], entries=event[2])
+                elif event[0] == "done":
+                    yield answer.chunk("", event[2].finish)
+                    if req.include_usage:
+                        yield answer.usage_chunk(event[1], event[2].tokens_out)
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        while True:
-            try:
-                self._free.get_nowait().close()
-            except queue.Empty:
-                break
+        self._worker.close()

@@ -85,9 +85,9 @@ def register(app: typer.Typer) -> None:
         pyramid = _pyramid(config)
         if models:
             wanted = [m.strip() for m in models.split(",") if m.strip()]
-            unknown = [m for m in wanted if m not in pyramid.names]
+            unknown = [m for m in wanted if m not in pyramid.chat_names]
             if unknown:
-                _fail(f"--models: {unknown[0]!r} is not in the pyramid ({', '.join(pyramid.names)})")
+                _fail(f"--models: {unknown[0]!r} is not a chat model of the pyramid ({', '.join(pyramid.chat_names)})")
             pyramid = pyramid.model_copy(update={"models": [pyramid.model(m) for m in wanted]})
         options: dict = {"max_tokens": max_tokens}
         if name == "regex":

@@ -47,11 +47,11 @@ def load_router(pyramid: "Pyramid", path: str | None = None) -> Any:
     if path:
         router = Router.load(path)
         try:
-            router.check_models(pyramid.names)
+            router.check_models(pyramid.chat_names)
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         return router
-    return Router.stand_in(pyramid.names, [m.blended_per_1m for m in pyramid.models])
+    return Router.stand_in(pyramid.chat_names, [m.blended_per_1m for m in pyramid.chat_models])
 
 
 def load_cascade(pyramid: "Pyramid", path: Any = None) -> tuple["Thresholds", str] | None:
@@ -66,9 +66,9 @@ def load_cascade(pyramid: "Pyramid", path: Any = None) -> tuple["Thresholds", st
         th, source = path, str(path.meta.get("source") or "<thresholds>")
     else:
         th, source = Thresholds.load(path), str(path)
-    if th.models != pyramid.names:
+    if th.models != pyramid.chat_names:
         raise CascadeError(f"{source}: cascade thresholds are for models {th.models}, the pyramid has "
-                           f"{pyramid.names}; calibrate on a table collected from this pyramid "
+                           f"{pyramid.chat_names}; calibrate on a table collected from this pyramid "
                            "(`tierwise cascade calibrate`)")
     if th.confidence == "self_consistency" and int(th.meta.get("samples") or 0) < 1:
         raise CascadeError(f"{source}: confidence self_consistency needs meta.samples >= 1 (answers sampled per model)")
@@ -119,5 +119,7 @@ def build_engine(cls, pyramid: "Pyramid", *, router: Any = None, backends: dict[
         cascade_default = casc is not None and not is_trained(router)
     return cls(slots, router, cascade=casc, cascade_default=cascade_default, default_knob=knob,
                max_pending=max_pending or pyramid.max_pending, max_pending_per_key=pyramid.max_pending_per_key,
-               store_prompts=store_prompts, listeners=listeners)
+               store_prompts=store_prompts, listeners=listeners,
+               default_models={e: getattr(pyramid, f"default_{e}_model") for e in ("embeddings", "completions")
+                               if getattr(pyramid, f"default_{e}_model", None)})
 

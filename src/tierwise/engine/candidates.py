@@ -30,6 +30,14 @@ class Candidates:
     excluded: dict[str, str] = field(default_factory=dict)
 
 
+# why an embedding model is never a chat candidate (it has only the ``embeddings`` capability)
+NOT_CHAT = "lacks chat (an embedding model: it serves POST /v1/embeddings only)"
+
+
+async def is_chat_model(req: ChatRequest, slot: Slot) -> str | None:
+    return NOT_CHAT if "embeddings" in slot.capabilities else None
+
+
 async def has_capabilities(req: ChatRequest, slot: Slot) -> str | None:
     missing = req.needs - slot.capabilities
     return f"lacks {', '.join(sorted(missing))}" if missing else None
@@ -68,7 +76,7 @@ async def is_healthy(req: ChatRequest, slot: Slot) -> str | None:
     return f"circuit open ({b.consecutive} failures in a row; next probe in {b.retry_in():.0f}s)"
 
 
-DEFAULT_CHECKS: tuple[Check, ...] = (has_capabilities, fits_context, is_healthy)
+DEFAULT_CHECKS: tuple[Check, ...] = (is_chat_model, has_capabilities, fits_context, is_healthy)
 
 
 async def select(req: ChatRequest, slots: Sequence[Slot], checks: Sequence[Check] = DEFAULT_CHECKS) -> Candidates:
@@ -96,7 +104,7 @@ async def select(req: ChatRequest, slots: Sequence[Slot], checks: Sequence[Check
 
 def nothing_fits(req: ChatRequest, cands: Candidates, slots: Sequence[Slot]) -> Exception:
     """The error for an empty candidate set: a missing capability first, else the context."""
-    lacking = {n: r for n, r in cands.excluded.items() if r.startswith("lacks ")}
+    lacking = {n: r for n, r in cands.excluded.items() if r.startswith("lacks ") and r != NOT_CHAT}
     if lacking:
         missing = sorted({c for s in slots if s.name in lacking for c in req.needs - s.capabilities})
         models = ", ".join(f"{n} ({r})" for n, r in lacking.items())

@@ -52,12 +52,12 @@ def all_failed(rec: RequestRecord) -> TierwiseError:
 
 
 async def complete(chain: Sequence[str], slots: Mapping[str, Slot], body: dict[str, Any],
-                   rec: RequestRecord) -> tuple[Slot, Completion]:
-    """The first answer along ``chain``; failures recorded on ``rec``."""
+                   rec: RequestRecord, *, method: str = "complete") -> tuple[Slot, Completion]:
+    """The first answer along ``chain`` (the backends' ``method``); failures recorded on ``rec``."""
     for name in chain:
         slot = slots[name]
         try:
-            return slot, await slot.complete(body)
+            return slot, await slot.complete(body, method)
         except UpstreamRejected:
             raise
         except Exception as exc:
@@ -108,12 +108,13 @@ class OpenStream:
             await self._hold.__aexit__(None, None, None)
 
 
-async def open_stream(slot: Slot, body: dict[str, Any]) -> OpenStream:
-    """Start ``slot``'s stream and wait (within its timeout) for the first answer chunk or its end."""
+async def open_stream(slot: Slot, body: dict[str, Any], method: str = "stream") -> OpenStream:
+    """Start ``slot``'s stream (its backend's ``method``: ``stream``, or ``stream_text`` for legacy
+    completions) and wait (within its timeout) for the first answer chunk or its end."""
     hold = slot.hold()
     await hold.__aenter__()
     slot.breaker.begin()
-    agen = slot.backend.stream(body, timeout=slot.timeout_s)
+    agen = getattr(slot.backend, method)(body, timeout=slot.timeout_s)
     opened = OpenStream(slot, agen, [], _hold=hold)
 
     async def first() -> None:
@@ -134,12 +135,12 @@ async def open_stream(slot: Slot, body: dict[str, Any]) -> OpenStream:
 
 
 async def stream(chain: Sequence[str], slots: Mapping[str, Slot], body: dict[str, Any],
-                 rec: RequestRecord) -> OpenStream:
+                 rec: RequestRecord, *, method: str = "stream") -> OpenStream:
     """The first stream along ``chain`` that starts answering; failures recorded on ``rec``."""
     for name in chain:
         slot = slots[name]
         try:
-            return await open_stream(slot, body)
+            return await open_stream(slot, body, method)
         except UpstreamRejected:
             raise
         except Exception as exc:

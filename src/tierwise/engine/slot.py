@@ -64,12 +64,16 @@ class Slot:
         finally:
             sem.release()
 
-    async def complete(self, body: dict[str, Any]) -> Completion:
-        """One non-streamed call under the slot's rules; its outcome feeds the circuit breaker."""
+    async def complete(self, body: dict[str, Any], method: str = "complete") -> Completion | Any:
+        """One non-streamed call under the slot's rules; its outcome feeds the circuit breaker.
+
+        ``method``: the backend's method (``complete``; ``embed`` / ``complete_text`` for the
+        endpoints that are forwarded, not routed)."""
         async with self.hold():
             self.breaker.begin()
             try:
-                answer = await within(self.backend.complete(body, timeout=self.timeout_s), self.timeout_s)
+                call = getattr(self.backend, method)
+                answer = await within(call(body, timeout=self.timeout_s), self.timeout_s)
             except asyncio.TimeoutError:
                 self.breaker.failure()
                 raise BackendError(self.name, f"no answer within {self.timeout_s:g}s", timeout=True) from None

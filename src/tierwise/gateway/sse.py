@@ -15,6 +15,12 @@ def event(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
+def named_event(kind: str, obj: Any) -> bytes:
+    """One named event, ``event: <kind>`` before :func:`event`'s ``data:`` line (as Anthropic's
+    Messages and OpenAI's Responses streams frame every event)."""
+    return b"event: " + kind.encode() + b"\n" + event(obj)
+
+
 class GuardedStream(StreamingResponse):
     """A streaming response whose ``cleanup`` runs even if the client leaves before the body starts
     (then Starlette never iterates the generator, so the generator's own ``finally`` never runs)."""

@@ -36,6 +36,11 @@ Modes:
     ``prompt_tokens_details`` / ``completion_tokens_details``, and on the message ``refusal: None``,
     ``annotations: []`` and an unknown ``x_stub_extra: 1`` (on streamed deltas too).
 
+Other paths: ``POST /v1/embeddings`` answers deterministic 8-dimensional unit vectors made from a
+hash of each input, and legacy ``POST /v1/completions`` echoes the prompt (streamed too), in
+OpenAI's shapes (``stub_text``); ``fail``, ``ratelimit``, ``reject-*``, ``stall``,
+``stall-after-first`` and ``slow-<ms>`` work there as on chat, every other mode answers normally.
+
 Recording: ``stub.requests`` is a list (a thread-safe snapshot) of ``{"method", "path", "headers",
 "body", "response"}`` dicts in arrival order; ``response`` is what the stub answered: ``{"status",
 "body"}`` for a JSON answer, ``{"status": 200, "chunks": [...]}`` for a stream (each chunk object in
@@ -51,6 +56,8 @@ import json
 import threading
 import time
 from typing import Any
+
+from . import stub_text
 
 __all__ = ["StubBackend", "schema_example", "tool_call_arguments"]
 
@@ -356,6 +363,17 @@ class StubBackend:
             await asyncio.sleep(3600)
         if mode.startswith("slow-"):
             await asyncio.sleep(int(mode[5:]) / 1000)
+        path = entry["path"]
+        if path.endswith("/embeddings"):
+            await self._json(writer, entry, 200, stub_text.embeddings_body(body, model))
+            return
+        if path.endswith("/completions") and not path.endswith("/chat/completions"):
+            whole, chunks = stub_text.completion_chunks(body, model, f"cmpl-stub{self._next()}")
+            if body.get("stream"):
+                await self._sse(writer, entry, chunks, stall_after=1 if mode == "stall-after-first" else None)
+            else:
+                await self._json(writer, entry, 200, whole)
+            return
         if mode == "tools":
             await self._tools(body, entry, writer, model, user, text)
             return

@@ -1,12 +1,12 @@
 """``POST /v1/responses``, ``GET /v1/responses/{id}``, ``DELETE /v1/responses/{id}``: OpenAI's Responses
 API on the same engine as chat completions.
 
-A request is checked and translated to a chat-completions body (``responses_translate``), routed and
-answered by the engine exactly like ``/v1/chat/completions`` (decision log with ``surface`` =
-``responses``, ``x-tierwise-*`` headers, cost, fallbacks, capability checks, client keys), and the
-answer is translated back: a Response object, or the Responses event stream (``event: <type>`` +
-``data: <json>`` per event, no ``[DONE]``). The response id (``resp_`` + 32 hex digits) is the
-decision-log row id and the ``x-request-id`` header.
+A request is checked and translated to a chat-completions body (``request``), routed and answered
+by the engine exactly like ``/v1/chat/completions`` (decision log with ``surface`` = ``responses``,
+``x-tierwise-*`` headers, cost, fallbacks, capability checks, client keys), and the answer is
+translated back: a Response object (``answer``), or the Responses event stream (``stream``;
+``event: <type>`` + ``data: <json>`` per event, no ``[DONE]``). The response id (``resp_`` + 32 hex
+digits) is the decision-log row id and the ``x-request-id`` header.
 
 With ``store`` (the default) the turn is kept in the decision-log database (table ``responses``:
 the full chat-format conversation including this answer, and the Response object) so a follow-up
@@ -22,23 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from ..decision_log import DecisionLog
-from ..engine.engine import Engine
-from ..engine.record import RequestRecord
-from ..errors import LogError, RequestError, TierwiseError
-from .guard import Client, Guard, while_connected
-from .responses import error_response, json_response, record_headers
-from .responses_translate import (
-    ResponsesCall, StreamTranslator, chat_body, completion_to_response, items_to_messages, new_response_id,
-    parse_request,
-)
-from .sse import GuardedStream
+from ....decision_log import DecisionLog
+from ....engine.engine import Engine
+from ....engine.request import MAX_MODEL_NAME
+from ....errors import LogError, RequestError, TierwiseError
+from ...guard import Client, Guard, while_connected
+from ...responses import error_response, json_response, record_headers
+from ...sse import named_event
+from .._http import event_stream, is_error_chunk, record_rejected
+from .answer import completion_to_response, new_response_id
+from .items import items_to_messages
+from .request import ResponsesCall, chat_body, parse_request
+from .stream import StreamTranslator
 
 __all__ = ["register", "sse_event"]
 
@@ -47,8 +47,7 @@ SURFACE = "responses"
 
 def sse_event(ev: dict[str, Any]) -> bytes:
     """One Responses stream event: ``event: <type>`` and its JSON ``data``."""
-    data = json.dumps(ev, separators=(",", ":"), ensure_ascii=False).encode()
-    return b"event: " + str(ev.get("type", "message")).encode() + b"\ndata: " + data + b"\n\n"
+    return named_event(str(ev.get("type", "message")), ev)
 
 
 def _not_found(response_id: str) -> RequestError:
@@ -61,7 +60,7 @@ def _requested_model(raw: bytes) -> str:
     except (ValueError, TypeError):
         return ""
     model = body.get("model") if isinstance(body, dict) else None
-    return model[:256] if isinstance(model, str) else ""
+    return model[:MAX_MODEL_NAME] if isinstance(model, str) else ""
 
 
 def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
@@ -73,14 +72,7 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
 
     def reject(rid: str, raw: bytes, client: Client, exc: TierwiseError) -> Response:
         """A request refused before the engine saw it still gets its decision-log row (as chat's do)."""
-        rec = RequestRecord(id=rid, ts=time.time(), surface=SURFACE, requested_model=_requested_model(raw),
-                            status=exc.status, error=exc.message)
-        rec.key_hash = client.key_hash
-        for listener in engine.listeners:
-            try:
-                listener(rec)
-            except Exception:  # a broken listener must not fail the request
-                pass
+        record_rejected(engine, rid, SURFACE, exc, key_hash=client.key_hash, requested_model=_requested_model(raw))
         return error_response(exc, {"x-request-id": rid})
 
     async def load(response_id: str, client: Client) -> dict[str, Any] | None:
@@ -157,7 +149,7 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
                 yield sse_event(ev)
             failed = False
             async for chunk in stream:  # run to the end even after an error chunk: the record is finished then
-                if "error" in chunk and "choices" not in chunk:
+                if is_error_chunk(chunk):
                     failed = True
                     for ev in translator.fail(chunk.get("error")):
                         yield sse_event(ev)
@@ -174,9 +166,7 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
             for ev in final:
                 yield sse_event(ev)
 
-        headers = {**record_headers(stream.record, stream.decision, cost_estimated=stream.cost_estimated),
-                   "cache-control": "no-cache"}
-        return GuardedStream(events(), stream.aclose, headers=headers)
+        return event_stream(stream, events())
 
     @app.get("/v1/responses/{response_id}")
     async def retrieve_response(response_id: str, request: Request) -> Response:

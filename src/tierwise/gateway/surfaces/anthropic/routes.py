@@ -1,12 +1,12 @@
 """``POST /v1/messages``: the Anthropic Messages API, routed like chat.
 
-The request is validated and translated to a chat-completions body (``anthropic_translate``), the
-engine routes it exactly as ``/v1/chat/completions`` (surface ``messages`` in the record: the
-decision log, metrics, ``tierwise stats``), and the answer or stream is translated back. Same
-``x-tierwise-*`` headers, client keys (``x-api-key`` or ``Authorization: Bearer``), body limit,
-fallbacks and capability checks as chat. Also ``POST /v1/messages/count_tokens``.
+The request is validated and translated to a chat-completions body (``request``), the engine
+routes it exactly as ``/v1/chat/completions`` (surface ``messages`` in the record: the decision
+log, metrics, ``tierwise stats``), and the answer (``answer``) or stream (``stream``) is translated
+back. Same ``x-tierwise-*`` headers, client keys (``x-api-key`` or ``Authorization: Bearer``), body
+limit, fallbacks and capability checks as chat. Also ``POST /v1/messages/count_tokens``.
 
-Errors come in Anthropic's shape, ``{"type": "error", "error": {"type", "message"}, "request_id"}``:
+Errors come in Anthropic's shape (``errors``), ``{"type": "error", "error": {"type", "message"}, "request_id"}``:
 
 =====================================  ======  =====================
 tierwise error                         status  ``error.type``
@@ -28,56 +28,29 @@ The message id is the gateway's request id (``msg_<hex>``): the same in the body
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets
-import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from ..engine.engine import Engine
-from ..engine.record import RequestRecord
-from ..engine.stream import ChatStream
-from ..errors import AuthError, Overloaded, RequestError, TierwiseError, UpstreamRejected
-from . import anthropic_translate as tr
-from .guard import Guard, while_connected
-from .responses import json_response, record_headers
-from .sse import GuardedStream
+from ....engine.engine import Engine
+from ....engine.record import RequestRecord
+from ....engine.stream import ChatStream
+from ....errors import RequestError, TierwiseError
+from ...guard import Guard, while_connected
+from ...responses import json_response, record_headers
+from ...sse import named_event
+from .._chat import new_id
+from .._http import event_stream, is_error_chunk, record_rejected
+from .answer import to_message
+from .errors import error_body, wire_error
+from .request import to_chat
+from .schema import parse_json
+from .stream import StreamTranslator, stream_error_event
+
+__all__ = ["register"]
 
 SURFACE = "messages"
-OVERLOADED_STATUS = 529  # Anthropic's overloaded_error status (the anthropic SDK's OverloadedError)
-
-
-def new_message_id() -> str:
-    return f"msg_{secrets.token_hex(16)}"
-
-
-def frame(name: str, data: dict[str, Any]) -> bytes:
-    """One named server-sent event, as Anthropic frames them: ``event: <type>`` then ``data: <json>``."""
-    return b"event: " + name.encode() + b"\ndata: " + json.dumps(
-        data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
-
-
-def wire_error(exc: TierwiseError, request_id: str | None = None) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, Anthropic error body) for a tierwise error."""
-    message = exc.message
-    if isinstance(exc, UpstreamRejected):
-        status = exc.status
-        err = exc.upstream_body.get("error") if isinstance(exc.upstream_body, dict) else None
-        if isinstance(err, dict) and isinstance(err.get("message"), str) and err["message"]:
-            message = err["message"]
-        elif isinstance(exc.upstream_body, dict) and isinstance(exc.upstream_body.get("message"), str):
-            message = exc.upstream_body["message"]
-    elif isinstance(exc, Overloaded) or exc.code == "overloaded":
-        status = OVERLOADED_STATUS
-    elif exc.status == 422:
-        status = 400  # Anthropic answers every validation problem with a 400
-    else:
-        status = exc.status
-    if isinstance(exc, AuthError):
-        message = "invalid or missing API key (send 'x-api-key: <key>' or 'Authorization: Bearer <key>')"
-    return status, tr.error_body(tr.error_type(status), message, request_id)
 
 
 def error_response(exc: TierwiseError, rec: RequestRecord | None = None, request_id: str | None = None) -> Response:
@@ -89,46 +62,31 @@ def error_response(exc: TierwiseError, rec: RequestRecord | None = None, request
     return json_response(body, status, headers)
 
 
-def _rejected(engine: Engine, rid: str, exc: TierwiseError, stream: bool, key_hash: str | None) -> RequestRecord:
-    """A request refused before the engine saw it (unparsable, invalid) still gets its decision-log
-    row, as a malformed chat request does."""
-    rec = RequestRecord(id=rid, ts=time.time(), surface=SURFACE, status=exc.status, error=exc.message, stream=stream,
-                        key_hash=key_hash)
-    for listener in engine.listeners:
-        try:
-            listener(rec)
-        except Exception:  # a broken listener must not fail the request
-            pass
-    return rec
-
-
 async def _read(request: Request, guard: Guard) -> Any:
     guard.check_json(request)
-    return tr.parse_json(await guard.read_body(request))
+    return parse_json(await guard.read_body(request))
 
 
-def _sse(stream: ChatStream, translator: tr.StreamTranslator) -> Response:
+def _sse(stream: ChatStream, translator: StreamTranslator) -> Response:
     async def body():
         try:
             for name, data in translator.start():
-                yield frame(name, data)
+                yield named_event(name, data)
             async for chunk in stream:
-                if "error" in chunk and "choices" not in chunk:  # the model failed mid-stream
-                    yield frame(*tr.stream_error_event(chunk))
+                if is_error_chunk(chunk):  # the model failed mid-stream
+                    yield named_event(*stream_error_event(chunk))
                     return
                 for name, data in translator.feed(chunk):
-                    yield frame(name, data)
+                    yield named_event(name, data)
             rec = stream.record
             for name, data in translator.finish(input_tokens=rec.tokens_in, output_tokens=rec.tokens_out):
-                yield frame(name, data)
+                yield named_event(name, data)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:  # never a traceback on the wire
-            yield frame("error", tr.error_body("api_error", f"internal error: {type(exc).__name__}"))
+            yield named_event("error", error_body("api_error", f"internal error: {type(exc).__name__}"))
 
-    headers = {**record_headers(stream.record, stream.decision, cost_estimated=stream.cost_estimated),
-               "request-id": stream.record.id, "cache-control": "no-cache"}
-    return GuardedStream(body(), stream.aclose, headers=headers)
+    return event_stream(stream, body(), {"request-id": stream.record.id})
 
 
 def register(app: FastAPI, engine: Engine, guard: Guard) -> None:
@@ -136,7 +94,7 @@ def register(app: FastAPI, engine: Engine, guard: Guard) -> None:
 
     @app.post("/v1/messages")
     async def messages(request: Request) -> Response:
-        rid = new_message_id()
+        rid = new_id("msg")
         try:
             client = guard.check_auth(request)
         except TierwiseError as exc:
@@ -145,16 +103,17 @@ def register(app: FastAPI, engine: Engine, guard: Guard) -> None:
         try:
             raw = await _read(request, guard)
             streaming = isinstance(raw, dict) and raw.get("stream") is True
-            chat = tr.to_chat(raw)
+            chat = to_chat(raw)
         except TierwiseError as exc:
-            return error_response(exc, _rejected(engine, rid, exc, streaming, client.key_hash))
+            rec = record_rejected(engine, rid, SURFACE, exc, key_hash=client.key_hash, stream=streaming)
+            return error_response(exc, rec)
         kw = {"request_id": rid, "surface": SURFACE, "key_hash": client.key_hash}
         try:
             if chat.get("stream"):
                 stream = await while_connected(request, engine.chat_stream(chat, **kw))
-                translator = tr.StreamTranslator(rid, stream.record.model or stream.slot.name,
-                                                 input_tokens=int(getattr(stream, "_prompt_tokens", 0) or 0),
-                                                 stop_sequences=tuple(chat.get("stop") or ()))
+                translator = StreamTranslator(rid, stream.record.model or stream.slot.name,
+                                              input_tokens=int(getattr(stream, "_prompt_tokens", 0) or 0),
+                                              stop_sequences=tuple(chat.get("stop") or ()))
                 return _sse(stream, translator)
             answer = await while_connected(request, engine.chat(chat, **kw))
         except TierwiseError as exc:
@@ -162,8 +121,8 @@ def register(app: FastAPI, engine: Engine, guard: Guard) -> None:
         except Exception as exc:  # the engine turns its own failures into TierwiseError; this is a last resort
             return error_response(TierwiseError(f"internal error: {type(exc).__name__}"), request_id=rid)
         rec = answer.record
-        body = tr.to_message(answer.body, msg_id=rid, model=rec.model or "", stop_sequences=chat.get("stop") or (),
-                             tokens_in=rec.tokens_in, tokens_out=rec.tokens_out)
+        body = to_message(answer.body, msg_id=rid, model=rec.model or "", stop_sequences=chat.get("stop") or (),
+                          tokens_in=rec.tokens_in, tokens_out=rec.tokens_out)
         return json_response(body, 200, {**record_headers(rec, answer.decision), "request-id": rid})
 
     @app.post("/v1/messages/count_tokens")
@@ -175,7 +134,7 @@ def register(app: FastAPI, engine: Engine, guard: Guard) -> None:
             raw = await _read(request, guard)
             if isinstance(raw, dict):
                 raw = {"max_tokens": 1, **raw}  # count_tokens takes no max_tokens
-            chat = tr.to_chat(raw)
+            chat = to_chat(raw)
             slot = engine.by_name.get(chat["model"]) or engine.slots[0]
             backend = slot.backend
             count = backend.count_tokens
