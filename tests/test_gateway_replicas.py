@@ -52,11 +52,15 @@ def replicas(tmp_path, stub, postgres_url, redis_url, request):
         g.stop()
 
 
-def _spend(gws, n: int, key: str, model: str = "m1", clients: int = 64) -> list[httpx.Response]:
+HARD = [{"role": "user", "content": "Prove that the sum of the first n odd numbers is n squared, step by step, "
+                                     "then compute 37*91+12*7."}]  # the stand-in router rates m1 above m0 here
+
+
+def _spend(gws, n: int, key: str, model: str = "m1", clients: int = 64, msgs=MSG) -> list[httpx.Response]:
     def one(i: int) -> httpx.Response:
         g = gws[i % len(gws)]
         return httpx.post(g.url + "/v1/chat/completions", timeout=30, headers={"authorization": f"Bearer {key}"},
-                          json={"model": model, "messages": MSG, "max_tokens": 16})
+                          json={"model": model, "messages": msgs, "max_tokens": 16})
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         return list(pool.map(one, range(n)))
@@ -102,7 +106,7 @@ def test_a_budget_holds_across_replicas_and_workers(replicas):
 @pytest.mark.parametrize("replicas", [f"usd_per_day: {BUDGET}, degrade_from: 0.5"], indirect=True)
 def test_near_its_budget_a_key_is_routed_cheaper(replicas):
     gws, url = replicas
-    got = _spend(gws, 300, KEY, model="tierwise:1", clients=16)  # knob 1: the best model while budget lasts
+    got = _spend(gws, 300, KEY, model="tierwise:1", clients=4, msgs=HARD)  # knob 1: the best model while budget lasts
     statuses = [r.status_code for r in got]
     assert 200 in statuses
     rows = [r for r in _rows(url, want=len(got)) if r[0] == 200]
