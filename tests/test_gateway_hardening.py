@@ -150,3 +150,19 @@ def test_auth_never_turns_off_silently(stub, tmp_path, keys):
                        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "TW_EMPTY_KEYS": " , "})
     assert p.returncode == 2, p.stderr
     assert "key" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_log_off_answers_and_says_feedback_needs_a_log(stub, tmp_path):
+    from starlette.testclient import TestClient
+
+    from tierwise.config import Pyramid
+    from tierwise.gateway import create_app
+
+    cfg = write_pyramid(tmp_path / "p.yaml", stub.url, "off", modes=("echo",))
+    with TestClient(create_app(Pyramid.load(cfg))) as c:
+        r = c.post("/v1/chat/completions", json={"model": "m0", "messages": MSG})
+        assert r.status_code == 200 and r.headers["x-request-id"]
+        fb = c.post("/v1/feedback", json={"request_id": r.headers["x-request-id"], "score": 1})
+        assert fb.status_code == 503 and "log: off" in fb.json()["error"]["message"]
+        assert c.get("/health").json()["log_health"]["off"] is True
+    assert not (tmp_path / "off").exists()

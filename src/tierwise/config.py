@@ -202,7 +202,12 @@ class Pyramid(BaseModel):
     cascade: str | None = None  # thresholds file from `tierwise cascade calibrate`; serves model "tierwise:cascade"
     knob: float | str = DEFAULT_KNOB  # a number, or a target resolved by a trained router ("quality=0.95")
     rule: Literal["cost_weight", "threshold"] = "cost_weight"
-    log: str = DEFAULT_LOG  # SQLite path or postgres:// URL
+    log: str = DEFAULT_LOG  # SQLite path, postgres:// URL, or off
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _log_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
     api_keys: list[str] | None = None  # keys clients must present to the gateway
     api_keys_env: str | None = None  # or: env var with comma-separated keys
     admin_keys: list[str] | None = None  # keys that may also act on other keys' requests (feedback, dashboard)
@@ -319,8 +324,8 @@ class Pyramid(BaseModel):
 
     def log_target(self) -> str:
         """The decision log as a postgres URL or an absolute SQLite path (``~`` expanded)."""
-        if self.log.startswith(("postgres://", "postgresql://")):
-            return self.log
+        if self.log.startswith(("postgres://", "postgresql://")) or self.log.strip().lower() == "off":
+            return self.log.strip() if self.log.strip().lower() != "off" else "off"
         return str(Path(self.log).expanduser())
 
     # ---- loading ---------------------------------------------------------------------------

@@ -147,6 +147,8 @@ class _Dialect:
         for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
             con.execute(stmt)
         self._migrate(con)
+        for stmt in filter(None, (s.strip() for s in _INDEXES.split(";"))):  # after the columns they cover
+            con.execute(stmt)
         con.commit()
 
     def _migrate(self, con) -> None:
@@ -170,6 +172,20 @@ class _Dialect:
 _ADDED = (("cascade_chain", "TEXT"), ("candidates", "TEXT"), ("excluded", "TEXT"), ("needs", "TEXT"),
           ("upstream_id", "TEXT"), ("usage_estimated", "INTEGER"), ("surface", "TEXT"),
           ("key_hash", "TEXT"), ("budget_used", "DOUBLE PRECISION"))
+
+# The dashboard's aggregations (tierwise.dashboard, docs/dashboard.md) walk these in order, so none
+# sorts rows or visits the table: covering indexes for the overview's GROUP BY, per-bucket counts and
+# percentiles (ORDER BY ... OFFSET), a client key's own rows, and partial ones for the rare rows.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key_hash, ts);
+CREATE INDEX IF NOT EXISTS requests_model_ts ON requests (model, ts, status, key_hash, cost_usd);
+CREATE INDEX IF NOT EXISTS requests_groups ON requests (model, status, surface, ts, key_hash, cost_usd, tokens_in,
+    tokens_out, latency_ms, route_ms);
+CREATE INDEX IF NOT EXISTS requests_latency ON requests (status, latency_ms, model, ts, key_hash);
+CREATE INDEX IF NOT EXISTS requests_route ON requests (route_ms, ts, key_hash);
+CREATE INDEX IF NOT EXISTS requests_fallbacks ON requests (ts, key_hash) WHERE fallbacks NOT IN ('[]', '');
+CREATE INDEX IF NOT EXISTS requests_cascade ON requests (ts, key_hash) WHERE cascade_chain IS NOT NULL;
+"""
 
 
 class DecisionLog:
@@ -501,8 +517,56 @@ class DecisionLog:
         return list(latest.values())
 
 
-def open_log(url: str | Path | None, **kwargs: Any) -> DecisionLog:
-    """The configured log, or ``tierwise-log.sqlite`` in the working directory."""
+OFF = "off"
+
+
+class NullLog:
+    """``log: off``: nothing is recorded (no stats, feedback, stored Responses turns or database
+    keys); for privacy, or to measure what the log costs. Feedback answers 503."""
+
+    url = OFF
+    store_prompts = False
+    responses_ttl_days = 0.0
+    writer_error = None
+
+    def record(self, rec: RequestRecord) -> None:
+        return None
+
+    def add_feedback(self, request_id: str, score: float, **kw: Any) -> concurrent.futures.Future:
+        raise LogError("feedback needs a decision log: this gateway runs with `log: off`")
+
+    def store_response(self, *a: Any, **kw: Any) -> None:
+        return None
+
+    def get_response(self, response_id: str) -> None:
+        return None
+
+    def delete_response(self, response_id: str) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_result(False)
+        return fut
+
+    def prune_responses(self) -> None:
+        return None
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "error": None, "rows_written": 0, "rows_lost": 0, "rows_dropped": 0, "queued": 0,
+                "reopened": 0, "off": True}
+
+    def rows(self, last: int | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def open_log(url: str | Path | None, **kwargs: Any) -> DecisionLog | NullLog:
+    """The configured log (``off``: none), or ``tierwise-log.sqlite`` in the working directory."""
+    if str(url).strip().lower() == OFF:
+        return NullLog()
     return DecisionLog(url or DEFAULT_LOG, **kwargs)
 
 

@@ -35,19 +35,19 @@ class Keys:
 
             state = RedisState(pyramid.redis)
         self.quota = Quota(dict(self._config_policies), state)
-        self.store = KeyStore(log_target)
+        self.store = None if log_target == "off" else KeyStore(log_target)  # `log: off`: config keys only
         self.refresh()
 
     def refresh(self) -> None:
         """Re-read the database's live keys (blocking: call it from a thread when serving)."""
-        stored = self.store.list(live_only=True)
+        stored = self.store.list(live_only=True) if self.store is not None else []
         self.guard.set_stored([k.key_hash for k in stored if not k.admin], [k.key_hash for k in stored if k.admin])
         self.quota.policies = {**{k.key_hash: k.policy for k in stored if k.policy.limited},
                                **{h: p for h, p in self._config_policies.items() if p.limited}}
 
     @property
     def limited(self) -> bool:
-        return bool(self.quota.policies) or bool(self.store.list(live_only=True))
+        return bool(self.quota.policies) or (self.store is not None and bool(self.store.list(live_only=True)))
 
     async def keep_fresh(self) -> None:
         while True:
