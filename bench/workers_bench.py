@@ -156,6 +156,14 @@ def main() -> None:
                              f"non-2xx {r['non2xx']}")
         for what in ("by name", "routed"):
             lines.append(f"2 vs 1 workers ({what}): {results[(2, what)]['rps'] / results[(1, what)]['rps']:.2f}x")
+        gw, port = _serve(_pyramid(tmp, stub_port, "off"), 1, env)
+        try:
+            off = _wrk(port, "m0", args.seconds, args.connections, tmp)
+        finally:
+            stop_gateway(gw)
+        on = results[(1, "by name")]["rps"]
+        lines.append(f"decision log's cost (1 worker, by name): {on:.0f} req/s with the SQLite log vs "
+                     f"{off['rps']:.0f} with `log: off`: {100 * (1 - on / off['rps']):.1f}% of throughput")
         # RSS over many requests, one worker, by name
         gw, port = _serve(_pyramid(tmp, stub_port, str(tmp / "log-rss.sqlite")), 1, env)
         try:
