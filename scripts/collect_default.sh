@@ -36,12 +36,12 @@ tw collect gsm8k --limit "$N_GSM" --grader numeric --max-tokens 256 \
 python - "$OUT_DIR" "$N_MMLU" "$N_GSM" <<'EOF'
 import sys
 from pathlib import Path
-from tierwise.collect import merge_tables
+from tierwise.collection import merge_tables
 
 out, n_mmlu, n_gsm = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 merge_tables([out / f"mmlu_pro_{n_mmlu}.csv.gz", out / f"gsm8k_{n_gsm}.csv.gz"], out / "local_pyramid.csv.gz")
 print(f"[collect_default] wrote {out / 'local_pyramid.csv.gz'}")
 EOF
 
-python -m tierwise.collect summary "$OUT_DIR/local_pyramid.csv.gz"
+python -m tierwise.collection summary "$OUT_DIR/local_pyramid.csv.gz"
 echo "[collect_default] $(date -u +%FT%TZ) done"

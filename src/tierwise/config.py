@@ -230,9 +230,10 @@ class Pyramid(BaseModel):
             if m.name in seen:
                 raise ValueError(f"models[{i}].name: duplicate model name {m.name!r} (also models[{seen[m.name]}])")
             seen[m.name] = i
-        chat = [(i, m) for i, m in enumerate(self.models) if not m.is_embedding]  # the tiers; embedding models stand aside
+        chat = [(i, m) for i, m in enumerate(self.models) if not m.is_embedding]  # the tiers (not embedding models)
         if not chat:
-            raise ValueError("models: needs at least one chat model (embedding models serve /v1/embeddings beside them)")
+            raise ValueError("models: needs at least one chat model (embedding models serve /v1/embeddings "
+                             "beside them)")
         for (_, prev), (i, cur) in zip(chat, chat[1:]):
             if cur.blended_per_1m < prev.blended_per_1m:
                 raise ValueError(

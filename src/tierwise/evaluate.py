@@ -18,11 +18,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .calibration import DEFAULT_MARGIN_SE, crossfit_curve, shortfall
+from .calibration import DEFAULT_MARGIN_SE, crossfit_rows, curve_of_rows, under_zero
 from .decision import cost_scale, knob_grid
 from .metrics import (
     Curve,
-    curve_of_picks,
     nmodel_metrics,
     oracle_curve,
     pair_metrics,
@@ -48,7 +47,7 @@ class EvalReport:
     curves: dict[str, Curve] = field(default_factory=dict)
     singles: np.ndarray | None = None
     oof: dict[str, np.ndarray] = field(default_factory=dict)
-    oof_cost: np.ndarray | None = None  # out-of-fold expected cost per request (what the routers decided with)
+    oof_costs: dict[str, np.ndarray] = field(default_factory=dict)  # per cost mode: what the routers decided with
     cost_signal: list[str] = field(default_factory=list)  # per model: tokens_out | cost | mean
     cost_unit: str = ""
     extra_points: dict[str, np.ndarray] = field(default_factory=dict)
@@ -74,14 +73,40 @@ def fold_ids(n: int, folds: int, seed: int = 0) -> np.ndarray:
     return ids
 
 
+@dataclass(frozen=True)
+class FoldJob:
+    """One router kind fitted on every fold but ``fold``, predicting that fold: a unit of parallel work."""
+
+    kind: str
+    fold: int
+    params: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+def fit_predict(job: FoldJob, X: np.ndarray, Y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Predicted quality of the rows of ``job.fold``, by a model fitted on the other folds."""
+    test = folds == job.fold
+    return make_quality_model(job.kind, **job.params).fit(X[~test], Y[~test]).predict(X[test])
+
+
+# runs fold jobs, returns their predictions in job order (tierwise.eval_ray.RayFoldRunner: one Ray task each)
+FoldRunner = Callable[[list[FoldJob], np.ndarray, np.ndarray, np.ndarray], list[np.ndarray]]
+
+
 def cross_val_predict(kind: str, X: np.ndarray, Y: np.ndarray, folds: np.ndarray, **params) -> np.ndarray:
     """Out-of-fold predicted quality for every row."""
     oof = np.empty(Y.shape, dtype=float)
     for f in np.unique(folds):
-        test = folds == f
-        model = make_quality_model(kind, **params).fit(X[~test], Y[~test])
-        oof[test] = model.predict(X[test])
+        oof[folds == f] = fit_predict(FoldJob(kind, int(f), params), X, Y, folds)
     return oof
+
+
+def _run_fold_jobs(runner: FoldRunner, routers, params, X, Y, folds) -> dict[str, np.ndarray]:
+    """Every (router, fold) fit through ``runner`` at once, pooled into out-of-fold predictions per router."""
+    jobs = [FoldJob(kind, int(f), params[kind]) for kind in routers for f in np.unique(folds)]
+    out: dict[str, np.ndarray] = {}
+    for job, pred in zip(jobs, runner(jobs, X, Y, folds)):
+        out.setdefault(job.kind, np.empty(Y.shape, dtype=float))[folds == job.fold] = pred
+    return out
 
 
 def metrics_for(pred: np.ndarray | None, curve: Curve, correct: np.ndarray, cost: np.ndarray) -> dict:
@@ -91,9 +116,6 @@ def metrics_for(pred: np.ndarray | None, curve: Curve, correct: np.ndarray, cost
         score = (pred[:, strong] - pred[:, weak]) if pred is not None else None
         if score is not None:
             out.update(pair_metrics(score, correct[:, weak], correct[:, strong]))
-    gap = shortfall(curve, correct, cost)
-    out["knobs_under_zero"] = int((gap > 1e-3).sum())
-    out["max_under_zero"] = float(max(gap.max(), 0.0))
     return out
 
 
@@ -111,8 +133,12 @@ def evaluate(
     cost_modes: Sequence[str] = ("request",),
     guard: bool = True,
     margin_se: float = DEFAULT_MARGIN_SE,
+    runner: FoldRunner | None = None,
 ) -> EvalReport:
     """Cross-validate each router kind; also report the zero router and the oracle.
+
+    ``runner``: fit all (router, fold) pairs at once through it (e.g. on Ray) instead of one after
+    another here; the jobs and their inputs are the same, and so are the results.
 
     ``cost_modes``: the first is what every router decides with ("request": per-request expected cost;
     "mean": per model); each further mode adds a row ``<kind> (mean cost)``. ``guard``: add the deployed,
@@ -135,26 +161,34 @@ def evaluate(
     report.singles = single_model_points(correct, cost)
     tin, _, tout = table_cost_inputs(t)
     decision_cost = {mode: cross_val_cost(features, tin, cost, tout, ids, mode) for mode in cost_modes}
-    report.oof_cost = decision_cost[cost_modes[0]]
+    report.oof_costs = decision_cost
     from .routers.cost import CostModel
 
     report.cost_signal = CostModel(cost_modes[0]).fit(features, tin, cost, tout).signal
     grid, scale = knob_grid(rule, EVAL_KNOBS), cost_scale(cost)
+    top = int(np.argmax(cost.mean(axis=0)))
 
+    params = {kind: (router_params or {}).get(kind, {}) for kind in routers}
+    pooled = None
+    if runner is not None:
+        say(f"cross-validating {', '.join(routers)}: {len(routers) * folds} (router, fold) fits at once")
+        pooled = _run_fold_jobs(runner, routers, params, features, correct, ids)
     for kind in routers:
-        say(f"cross-validating {kind}")
-        params = (router_params or {}).get(kind, {})
-        pred = cross_val_predict(kind, features, correct, ids, **params)
+        if pooled is None:
+            say(f"cross-validating {kind}")
+        pred = pooled[kind] if pooled is not None else cross_val_predict(kind, features, correct, ids, **params[kind])
         report.oof[kind] = pred
         for i, mode in enumerate(cost_modes):
             picks = router_picks(pred, decision_cost[mode], rule, grid, scale)
             name = kind if i == 0 else f"{kind} ({mode} cost)"
+            rows = np.arange(len(t))
             # pair metrics (APGR/CPT) rank prompts by predicted quality alone: only the main row has them
-            _add_curve(report, name, pred if i == 0 else None, curve_of_picks(grid, picks, correct, cost), correct, cost)
+            _add_curve(report, name, pred if i == 0 else None, grid, correct[rows, picks], cost[rows, picks],
+                       picks == top, correct, cost)
             if i == 0 and guard and kind != "random":
-                curve, guarded = crossfit_curve(grid, picks, correct, cost, ids, margin_se)
-                _add_curve(report, kind + GUARD_SUFFIX, None, curve, correct, cost)
-                report.routers[kind + GUARD_SUFFIX]["guarded_knobs"] = round(float(guarded.sum()), 1)
+                Q, C, T, share = crossfit_rows(grid, picks, correct, cost, ids, rule, margin_se)
+                _add_curve(report, kind + GUARD_SUFFIX, None, grid, Q, C, T, correct, cost)
+                report.routers[kind + GUARD_SUFFIX]["guarded_knobs"] = round(float(share.sum()), 1)
 
     # references: the zero router (mixtures of single models) and the oracle
     zero = Curve(np.zeros(len(t.models)), report.singles[:, 0], report.singles[:, 1], np.zeros(len(t.models)))
@@ -169,9 +203,11 @@ def evaluate(
     return report
 
 
-def _add_curve(report: EvalReport, name: str, pred, curve: Curve, correct, cost) -> None:
+def _add_curve(report: EvalReport, name: str, pred, knobs, Q, C, T, correct, cost) -> None:
+    """One row of the report from per-knob, per-row quality ``Q``, cost ``C`` and top-model share ``T``."""
+    curve = curve_of_rows(knobs, Q, C, np.asarray(T, dtype=float))
     report.curves[name] = curve
-    report.routers[name] = metrics_for(pred, curve, correct, cost)
+    report.routers[name] = {**metrics_for(pred, curve, correct, cost), **under_zero(Q, C, correct, cost)}
 
 
 def add_points_row(report: EvalReport, name: str, points, table: OutcomeTable) -> None:
@@ -198,11 +234,14 @@ def plot_report(report: EvalReport, path: str, title: str = "") -> None:
     zh = upper_hull(singles)
     ax.plot(zh[:, 0], zh[:, 1], "k--", lw=1.2, label=f"zero router (AIQ {report.routers['zero_router']['aiq']:.3f})")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    names = [k for k in report.curves if k not in ("zero_router", "oracle")]
+    # one line per router as it decides (the "(mean cost)" variants are in the tables only); "+hull" dashed
+    names = [k for k in report.curves if k not in ("zero_router", "oracle") and " (" not in k]
     for i, name in enumerate(names + ["oracle"]):
         curve = report.curves[name]
         hull = upper_hull(curve.points())
         style = dict(color="grey", lw=1, ls=":") if name == "oracle" else dict(color=colors[i % len(colors)], lw=1.8)
+        if name.endswith(GUARD_SUFFIX):
+            style.update(lw=1.2, ls="--")
         ax.plot(hull[:, 0], hull[:, 1], label=f"{name} (AIQ {report.routers[name]['aiq']:.3f})", **style)
     for i, (name, pts) in enumerate(report.extra_points.items()):
         pts = np.atleast_2d(pts)

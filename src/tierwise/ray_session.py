@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -63,6 +64,18 @@ class RaySession:
 
     def __init__(self, ray, started: bool):
         self.ray, self.started = ray, started
+
+    def check_fits(self, what: str, cpus: float, gpus: float = 0.0, hint: str = "") -> None:
+        """A task or actor bigger than every node waits forever: an error on a cluster this command
+        started, a warning on one that may still grow (an autoscaler)."""
+        have = self.largest_node()
+        if cpus <= have["CPU"] and gpus <= have["GPU"]:
+            return
+        msg = (f"{what} reserves {cpus:g} CPU / {gpus:g} GPU but the largest Ray node has "
+               f"{have['CPU']:g} / {have['GPU']:g}{'; ' + hint if hint else ''}")
+        if self.started:
+            raise RayUnavailable(msg)
+        print(f"warning: {msg} (waiting for the cluster to add a node that fits)", file=sys.stderr, flush=True)
 
     def largest_node(self) -> dict[str, float]:
         """The CPU and GPU count of the biggest live node (what one actor can reserve at most now)."""

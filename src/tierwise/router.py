@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .calibration import DEFAULT_MARGIN_SE, HullGuard, draw, expected_curve
+from .calibration import DEFAULT_MARGIN_SE, HullGuard, best_quality_knobs, curve_of_rows, draw
 from .decision import RULES, TARGET_HELP, Decision, choose, parse_target
 from .errors import TierwiseError
 from .prices import estimate_tokens
@@ -173,8 +173,9 @@ class Router:
         grid = _fine_grid(self.rule)
         picks = router_picks(pred, dcost, self.rule, grid, scale=self.cost_scale)
         raw = curve_of_picks(grid, picks, correct, cost)
-        self.guard = HullGuard.fit(grid, picks, correct, cost, margin_se) if guard else None
-        curve = raw if self.guard is None else expected_curve(self.guard, picks, correct, cost)
+        self.guard = (HullGuard.fit(grid, picks, correct, cost, margin_se, best_quality_knobs(self.rule, grid))
+                      if guard else None)
+        curve = raw if self.guard is None else curve_of_rows(grid, *self.guard.rows(picks, correct, cost))
         singles = single_model_points(correct, cost)
         self.calibration = {
             "knobs": [float(k) for k in grid],

@@ -3,8 +3,8 @@
 A ``llama_cpp.Llama`` object decodes one sequence at a time and is not thread-safe, so each backend
 holds ``max_concurrency`` loaded copies (default 1) and an ``asyncio.Semaphore`` of the same size:
 concurrent requests queue on the semaphore instead of crashing, and the blocking decode runs in a
-dedicated worker thread so the event loop keeps serving (``_llama_worker``). Models load at construction (server
-start), so a missing or corrupt file fails before the first request, not during it.
+dedicated worker thread so the event loop keeps serving (``_llama_worker``). Models load at
+construction (server start), so a missing or corrupt file fails before the first request.
 
 Generation is our own loop over ``Llama.generate`` (``_llama_decode``) rather than
 ``create_chat_completion``: that API needs ``logits_all=True`` for logprobs (an n_ctx x n_vocab

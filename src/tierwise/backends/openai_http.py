@@ -7,6 +7,10 @@ request; aiohttp costs the gateway well under half the CPU per request that http
 back on; a 400/404/413/422 with an OpenAI error body is the request's own fault and becomes
 ``UpstreamRejected``, which is returned to the client as-is.
 
+The same code posts to ``{base}/chat/completions``, ``{base}/completions`` (legacy, ``complete_text``
+/ ``stream_text``) and ``{base}/embeddings`` (``embed``), ``base`` being the endpoint with any
+``/chat/completions`` suffix removed: one request path, one stream reader, one error mapping.
+
 Fidelity: the client's body goes upstream unchanged but for ``model`` (this backend's remote id) and
 ``stream``; the answer comes back as the backend sent it. Error messages name the backend, not its
 URL (clients must not learn where the pyramid's models live).

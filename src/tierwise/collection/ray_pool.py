@@ -39,6 +39,11 @@ class _Worker:
     busy: set = field(default_factory=set)  # feeders with a call in flight
 
 
+async def _result(ref):
+    """An ObjectRef's value in asyncio, through ``future()``: the same for a driver and a Ray Client."""
+    return await asyncio.wrap_future(ref.future())
+
+
 def _cause(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     errors = [ln for ln in lines if "Error" in ln.split(":")[0]]
@@ -126,7 +131,7 @@ class ModelPool:
     async def _start(self, handle) -> bool:
         """Wait until the worker has loaded the model (retried through Ray's restarts); False if it is gone."""
         try:
-            info = await handle.ready.options(max_task_retries=-1).remote()
+            info = await _result(handle.ready.options(max_task_retries=-1).remote())
         except self._actor_error as exc:
             if not self.started_once:
                 raise CollectError(f"model {self.spec.name!r}: its Ray worker did not start: {_cause(exc)}") from None
@@ -161,7 +166,7 @@ class ModelPool:
                 return
             worker.busy.add(me)
             try:
-                cell, error = await worker.handle.run_cell.remote(phash, item)
+                cell, error = await _result(worker.handle.run_cell.remote(phash, item))
             except self._actor_error as exc:
                 worker.dead.set()
                 self._again(phash, item, exc)

@@ -44,6 +44,7 @@ class _Sink:
 
     def retried(self, spec: ModelSpec, phash: str, reason: str) -> None:
         self.report.retried += 1
+        self.bar.describe(f"{spec.name}: a worker died ({reason[:80]}); its cell is sent again")
 
 
 async def run_collect(
@@ -62,9 +63,9 @@ async def run_collect(
     ``runner`` computes the cells (default: :class:`~.runner_local.LocalRunner`; or
     :class:`~.runner_ray.RayRunner`); ``on_cell(model, prompt_hash)`` is called after each commit.
     """
+    plan = Plan.of(items, grader)
     if not models:
         raise CollectError("the pyramid has no models")
-    plan = Plan.of(items, grader)
     if runner is None:
         from .runner_local import LocalRunner
 

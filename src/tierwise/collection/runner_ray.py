@@ -12,7 +12,6 @@ reports are exactly the local runner's; a worker that dies has its cells sent ag
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import dataclass, field
 
 from ..graders import Grader
@@ -20,7 +19,7 @@ from ..ray_session import RaySession, ray_session
 from .cells import Sink, Work
 from .ray_pool import ModelPool, PoolConfig
 from .ray_worker import CellWorker, code_fingerprint
-from .spec import CollectError, ModelSpec
+from .spec import ModelSpec
 
 
 @dataclass
@@ -75,18 +74,8 @@ class RayRunner:
 
 
 def _check_fits(session: RaySession, spec: ModelSpec, cfg: PoolConfig) -> None:
-    """An actor bigger than every node would wait forever: an error on a cluster we started, else a warning."""
-    need = {"CPU": float(cfg.options.get("num_cpus", 0)), "GPU": float(cfg.options.get("num_gpus", 0))}
-    have = session.largest_node()
-    short = [k for k in need if need[k] > have[k]]
-    if not short:
-        return
-    msg = (f"model {spec.name!r}: one Ray worker reserves {need['CPU']:g} CPU / {need['GPU']:g} GPU but the "
-           f"largest Ray node has {have['CPU']:g} / {have['GPU']:g}; pass --ray-cpus N (threads per worker) "
-           "or --ray-gpus")
-    if session.started:
-        raise CollectError(msg)
-    print(f"[collect] warning: {msg} (waiting for the cluster to add a node that fits)", file=sys.stderr, flush=True)
+    session.check_fits(f"model {spec.name!r}: one Ray worker", float(cfg.options.get("num_cpus", 0)),
+                       float(cfg.options.get("num_gpus", 0)), "pass --ray-cpus N (threads per worker) or --ray-gpus")
 
 
 async def _all_or_none(coros) -> None:

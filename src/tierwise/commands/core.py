@@ -50,9 +50,11 @@ def _print_report(report, console) -> None:
     tab = Table(title=f"{report.n} prompts, {len(report.models)} models, {report.folds}-fold CV")
     tab.add_column("router")
     cols = ["apgr", "cpt50", "cpt80", "cpt95"] if pair else []
-    cols += ["aiq", "cost_to_match_best", "quality_at_10pct_cost", "quality_at_25pct_cost", "quality_at_50pct_cost"]
+    cols += ["aiq", "cost_to_match_best", "quality_at_10pct_cost", "quality_at_25pct_cost", "quality_at_50pct_cost",
+             "knobs_under_zero"]
     for c in cols:
-        tab.add_column(c.replace("quality_at_", "q@").replace("pct_cost", "%cost"), justify="right")
+        tab.add_column(c.replace("quality_at_", "q@").replace("pct_cost", "%cost").replace("knobs_under_zero", "<zero"),
+                       justify="right")
     for name, m in report.routers.items():
         row = [name]
         for c in cols:
@@ -61,17 +63,28 @@ def _print_report(report, console) -> None:
                 row.append("not reached" if c == "cost_to_match_best" else "-")
             elif c.startswith("cpt"):
                 row.append(f"{v:.1f}%")
+            elif c == "knobs_under_zero":
+                row.append(str(v))
             else:
                 row.append(f"{v:.3f}")
         tab.add_row(*row)
     console.print(tab)
+    console.print("'<name> +hull' = the deployed router (hull guard fitted on the other folds); '<zero' = knobs "
+                  "where a curve is under the zero router by more than 2 paired standard errors. Routers decide "
+                  "with their out-of-fold expected cost per request; curves are measured with the table's cost.")
     single = Table(title=f"single models (cost in {report.cost_unit})")
     single.add_column("model")
     single.add_column("quality", justify="right")
     single.add_column("mean cost", justify="right")
-    for name, (c, q) in zip(report.models, report.singles):
-        single.add_row(name, f"{q:.3f}", f"{c:.3g}")
+    single.add_column("per-request cost from", justify="left")
+    for name, (c, q), sig in zip(report.models, report.singles, report.cost_signal or [""] * len(report.models)):
+        single.add_row(name, f"{q:.3f}", f"{c:.3g}", COST_SIGNAL_HELP.get(sig, sig))
     console.print(single)
+
+
+COST_SIGNAL_HELP = {"tokens_out": "answer length (tokens_out|/outchars|) x fitted prices", "cost": "cost| per prompt",
+                    "mean": "none: the model's mean cost"}
+COST_MODES = {"request": ("request",), "mean": ("mean",), "both": ("request", "mean")}
 
 
 def eval_command(
@@ -86,6 +99,13 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     plot: Optional[Path] = typer.Option(None, help="Write a cost-quality PNG here."),
     cascade: bool = typer.Option(False, help="Also place the confidence cascade on the plot (needs logprob|<model> columns)."),
+    cost: str = typer.Option("both", help="Cost the routers decide with: request (expected cost of each request), "
+                             "mean (each model's mean cost), or both (rows '<kind> (mean cost)' too)."),
+    guard: bool = typer.Option(True, help="Also report each router as deployed, with the hull guard ('<kind> +hull')."),
+    ray: bool = typer.Option(False, "--ray", help="Fit the (router, fold) pairs in parallel on Ray: $RAY_ADDRESS, a Ray instance running here, or a new local one (docs/ray.md)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Implies --ray: auto | local | HOST:6379 | ray://HOST:10001."),
+    ray_threads: Optional[int] = typer.Option(None, "--ray-threads", min=1, help="--ray: BLAS threads (= CPUs) per fit (default: this machine's, for results identical to a local run)."),
+    ray_runtime_env: Optional[Path] = typer.Option(None, "--ray-runtime-env", help="--ray: runtime_env JSON/YAML for the workers."),
 ) -> None:
     """Cross-validate routers and print APGR/CPT (two models) or AIQ/cost-to-match (N models)."""
     from rich.console import Console
@@ -95,8 +115,12 @@ def eval_command(
     console = Console(stderr=True)
     t = _load(table, source, models, prices)
     kinds = [k.strip() for k in routers.split(",") if k.strip()]
+    if cost not in COST_MODES:
+        _fail(f"--cost must be one of {sorted(COST_MODES)}")
+    runner = _ray_fold_runner(ray_address, ray_threads, ray_runtime_env, console, as_json) if ray or ray_address else None
     try:
-        report = evaluate(t, kinds, folds=folds, seed=seed, rule=rule, progress=lambda m: console.log(m) if not as_json else None)
+        report = evaluate(t, kinds, folds=folds, seed=seed, rule=rule, cost_modes=COST_MODES[cost], guard=guard,
+                          progress=lambda m: console.log(m) if not as_json else None, runner=runner)
     except ValueError as exc:
         _fail(str(exc))
     if cascade:
@@ -116,11 +140,24 @@ def eval_command(
         _print_report(report, Console())
 
 
+def _ray_fold_runner(address, threads, runtime_env, console, quiet: bool):
+    """``eval --ray``: the (router, fold) fits as Ray tasks (tierwise.eval_ray)."""
+    from ..eval_ray import RayFoldRunner
+    from ..ray_session import RayUnavailable, import_ray, load_runtime_env
+
+    try:
+        import_ray()
+        return RayFoldRunner(address=address, runtime_env=load_runtime_env(runtime_env), threads=threads,
+                             progress=None if quiet else console.log)
+    except RayUnavailable as exc:
+        _fail(str(exc))
+
+
 AUTO_KINDS = ("knn", "mf", "linear", "ensemble")
 
 
 def train_command(
-    table: Path = typer.Argument(..., help="Outcome table to learn from."),
+    table: Optional[Path] = typer.Argument(None, help="Outcome table to learn from (not with --add-model)."),
     out: Path = typer.Option(..., help="Where to write the router artifact (.tw)."),
     kind: str = typer.Option("ensemble", help="Router kind: ensemble | mf | knn | linear | prior | random, or "
                              "'auto' = the one of knn, mf, linear, ensemble with the best cross-validated AIQ."),
@@ -133,8 +170,24 @@ def train_command(
                                "'best' = always the best predicted model."),
     cv: int = typer.Option(5, help="Folds for the CV metrics stored in the artifact (0 = skip)."),
     feedback: Optional[str] = typer.Option(None, help="Decision-log path/URL: add user ratings (POST /v1/feedback) as training rows."),
+    cost: str = typer.Option("auto", help="Cost the rule decides with: request (expected cost of each request: exact "
+                             "input tokens, predicted answer length), mean (each model's mean cost), or auto (the one "
+                             "with the better cross-validated AIQ; request without --cv)."),
+    guard: bool = typer.Option(True, help="Hull guard: at knobs where the router is not ahead of mixing two single "
+                               "models (cross-validated), serve that mixture."),
+    add_model: Optional[str] = typer.Option(None, "--add-model", help="Place this new model into --router from its "
+                                            "outcomes in --probe (K graded prompts, see `tierwise probe select`)."),
+    probe: Optional[Path] = typer.Option(None, help="With --add-model: table with the new model's correct|<NAME> (and cost)."),
+    router_path: Optional[Path] = typer.Option(None, "--router", help="With --add-model: the trained router to extend."),
 ) -> None:
-    """Train a router and save a versioned artifact with its metadata and CV metrics."""
+    """Train a router and save a versioned artifact with its metadata and CV metrics; or, with --add-model,
+    place a new model into a trained router from a few probe outcomes."""
+    if add_model:
+        from .probe import add_model as add_model_command
+
+        return add_model_command(router_path, add_model, probe, out, prices)
+    if table is None:
+        _fail("give an outcome table to train on (or --add-model NAME --router R --probe TABLE)")
     from rich.console import Console
 
     import numpy as np
@@ -161,21 +214,34 @@ def train_command(
     candidates = AUTO_KINDS if kind == "auto" else (kind,)
     if kind == "auto" and not cv:
         _fail("--kind auto picks by cross-validation: give --cv 2 or more")
+    if cost not in ("auto", "request", "mean"):
+        _fail("--cost must be auto, request or mean")
+    modes = ("request", "mean") if cost == "auto" else (cost,)
     if cv:
         console.log(f"{cv}-fold cross-validation of {', '.join(candidates)}")
         complete = np.isfinite(train_rows.correct).all(axis=1)
         try:
-            rep = evaluate(train_rows.rows(complete), candidates, folds=cv, features=X[complete], rule=rule)
+            rep = evaluate(train_rows.rows(complete), candidates, folds=cv, features=X[complete], rule=rule,
+                           cost_modes=modes, guard=guard)
         except ValueError as exc:
             _fail(str(exc))
         if kind == "auto":  # model selection on the same folds: the stored CV figure is mildly optimistic
             kind = max(candidates, key=lambda k: rep.routers[k]["aiq"])
             console.log("AIQ " + ", ".join(f"{k} {rep.routers[k]['aiq']:.4f}" for k in candidates) + f": picked {kind}")
-        cv_metrics = _jsonable({k: rep.routers[k] for k in (*candidates, "zero_router", "oracle")})
+        if cost == "auto":
+            with_mean = rep.routers[f"{kind} (mean cost)"]["aiq"]
+            cost = "mean" if with_mean > rep.routers[kind]["aiq"] else "request"
+            console.log(f"AIQ {kind}: per-request cost {rep.routers[kind]['aiq']:.4f}, mean cost {with_mean:.4f}: "
+                        f"deciding with {cost} cost")
+        cv_metrics = _jsonable({k: v for k, v in rep.routers.items() if k.split(" ")[0] in (*candidates, "zero_router", "oracle")})
+    elif cost == "auto":
+        cost = "request"
     console.log(f"fitting {kind} on {len(train_rows)} rows")
     try:
         oof = rep.oof[kind] if cv else None  # calibrate targets on every row's out-of-fold prediction
-        router = Router(kind, rule=rule, featurizer=featurizer).fit(train_rows, X=X, oof=oof)
+        oof_cost = rep.oof_costs[cost] if cv else None
+        router = Router(kind, rule=rule, featurizer=featurizer).fit(train_rows, X=X, oof=oof, oof_cost=oof_cost,
+                                                                    cost_mode=cost, guard=guard)
         if target.strip().lower() != "best":
             if router.calibration:
                 router.calibrate(target)
@@ -206,7 +272,8 @@ def route_command(
         decision = router.route(prompt, knob)
     except (ArtifactError, ValueError) as exc:
         _fail(str(exc))
-    typer.echo(json.dumps({"model": decision.model, "knob": decision.knob, "rule": decision.rule, "scores": decision.scores}, indent=1))
+    typer.echo(json.dumps({"model": decision.model, "knob": decision.knob, "rule": decision.rule, "scores": decision.scores,
+                           "expected_cost": decision.costs, "mixed": decision.mixed, "guard": decision.guard}, indent=1))
 
 
 def bench_command(

@@ -26,7 +26,10 @@ def _pyramid(config: Optional[Path]):
 
 
 def _judge_backend(pyramid, judge: str):
-    """``--judge NAME`` (a pyramid model) or ``--judge URL#MODEL`` (an OpenAI-compatible endpoint)."""
+    """``--judge NAME`` (a pyramid model) or ``--judge URL#MODEL`` (an OpenAI-compatible endpoint):
+    the backend, its name, and a factory that builds it again where the grader is sent (Ray workers)."""
+    from functools import partial
+
     from ..backends import build_backend
     from ..config import ModelConfig
 
@@ -37,9 +40,10 @@ def _judge_backend(pyramid, judge: str):
         cfg = ModelConfig(name=f"judge:{model}", backend="openai", endpoint=url, model=model,
                           api_key_env="TIERWISE_JUDGE_API_KEY" if _env("TIERWISE_JUDGE_API_KEY") else None,
                           input_per_1m=0, output_per_1m=0)
-        return build_backend(cfg), f"{url}#{model}"
+        return build_backend(cfg), f"{url}#{model}", partial(build_backend, cfg)
     try:
-        return build_backend(pyramid.model(judge)), judge
+        cfg = pyramid.model(judge)
+        return build_backend(cfg), judge, partial(build_backend, cfg)
     except KeyError as exc:
         _fail(f"--judge: {exc.args[0]}")
 
@@ -66,9 +70,16 @@ def register(app: typer.Typer) -> None:
         judge: Optional[str] = typer.Option(None, "--judge", help="judge grader: a pyramid model name, or URL#MODEL of an OpenAI-compatible endpoint"),
         sidecar: Optional[Path] = typer.Option(None, "--sidecar", help="finished-cells SQLite file (default: <out>.cells.sqlite)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+        ray: bool = typer.Option(False, "--ray", help="run the cells on Ray: $RAY_ADDRESS, a Ray instance running here, or a new local one (docs/ray.md)"),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="implies --ray: auto | local | HOST:6379 | ray://HOST:10001"),
+        ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="--ray: workers per local (GGUF) model; an HTTP model gets one async worker"),
+        ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", min=1, help="--ray: CPUs (= threads) each local-model worker reserves (default: the model's n_threads)"),
+        ray_gpus: float = typer.Option(0.0, "--ray-gpus", min=0.0, help="--ray: GPUs each local-model worker reserves"),
+        ray_runtime_env: Optional[Path] = typer.Option(None, "--ray-runtime-env", help="--ray: runtime_env JSON/YAML for the workers (py_modules, pip, env_vars)"),
     ) -> None:
         """Run every pyramid model on every prompt, grade, and write an outcome table (resumable)."""
-        from ..collect import CollectError, run_collect, sidecar_path, specs_from_pyramid
+        from ..collection import CollectError, run_collect, sidecar_path, specs_from_pyramid
+        from ..ray_session import RayUnavailable
         from ..graders import GraderError, make_grader
         from ..promptsets import load_promptset
         from ..table import TableError
@@ -95,27 +106,40 @@ def register(app: typer.Typer) -> None:
         if name == "judge":
             if not judge:
                 _fail("--grader judge needs --judge MODEL (a pyramid model) or --judge URL#MODEL")
-            options["judge"], options["judge_name"] = _judge_backend(pyramid, judge)
+            options["judge"], options["judge_name"], options["judge_factory"] = _judge_backend(pyramid, judge)
         try:
             g = make_grader(name, **options)
         except GraderError as exc:
             _fail(str(exc))
         specs = specs_from_pyramid(pyramid, concurrency)
+        runner = None
+        try:
+            if ray or ray_address:
+                from ..collection.runner_ray import RayRunner
+                from ..ray_session import import_ray, load_runtime_env
+
+                import_ray()
+                runner = RayRunner(address=ray_address, runtime_env=load_runtime_env(ray_runtime_env),
+                                   actors_per_model=ray_actors, cpus_per_actor=ray_cpus, gpus_per_actor=ray_gpus)
+        except RayUnavailable as exc:
+            _fail(str(exc))
         if not quiet:
             typer.echo(
                 f"collect: {len(pset)} prompts x {len(specs)} models ({', '.join(s.name for s in specs)}), "
-                f"grader {g.name}, sidecar {sidecar or sidecar_path(out)}",
+                f"grader {g.name}, sidecar {sidecar or sidecar_path(out)}{', on Ray' if runner else ''}",
                 err=True,
             )
         try:
-            report = asyncio.run(run_collect(pset.items, specs, g, out, progress=not quiet, sidecar=sidecar))
+            report = asyncio.run(run_collect(pset.items, specs, g, out, progress=not quiet, sidecar=sidecar,
+                                             runner=runner))
         except KeyboardInterrupt:
             typer.echo(f"\ninterrupted: finished cells are saved in {sidecar or sidecar_path(out)}; rerun the same command to resume", err=True)
             raise typer.Exit(130)
-        except (CollectError, GraderError, TableError, OSError, RuntimeError) as exc:
+        except (CollectError, GraderError, TableError, RayUnavailable, OSError, RuntimeError) as exc:
             _fail(str(exc))
+        retried = f", {report.retried} sent again after a worker died" if report.retried else ""
         typer.echo(f"wrote {report.out}: {report.rows} rows; {report.computed} cells computed, {report.reused} reused "
-                   f"from the sidecar, {len(report.failed)} failed, {report.elapsed_s:.0f} s")
+                   f"from the sidecar, {len(report.failed)} failed{retried}, {report.elapsed_s:.0f} s")
         for m in report.models:
             typer.echo(f"  {m:<24} accuracy {report.accuracy[m]:.3f}   mean cost ${report.mean_cost[m]:.3g}/request")
         if report.failed:

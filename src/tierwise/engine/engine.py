@@ -12,6 +12,9 @@ One request: parse (``request``), candidates (``candidates``: capabilities, cont
 to every listener (the decision log, metrics). The client's body is forwarded unchanged but for
 ``model``; the answer comes back unchanged but for ``model`` (the pyramid model that answered).
 Errors are :mod:`tierwise.errors` classes carrying the finished record as ``.record``.
+
+``embed`` / ``complete_text`` / ``complete_text_stream`` serve ``/v1/embeddings`` and legacy
+``/v1/completions``: forwarded to one named (or default) model, not routed (``passthrough``).
 """
 
 from __future__ import annotations

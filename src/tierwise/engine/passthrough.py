@@ -12,7 +12,8 @@ checks it), the answer comes back unchanged but ``model``; every call holds one 
 slots within its timeout and feeds its circuit breaker (``Slot``, ``dispatch``); a backend's own
 4xx is returned as-is after one call; each request leaves one record (surface ``embeddings`` /
 ``completions``, tokens from the answer's ``usage``, cost at the model's prices, status, latency,
-upstream id) for the engine's listeners: the decision log, metrics, ``tierwise stats``.
+upstream id) for the engine's listeners: the decision log, metrics, ``tierwise stats``. A client
+key's budget and rate limits apply as on chat (the most the request can cost is reserved first).
 
 Fallback: a completion falls back like a named chat model (the completions-capable models above it,
 cheapest first, then those below). An embedding never does: another model's vectors live in another
@@ -26,8 +27,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import _usage_int
-from ..errors import AllModelsFailed, CapabilityError, ModelNotFound, Overloaded, RequestError
+from ..errors import (
+    AllModelsFailed,
+    CapabilityError,
+    ModelNotFound,
+    Overloaded,
+    RequestError,
+)
 from ..prices import estimate_tokens
+from . import budget
 from . import candidates as _candidates
 from . import dispatch
 from . import plan as _plan
@@ -56,12 +64,12 @@ ENDPOINTS = {e.name: e for e in (Endpoint("embeddings", "embed", None, falls_bac
 CHECKS = (_candidates.has_capabilities, _candidates.is_healthy)  # no context check: the backend's 400 says it
 
 
-def serving(engine: "Engine", ep: Endpoint) -> list[str]:
+def serving(engine: Engine, ep: Endpoint) -> list[str]:
     """The pyramid models that answer ``ep``, cheapest first."""
     return [s.name for s in engine.slots if ep.name in s.capabilities]
 
 
-def _target(engine: "Engine", ep: Endpoint, req: PassRequest, rec: RequestRecord) -> str:
+def _target(engine: Engine, ep: Endpoint, req: PassRequest, rec: RequestRecord) -> str:
     """The model the request goes to first: the one it names, or the endpoint's default."""
     able = serving(engine, ep)
     hint = (f"models serving /v1/{ep.name}: {', '.join(able)}" if able else
@@ -86,7 +94,7 @@ def _target(engine: "Engine", ep: Endpoint, req: PassRequest, rec: RequestRecord
     return name
 
 
-async def _chain(engine: "Engine", ep: Endpoint, req: PassRequest, rec: RequestRecord) -> list[str]:
+async def _chain(engine: Engine, ep: Endpoint, req: PassRequest, rec: RequestRecord) -> list[str]:
     name = _target(engine, ep, req, rec)
     if not ep.falls_back:
         rec.candidates = [name]
@@ -119,8 +127,8 @@ def _own_failure(ep: Endpoint, rec: RequestRecord, exc: BaseException) -> BaseEx
                      "another model (its vectors would not be comparable)")
 
 
-async def run(engine: "Engine", endpoint: str, body: Any, *, stream: bool | None, request_id: str | None = None,
-              key_hash: str | None = None) -> "ChatAnswer | ChatStream":
+async def run(engine: Engine, endpoint: str, body: Any, *, stream: bool | None, request_id: str | None = None,
+              key_hash: str | None = None) -> ChatAnswer | ChatStream:
     """One request to ``/v1/<endpoint>``: the answer (``stream`` False), a started stream (True), or
     as the body's ``stream`` says (None; endpoints without streaming always answer)."""
     from .engine import ChatAnswer
@@ -136,6 +144,8 @@ async def run(engine: "Engine", endpoint: str, body: Any, *, stream: bool | None
         if engine.store_prompts:
             rec.prompt = req.text
         chain = await _chain(engine, ep, req, rec)
+        if engine.quota is not None:  # the key's budget and rate limits, as on chat (429 past them)
+            await budget.reserve(engine.quota, rec, req, [engine.by_name[n] for n in chain], every=False)
         if streaming:
             opened = await dispatch.stream(chain, engine.by_name, req.forward(), rec, method=ep.stream_call)
             s = ChatStream(engine, rec, opened.slot, opened, include_usage=req.include_usage)

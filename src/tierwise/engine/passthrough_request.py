@@ -19,6 +19,7 @@ from ..errors import RequestError
 from .request import MAX_MODEL_NAME
 
 MAX_INPUTS = 2048  # OpenAI's limit on embedding inputs (and prompts) per request
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions (the local backend uses it too)
 
 # field -> (type, low, high) for the optional numbers OpenAI range-checks on these endpoints
 _NUMBERS: dict[str, dict[str, tuple[type, float, float]]] = {
@@ -43,6 +44,12 @@ class PassRequest:
     include_usage: bool
     text: str  # the input / prompt as text: what the prompt hash (and --log-prompts) records
     needs: frozenset[str]  # the endpoint's capability
+    max_tokens: int = 1  # the most tokens the answer may have (embeddings: none; what budgets reserve)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The input as one user message: what a per-key budget estimates the prompt from."""
+        return [{"role": "user", "content": self.text}]
 
     def forward(self) -> dict[str, Any]:
         """The body to send a backend: the client's, without ``model`` (the backend sets its own)."""
@@ -119,7 +126,7 @@ def parse(endpoint: str, raw: bytes | str | dict[str, Any]) -> PassRequest:
         raise _error(f"missing required parameter '{field}'", field, "missing_required_parameter")
     texts = _texts(body[field], field, allow_empty=endpoint == "completions")
     _check_numbers(endpoint, body)
-    stream, include_usage = False, False
+    stream, include_usage, max_tokens = False, False, 1
     if endpoint == "embeddings":
         if body.get("encoding_format") not in (None, "float", "base64"):
             raise _error("'encoding_format' must be 'float' or 'base64'", "encoding_format")
@@ -134,4 +141,6 @@ def parse(endpoint: str, raw: bytes | str | dict[str, Any]) -> PassRequest:
             raise _error("'stream_options' must be an object with a boolean 'include_usage'", "stream_options",
                          "invalid_type")
         include_usage = bool(opts and opts.get("include_usage"))
-    return PassRequest(body, model, bool(stream), include_usage, "\n".join(texts), frozenset({endpoint}))
+        choices = max(body.get("n") or 1, body.get("best_of") or 1) * len(texts)
+        max_tokens = (body.get("max_tokens") or DEFAULT_MAX_TOKENS) * choices
+    return PassRequest(body, model, bool(stream), include_usage, "\n".join(texts), frozenset({endpoint}), max_tokens)

@@ -23,14 +23,11 @@ from ..decision_log import DecisionLog, open_log
 from ..engine.engine import Engine
 from ..engine.plan import CASCADE, ROUTED
 from ..engine.request import validation_error
-from ..engine.stream import ChatStream
 from ..errors import ModelNotFound, RequestError, TierwiseError
-from . import passthrough, surfaces
-from .guard import while_connected
+from . import openai_route, passthrough, surfaces
 from .keys import Keys
 from .metrics import Metrics
-from .responses import error_response, json_response, record_headers
-from .sse import DONE, GuardedStream, event
+from .responses import error_response, json_response
 
 
 class _Feedback(BaseModel):
@@ -102,20 +99,7 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        try:
-            client = guard.check_auth(request)
-        except TierwiseError as exc:
-            return error_response(exc)  # unauthenticated traffic is neither answered nor logged
-        try:
-            guard.check_json(request)
-            body = await guard.read_body(request)
-            result = await while_connected(request, engine.handle(body, key_hash=client.key_hash))
-        except TierwiseError as exc:
-            rec = getattr(exc, "record", None)
-            return error_response(exc, record_headers(rec) if rec is not None else None)
-        if isinstance(result, ChatStream):
-            return _sse(result)
-        return json_response(result.body, 200, record_headers(result.record, result.decision))
+        return await openai_route.answer(request, guard, engine.handle)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -167,15 +151,3 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
     passthrough.register(app, engine, guard)  # POST /v1/embeddings, POST /v1/completions (one model, not routed)
     return app
 
-
-def _sse(stream: ChatStream) -> Response:
-    async def body():
-        async for chunk in stream:
-            yield event(chunk)
-            if "error" in chunk and "choices" not in chunk:
-                return
-        yield DONE
-
-    headers = {**record_headers(stream.record, stream.decision, cost_estimated=stream.cost_estimated),
-               "cache-control": "no-cache"}
-    return GuardedStream(body(), stream.aclose, headers=headers)

@@ -148,10 +148,14 @@ class CostModel:
 
 
 def _ridge(Xs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Ridge regression with the penalty picked by efficient leave-one-out (scikit-learn, training only)."""
+    """Ridge regression with the penalty picked by efficient leave-one-out (scikit-learn, training only);
+    the plain mean when no penalty predicts better than it out of sample."""
     from sklearn.linear_model import RidgeCV
 
-    r = RidgeCV(alphas=_ALPHAS).fit(Xs, y)
+    r = RidgeCV(alphas=_ALPHAS, scoring="neg_mean_squared_error").fit(Xs, y)
+    n = len(y)
+    if -r.best_score_ >= y.var() * (n / max(n - 1, 1)) ** 2:  # the mean's leave-one-out error
+        return np.zeros(Xs.shape[1], dtype=np.float32), float(y.mean())
     return r.coef_.astype(np.float32), float(r.intercept_)
 
 
