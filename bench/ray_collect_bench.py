@@ -4,7 +4,7 @@ start-up overhead; writes its figures into docs/ray.md (between the ``ray-bench`
     python bench/ray_collect_bench.py [--prompts 24] [--max-tokens 32] [--no-write]
 
 The pyramid is two entries over the embedded SmolLM2-135M (GGUF, llama.cpp), the prompts are
-arithmetic questions graded ``numeric``. Local: one model after the other, each with every core.
+arithmetic questions graded ``numeric``. Local: one model after the other, each with every core (and again with one thread).
 Ray: a local Ray instance with every core, one actor per model with one core each, both at once.
 Each run starts from an empty cell store. Every number on the page comes from this script's run.
 """
@@ -79,9 +79,10 @@ def run(n: int, max_tokens: int) -> dict:
     out: dict = {"cores": cores, "cells": 2 * n, "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        local_specs = specs_from_pyramid(_pyramid(tmp, cores))
-        rep, wall, _ = _collect(items, local_specs, grader, tmp / "local.csv.gz", LocalRunner())
-        out["local"] = {"wall_s": wall, "cells_s": rep.computed / wall}
+        for threads in sorted({cores, 1}, reverse=True):
+            specs = specs_from_pyramid(_pyramid(tmp, threads))
+            rep, wall, _ = _collect(items, specs, grader, tmp / f"local{threads}.csv.gz", LocalRunner())
+            out[f"local{threads}"] = {"wall_s": wall, "cells_s": rep.computed / wall}
 
         t0 = time.perf_counter()
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="warning")
@@ -95,7 +96,7 @@ def run(n: int, max_tokens: int) -> dict:
             t0 = time.perf_counter()
             ray.shutdown()
             out["ray_shutdown_s"] = time.perf_counter() - t0
-        a, b = (pd.read_csv(tmp / f) for f in ("local.csv.gz", "ray.csv.gz"))
+        a, b = (pd.read_csv(tmp / f) for f in (f"local{cores}.csv.gz", "ray.csv.gz"))
         drop = [c for c in a.columns if c.startswith("latency_s|")]
         out["same_table"] = a.drop(columns=drop).equals(b.drop(columns=drop))
     out["load_after"] = os.getloadavg()[0]
@@ -104,7 +105,10 @@ def run(n: int, max_tokens: int) -> dict:
 
 
 def markdown(r: dict, n: int, max_tokens: int) -> str:
-    loc, ry = r["local"], r["ray"]
+    ry = r["ray"]
+    local_rows = [f"| local | one model after the other, {t} thread{'s' if t > 1 else ''} each | "
+                  f"{r[f'local{t}']['wall_s']:.1f} | {r[f'local{t}']['cells_s']:.2f} |"
+                  for t in sorted({r["cores"], 1}, reverse=True)]
     return "\n".join([
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {r['cores']} cores "
         f"(load {r['load_before']:.2f} before, {r['load_after']:.2f} after; the machine is shared), Ray "
@@ -114,7 +118,7 @@ def markdown(r: dict, n: int, max_tokens: int) -> str:
         "",
         "| runner | how | wall (s) | cells/s |",
         "|---|---|---:|---:|",
-        f"| local | one model after the other, {r['cores']} threads each | {loc['wall_s']:.1f} | {loc['cells_s']:.2f} |",
+        *local_rows,
         f"| Ray | one actor per model, 1 CPU / thread each, both at once (incl. actor start) | {ry['wall_s']:.1f} | "
         f"{ry['cells_s']:.2f} |",
         "",
