@@ -29,7 +29,7 @@ LLAMA_VERSION="0.3.36"   # keep in step with pyproject.toml [local]
 # 1. tierwise itself (editable) + llama-cpp-python + dev tools, unless already in place.
 if ! "$PYTHON" - "$ROOT" "$LLAMA_VERSION" >/dev/null 2>&1 <<'PY'
 import sys, pathlib, importlib.metadata as md
-import tierwise, llama_cpp, pytest, openai, langchain_openai, anthropic, psycopg, redis, ray  # noqa: F401
+import tierwise, llama_cpp, pytest, openai, langchain_openai, anthropic, psycopg, redis, ray, playwright  # noqa: F401
 root, want = pathlib.Path(sys.argv[1]).resolve(), sys.argv[2]
 assert pathlib.Path(tierwise.__file__).resolve().is_relative_to(root / "src"), "tierwise installed from elsewhere"
 assert md.version("llama-cpp-python") == want, "wrong llama-cpp-python"

@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("core", "probe", "models", "gateway", "owndata", "keys")
+COMMAND_MODULES = ("core", "probe", "models", "gateway", "owndata", "keys", "dashboard")
 
 for _name in COMMAND_MODULES:
     try:

@@ -226,8 +226,11 @@ def train_command(
         except ValueError as exc:
             _fail(str(exc))
         if kind == "auto":  # model selection on the same folds: the stored CV figure is mildly optimistic
-            kind = max(candidates, key=lambda k: rep.routers[k]["aiq"])
-            console.log("AIQ " + ", ".join(f"{k} {rep.routers[k]['aiq']:.4f}" for k in candidates) + f": picked {kind}")
+            def best_aiq(k: str) -> float:  # with --cost auto, the better of its two cost modes
+                return max(rep.routers[r]["aiq"] for r in (k, f"{k} (mean cost)") if r in rep.routers)
+
+            kind = max(candidates, key=best_aiq)
+            console.log("AIQ " + ", ".join(f"{k} {best_aiq(k):.4f}" for k in candidates) + f": picked {kind}")
         if cost == "auto":
             with_mean = rep.routers[f"{kind} (mean cost)"]["aiq"]
             cost = "mean" if with_mean > rep.routers[kind]["aiq"] else "request"

@@ -75,9 +75,10 @@ def register(app: typer.Typer) -> None:
             _fail(str(exc))
         if info["keys"]:
             auth = f"auth: on ({info['keys']} key(s), {info['admin']} admin) for every /v1 endpoint; " \
-                   "/health and /metrics are open"
+                   "/health and /metrics are open; /dashboard: sign in with a key"
         else:
-            auth = "auth: OFF: every endpoint answers anyone (open gateway; keep it on 127.0.0.1)"
+            auth = "auth: OFF: every endpoint answers anyone (open gateway; keep it on 127.0.0.1); " \
+                   "/dashboard answers localhost only"
             if host not in ("127.0.0.1", "localhost", "::1"):
                 auth += f"  WARNING: listening on {host} without api_keys"
         casc = f"  cascade: {info['cascade']}" if info.get("cascade") else ""

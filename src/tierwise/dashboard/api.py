@@ -24,8 +24,7 @@ from . import decisions, quality, series, whatif
 from .access import Access, Viewer
 from .context import Context
 from .overview import overview
-from .sql import Reader, Scope
-from .totals import by_time
+from .sql import Reader, Scope, time_index
 
 __all__ = ["Dashboard", "RANGES", "parse_range"]
 
@@ -78,10 +77,22 @@ class Dashboard:
         self.context = context
         self.access = access
         self.cache = _Cache()
-        self.pool = ThreadPoolExecutor(2, thread_name_prefix="tierwise-dashboard")
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The overview's second query thread (started on first use, again after ``close``)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(2, thread_name_prefix="tierwise-dashboard")
+            return self._pool
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False)
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
         self.reader.close()
 
     # -- request helpers -----------------------------------------------------------------------
@@ -152,8 +163,19 @@ class Dashboard:
         def keys_api(request: Request) -> Response:
             v = self.access.viewer(request)
             if not v.admin:
-                return json_response({"keys": [v.key_hash]})
-            return json_response(self.cache.get(("keys",), TTL_S["keys"], lambda: {"keys": self.reader.distinct("key_hash")}))
+                return json_response({"keys": [{"key_hash": v.key_hash, "name": None}]})
+            return json_response(self.cache.get(("keys",), TTL_S["keys"], self._keys))
+
+    def _keys(self) -> dict[str, Any]:
+        """Every client key in the log, named when ``tierwise keys`` made it."""
+        names = {}
+        try:
+            from ..keystore import KeyStore
+
+            names = {k.key_hash: k.name for k in KeyStore(self.reader.url).list()}
+        except Exception:  # a log without a key table, or one we may not write to: hashes only
+            pass
+        return {"keys": [{"key_hash": h, "name": names.get(h)} for h in self.reader.distinct("key_hash")]}
 
     def _whatif(self, scope: Scope) -> dict[str, Any]:
         knob, source = self.context.knob, self.context.knob_source
@@ -186,6 +208,6 @@ def _status(raw: str | None) -> str | None:
 
 def _latest_knob(reader: Reader, scope: Scope, rule: str) -> float | None:
     where, params = scope.where()
-    rows = reader.query(f"SELECT knob FROM requests{reader.index(by_time(scope))} WHERE {where} AND rule = ? "
+    rows = reader.query(f"SELECT knob FROM requests{reader.index(time_index(scope))} WHERE {where} AND rule = ? "
                         "AND knob IS NOT NULL ORDER BY ts DESC LIMIT 1", [*params, rule])
     return float(rows[0][0]) if rows and math.isfinite(float(rows[0][0])) and rows[0][0] < 1e300 else None

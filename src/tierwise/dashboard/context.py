@@ -24,7 +24,7 @@ class Context:
     knob: float | None = None  # the default knob (model "tierwise"), when known
     knob_source: str = ""
     breakers: Callable[[], dict[str, Any]] | None = None
-    store_prompts: bool = False
+    store_prompts: bool | None = None  # None: not known (standalone: prompts show when the log has them)
     mode: str = "gateway"  # or "standalone"
 
     @property
@@ -61,20 +61,21 @@ def from_engine(engine: Any) -> Context:
                    store_prompts=bool(getattr(engine, "store_prompts", False)), mode="gateway")
 
 
-def from_pyramid(pyramid: Any, *, store_prompts: bool = False) -> Context:
-    """A pyramid config's view, without starting its models (the router is loaded for its knob)."""
+def from_pyramid(pyramid: Any, *, store_prompts: bool | None = None) -> Context:
+    """A pyramid config's view, without starting its models. The rule and knob are the router's
+    (loaded for them) as the gateway would resolve them; if that fails (no router file, a knob the
+    router cannot take), the config's own ``rule:`` and numeric ``knob:``."""
     tiers = [Tier(m.name, m.input_per_1m, m.output_per_1m) for m in pyramid.chat_models]
-    rule, knob, source = pyramid.rule, _number(pyramid.knob), "config"
-    if knob is None or "knob" not in pyramid.model_fields_set:
-        try:
-            from ..engine.build import default_knob, load_router
+    rule, knob, source = pyramid.rule, _number(pyramid.knob) if "knob" in pyramid.model_fields_set else None, "config"
+    try:
+        from ..engine.build import default_knob, load_router
 
-            router = load_router(pyramid)
-            rule = getattr(router, "rule", rule)
-            knob = _number(default_knob(pyramid, router))
-            if knob is None:
-                knob, source = _number(getattr(router, "default_knob", None)), "router default"
-        except Exception:  # an unreadable router: the what-if falls back to the log's latest knob
-            knob = knob if "knob" in pyramid.model_fields_set else None
+        router = load_router(pyramid)
+        resolved, resolved_source = _number(default_knob(pyramid, router)), "config"
+        if resolved is None:
+            resolved, resolved_source = _number(getattr(router, "default_knob", None)), "router default"
+        rule, knob, source = getattr(router, "rule", rule), resolved, resolved_source
+    except Exception:  # keep the config's; without a knob the what-if takes the log's latest
+        pass
     return Context(tiers, rule, knob, source if knob is not None else "", store_prompts=store_prompts,
                    mode="standalone")

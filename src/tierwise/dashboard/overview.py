@@ -2,8 +2,10 @@
 
 ``stats`` holds exactly the numbers ``tierwise stats --json`` prints (``decision_log.summarize``)
 for the same requests, computed in the database by two groups of queries that run side by side on
-two connections (each group in its own snapshot): the sums (:mod:`.totals`) and the traffic series
-with the percentiles (:mod:`.percentiles`).
+two connections, each group in one snapshot, so the counts a percentile's ranks come from and the
+walk along its index agree: the grouped sums with the cascades and the routing-time percentiles
+(whose count is the sums' total), and the traffic series with the latency percentiles (whose counts
+are the series' totals per model), the fallbacks and the models' mean predicted quality.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any, Mapping
 
 from ..prices import token_cost
 from . import percentiles, series, totals
-from .sql import FORWARDED, Reader, Scope
+from .percentiles import QUANTILES
+from .sql import FORWARDED, Reader, Scope, is_small, time_index
 
 __all__ = ["overview", "stats"]
 
@@ -59,17 +62,40 @@ def stats(groups: list[dict[str, Any]], fb: dict[str, Any], casc: dict[str, Any]
     }
 
 
+def _sums(reader: Reader, scope: Scope) -> dict[str, Any]:
+    with reader.snapshot():
+        small = is_small(reader, scope)
+        groups = totals.groups(reader, scope, small)
+        n_route = sum(g["requests"] for g in groups) - percentiles.without_route(reader, scope)
+        index = time_index(scope) if small else None
+        return {"groups": groups, "cascade": totals.cascade(reader, scope),
+                "route": {q: percentiles.route(reader, scope, n_route, q, index=index) for q in QUANTILES}}
+
+
+def _ranks(reader: Reader, scope: Scope, step: int, tiers: list[str]) -> dict[str, Any]:
+    with reader.snapshot():
+        traffic = series.traffic(reader, scope, reader.distinct("model"), step)
+        traffic["models"] = {m: v for m, v in traffic["models"].items() if any(v)}
+        n = percentiles.latency_counts(reader, scope, {m: sum(v) for m, v in traffic["models"].items()})
+        index = time_index(scope) if is_small(reader, scope) else None
+        return {"series": traffic, "fallbacks": totals.fallbacks(reader, scope),
+                "predicted": totals.predicted_quality(reader, scope, tiers),
+                "latency": {q: percentiles.latency(reader, scope, sum(n.values()), q, index=index) for q in QUANTILES},
+                "per_model": {m: {q: percentiles.latency(reader, scope, k, q, model=m, index=index) for q in QUANTILES}
+                              for m, k in n.items()}}
+
+
 def overview(reader: Reader, scope: Scope, prices: Mapping[str, tuple[float, float]],
              breakers: Mapping[str, Any] | None = None, pool: Executor | None = None) -> dict[str, Any]:
     """Everything the overview page shows, for the requests in ``scope`` (``pool``: run the two
     query groups on two of its threads; without it, one after the other)."""
     step = series.bucket_step(scope.t0, scope.t1)
     if pool is None:
-        sums, ranks = totals.totals(reader, scope, list(prices)), percentiles.ranks(reader, scope, step)
+        sums, ranks = _sums(reader, scope), _ranks(reader, scope, step, list(prices))
     else:
-        later = pool.submit(percentiles.ranks, reader, scope, step)
-        sums, ranks = totals.totals(reader, scope, list(prices)), later.result()
-    s = stats(sums["groups"], sums["fallbacks"], sums["cascade"], ranks, prices)
+        later = pool.submit(_ranks, reader, scope, step, list(prices))
+        sums, ranks = _sums(reader, scope), later.result()
+    s = stats(sums["groups"], ranks["fallbacks"], sums["cascade"], {**ranks, "route": sums["route"]}, prices)
     return _assemble(s, sums, ranks, prices, breakers)
 
 
@@ -77,7 +103,7 @@ def _assemble(s: dict[str, Any], sums: dict[str, Any], ranks: dict[str, Any],
               prices: Mapping[str, tuple[float, float]], breakers: Mapping[str, Any] | None) -> dict[str, Any]:
     tin, tout = s.pop("_answer_tokens")
     routed_cost = s.pop("_routed_cost")
-    fb, casc, best, per_model = sums["fallbacks"], sums["cascade"], sums["predicted"], ranks["per_model"]
+    fb, casc, best, per_model = ranks["fallbacks"], sums["cascade"], ranks["predicted"], ranks["per_model"]
     means = best.get("mean_predicted_quality") or {}
     best_model = max(means, key=lambda m: (means[m], -list(prices).index(m))) if means else None
     best_cost = None if best_model is None else token_cost(tin, tout, *prices[best_model])

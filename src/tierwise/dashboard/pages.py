@@ -2,7 +2,8 @@
 the network), and the sign-in form that turns a key into a session cookie (:mod:`.access`).
 
 Every file, not only the data, needs a viewer: without one, ``/dashboard`` answers 401 with the
-sign-in form (self-contained: no script, no other file), or 403 off localhost on an open gateway.
+sign-in form (self-contained: no script, no other file; a browser's navigation is sent to
+``/dashboard/login`` instead), or 403 off localhost on an open gateway.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _HEADERS = {"content-security-policy": _CSP, "x-content-type-options": "nosniff"
 
 _SIGN_IN = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>tierwise dashboard: sign in</title>
+<link rel="icon" href="data:,">
 <style>body{{font:15px system-ui,sans-serif;background:#f4f5f7;color:#1d2330;display:grid;place-items:center;
 min-height:100vh;margin:0}}form{{background:#fff;padding:28px;border-radius:10px;box-shadow:0 1px 4px #0002;
 width:min(360px,90vw)}}h1{{font-size:19px;margin:0 0 6px}}p{{color:#5b6472;margin:0 0 16px}}
@@ -52,9 +54,14 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
     return files
 
 
+# the sign-in page is one self-contained file: its own inline style, no script at all
+_SIGN_IN_HEADERS = {**_HEADERS, "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                    "img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"}
+
+
 def _sign_in(error: str = "", status: int = 401) -> HTMLResponse:
     note = f'<p class="err" role="alert">{html.escape(error)}</p>' if error else ""
-    return HTMLResponse(_SIGN_IN.format(error=note), status, headers=_HEADERS)
+    return HTMLResponse(_SIGN_IN.format(error=note), status, headers=_SIGN_IN_HEADERS)
 
 
 def _refused(exc: RequestError) -> Response:
@@ -69,6 +76,8 @@ def register(app: FastAPI, access: Access) -> None:
         try:
             access.viewer(request)
         except AuthError:
+            if name == "index.html" and "text/html" in request.headers.get("accept", ""):
+                return RedirectResponse("/dashboard/login", 303)  # a browser: to the form (scripts get the 401)
             return _sign_in()
         except RequestError as exc:
             return _refused(exc)

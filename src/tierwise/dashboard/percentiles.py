@@ -1,6 +1,4 @@
-"""The overview's percentiles (and the traffic series their counts come from).
-
-Exact, the way ``summarize()`` computes them (linear interpolation between the two ranks around
+"""The overview's percentiles, exact, the way ``summarize()`` computes them (linear interpolation between the two ranks around
 ``(n - 1) * q``), in SQL without a percentile function (SQLite has none): the two values are read
 with ``ORDER BY value LIMIT 2 OFFSET rank`` along an index in value order, from the low end or the
 high end, whichever is nearer (p99 walks 1% of the index, p50 half of it).
@@ -10,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import series, totals
 from .sql import Reader, Scope
 
-__all__ = ["latency", "route", "ranks", "QUANTILES"]
+__all__ = ["latency", "route", "latency_counts", "without_route", "QUANTILES"]
 
 QUANTILES = (0.5, 0.99)
 
@@ -70,23 +67,13 @@ def _count(reader: Reader, scope: Scope, index: str, condition: str = "", group:
     return reader.query(f"SELECT {select} FROM requests{reader.index(index)} WHERE {where}{tail}", params)
 
 
-def ranks(reader: Reader, scope: Scope, step: int) -> dict[str, Any]:
-    """The traffic series and every percentile of the overview, in one snapshot: the series gives
-    each model's answered count, which (less the rare NULL latencies) is the ``n`` its ranks need."""
-    with reader.snapshot():
-        traffic = series.traffic(reader, scope, reader.distinct("model"), step)
-        traffic["models"] = {m: v for m, v in traffic["models"].items() if any(v)}
-        nulls = dict(_count(reader, scope, "requests_latency", "status = 200 AND latency_ms IS NULL", "model"))
-        n = {m: sum(v) - int(nulls.get(m, 0)) for m, v in traffic["models"].items()}
-        by_time = totals.by_time(scope) if totals.is_small(reader, scope) else None
-        requests = int(_count(reader, scope, totals.by_time(scope))[0][0])
-        no_route = sum(int(_count(reader, scope, "requests_route", c)[0][0])
-                       for c in ("route_ms IS NULL", "route_ms = 0"))
-        n_route = requests - no_route
-        return {
-            "series": traffic,
-            "latency": {q: latency(reader, scope, sum(n.values()), q, index=by_time) for q in QUANTILES},
-            "route": {q: route(reader, scope, n_route, q, index=by_time) for q in QUANTILES},
-            "per_model": {m: {q: latency(reader, scope, k, q, model=m, index=by_time) for q in QUANTILES}
-                          for m, k in n.items()},
-        }
+def latency_counts(reader: Reader, scope: Scope, answered: dict[str, int]) -> dict[str, int]:
+    """Per model, how many answered requests have a latency: ``answered`` (from the traffic series)
+    less the rare NULLs (a seek to the front of ``requests_latency``)."""
+    nulls = dict(_count(reader, scope, "requests_latency", "status = 200 AND latency_ms IS NULL", "model"))
+    return {m: n - int(nulls.get(m, 0)) for m, n in answered.items()}
+
+
+def without_route(reader: Reader, scope: Scope) -> int:
+    """Requests in scope without a routing time (NULL or 0: two seeks to the front of ``requests_route``)."""
+    return sum(int(_count(reader, scope, "requests_route", c)[0][0]) for c in ("route_ms IS NULL", "route_ms = 0"))

@@ -15,11 +15,13 @@ from typing import Any, Iterable, Iterator
 
 from ..decision_log import _Dialect
 
-__all__ = ["Reader", "Scope", "FORWARDED", "answered", "routed"]
+__all__ = ["Reader", "Scope", "FORWARDED", "answered", "routed", "time_index", "is_small", "SMALL_RANGE"]
 
 # requests to these endpoints are forwarded to one named model, never routed (summarize() leaves
 # them out of the savings baseline)
 FORWARDED = ("embeddings", "completions")
+# below this many requests in range, reading them by time beats walking the big covering indexes
+SMALL_RANGE = 50_000
 
 
 def answered(alias: str = "") -> str:
@@ -52,6 +54,18 @@ class Scope:
         return sql, params
 
 
+def time_index(scope: Scope) -> str:
+    """The index that reads a range by time (a client key's own, or everyone's)."""
+    return "requests_key_ts" if scope.key_hash is not None else "requests_ts"
+
+
+def is_small(reader: "Reader", scope: Scope) -> bool:
+    """Fewer than ``SMALL_RANGE`` requests in scope (counts at most that many index entries)."""
+    where, params = scope.where()
+    sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM requests{reader.index(time_index(scope))} WHERE {where} LIMIT ?) t"
+    return int(reader.query(sql, [*params, SMALL_RANGE])[0][0]) < SMALL_RANGE
+
+
 class Reader:
     """Read-only access to one decision log (``DecisionLog.url``: a SQLite path or postgres URL)."""
 
@@ -62,11 +76,14 @@ class Reader:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by close(): every thread's connection is then reopened on use
 
     # -- connections ----------------------------------------------------------------------------
 
     def _connection(self):
         con = getattr(self._local, "con", None)
+        if getattr(self._local, "generation", None) != self._generation:  # closed since: start afresh
+            con = None
         if con is None:
             con = self._dialect.connect()
             if self.postgres:
@@ -76,7 +93,7 @@ class Reader:
                 for pragma in ("query_only = ON", "mmap_size = 268435456", "cache_size = -65536",
                                "temp_store = MEMORY"):
                     con.execute(f"PRAGMA {pragma}")
-            self._local.con = con
+            self._local.con, self._local.generation = con, self._generation
             with self._lock:
                 self._all.append(con)
         return con
@@ -151,8 +168,10 @@ class Reader:
                 pass
 
     def close(self) -> None:
+        """Close every connection (the reader stays usable: threads reconnect on their next query)."""
         with self._lock:
             cons, self._all = self._all, []
+            self._generation += 1
         for con in cons:
             try:
                 con.close()

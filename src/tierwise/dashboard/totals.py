@@ -1,32 +1,24 @@
 """The overview's sums, in the database: one GROUP BY (model, status, surface) along the covering
 index ``requests_groups`` (in index order, so nothing is sorted), the rare fallback and cascade rows
 through their partial indexes, and the models' mean predicted quality over the latest requests.
-Everything :func:`totals` returns is read in one snapshot of the log.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .sql import Reader, Scope, routed
+from .sql import Reader, Scope, routed, time_index
 
-__all__ = ["totals", "by_time", "BEST_SINGLE_SAMPLE", "SMALL_RANGE"]
+__all__ = ["groups", "fallbacks", "cascade", "predicted_quality", "BEST_SINGLE_SAMPLE"]
 
 # the best single model is the one with the highest mean predicted quality over this many of the
 # latest routed requests in range (which model is best barely moves past a few thousand)
 BEST_SINGLE_SAMPLE = 20_000
-# below this many requests in range, reading them by time beats walking the big covering indexes
-SMALL_RANGE = 50_000
 
 
-def by_time(scope: Scope) -> str:
-    """The index that reads a range by time (a client key's own, or everyone's)."""
-    return "requests_key_ts" if scope.key_hash is not None else "requests_ts"
-
-
-def _groups(reader: Reader, scope: Scope, small: bool) -> list[dict[str, Any]]:
+def groups(reader: Reader, scope: Scope, small: bool) -> list[dict[str, Any]]:
     where, params = scope.where()
-    hint = reader.index(by_time(scope) if small else "requests_groups")
+    hint = reader.index(time_index(scope) if small else "requests_groups")
     rows = reader.query(
         "SELECT model, status, surface, COUNT(*), SUM(cost_usd), SUM(tokens_in), SUM(tokens_out) "
         f"FROM requests{hint} WHERE {where} GROUP BY model, status, surface", params)
@@ -44,7 +36,7 @@ def _groups(reader: Reader, scope: Scope, small: bool) -> list[dict[str, Any]]:
     return out
 
 
-def _fallbacks(reader: Reader, scope: Scope) -> dict[str, Any]:
+def fallbacks(reader: Reader, scope: Scope) -> dict[str, Any]:
     where, params = scope.where("r")
     hint = reader.index("requests_fallbacks")
     has = "r.fallbacks NOT IN ('[]', '')"
@@ -58,7 +50,7 @@ def _fallbacks(reader: Reader, scope: Scope) -> dict[str, Any]:
     return {"requests": int(requests or 0), "fallbacks": int(total or 0), "failed": by_model}
 
 
-def _cascade(reader: Reader, scope: Scope) -> dict[str, Any]:
+def cascade(reader: Reader, scope: Scope) -> dict[str, Any]:
     """Cascade requests: how many needed more than one model, models called, and the baseline's token
     correction (a cascade row's tokens are totals over every model it called; the baseline uses the
     kept answer's own, as summarize's ``_answer_tokens``). The kept step is the chain's last (the
@@ -88,30 +80,15 @@ def _cascade(reader: Reader, scope: Scope) -> dict[str, Any]:
             "baseline_tokens_delta": (int(d_in or 0), int(d_out or 0))}
 
 
-def _predicted_quality(reader: Reader, scope: Scope, models: list[str]) -> dict[str, float]:
+def predicted_quality(reader: Reader, scope: Scope, models: list[str]) -> dict[str, float]:
     """Mean predicted quality per model over the latest routed requests in range."""
     if not models:
         return {}
     where, params = scope.where()
     cols = ", ".join(f"AVG({reader.json_number('scores', '?')})" for _ in models)
-    sql = (f"SELECT COUNT(*), {cols} FROM (SELECT scores FROM requests{reader.index(by_time(scope))} "
+    sql = (f"SELECT COUNT(*), {cols} FROM (SELECT scores FROM requests{reader.index(time_index(scope))} "
            f"WHERE {where} AND {routed()} "
            f"AND scores NOT IN ('{{}}', '') AND cascade_chain IS NULL ORDER BY ts DESC LIMIT ?) t")
     row = reader.query(sql, [*models, *params, BEST_SINGLE_SAMPLE])[0]
     means = {m: float(v) for m, v in zip(models, row[1:]) if v is not None}
     return {"sample": int(row[0] or 0), "mean_predicted_quality": means}
-
-
-def is_small(reader: Reader, scope: Scope) -> bool:
-    """Fewer than ``SMALL_RANGE`` requests in scope (counts at most that many index entries)."""
-    where, params = scope.where()
-    sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM requests{reader.index(by_time(scope))} WHERE {where} LIMIT ?) t"
-    return int(reader.query(sql, [*params, SMALL_RANGE])[0][0]) < SMALL_RANGE
-
-
-def totals(reader: Reader, scope: Scope, models: Sequence[str]) -> dict[str, Any]:
-    """Grouped sums, fallbacks, cascades, and ``models``' mean predicted quality, for ``scope``."""
-    with reader.snapshot():
-        groups = _groups(reader, scope, is_small(reader, scope))
-        return {"groups": groups, "fallbacks": _fallbacks(reader, scope), "cascade": _cascade(reader, scope),
-                "predicted": _predicted_quality(reader, scope, list(models))}

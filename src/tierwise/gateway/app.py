@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .. import dashboard
 from ..decision_log import DecisionLog, open_log
 from ..engine.engine import Engine
 from ..engine.plan import CASCADE, ROUTED
@@ -149,5 +150,6 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
     surfaces.anthropic.register(app, engine, guard)  # POST /v1/messages (+ count_tokens), Anthropic's shape
     surfaces.responses.register(app, engine, guard, log, ttl_days=getattr(pyramid, "responses_ttl_days", None))
     passthrough.register(app, engine, guard)  # POST /v1/embeddings, POST /v1/completions (one model, not routed)
+    dashboard.register(app, engine, guard, log)  # GET /dashboard (+ /dashboard/api/*): docs/dashboard.md
     return app
 

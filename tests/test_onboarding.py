@@ -1,0 +1,95 @@
+"""Placing a new model into a trained router from a few probe outcomes (``tierwise train --add-model``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tierwise.onboarding import add_model, select
+from tierwise.router import Router
+from tierwise.routers.probe import logits, place, select_probes, sigmoid
+from tierwise.table import load_table
+
+REPO = Path(__file__).resolve().parents[1]
+DC = REPO / "data/outcomes/llmrouter_dc.csv.gz"
+NEW = "llama-3.1-8b-instruct"
+
+
+def test_place_recovers_a_model_that_follows_a_known_one():
+    rng = np.random.default_rng(0)
+    L = rng.normal(0, 1.5, (3000, 4))
+    true = sigmoid(1.8 * L[:, 2] - 0.5)  # the new model behaves like known model 2, sharper and weaker
+    y = (rng.random(3000) < true).astype(float)
+    few = place(L[:10], y[:10])
+    many = place(L[:300], y[:300])
+    err = lambda wb: np.abs(sigmoid(L[300:] @ wb[0] + wb[1]) - true[300:]).mean()  # noqa: E731
+    constant = np.abs(y[:300].mean() - true[300:]).mean()
+    assert err(many) < 0.5 * constant and err(many) < err(few)
+    assert np.argmax(many[0]) == 2  # it found which model the new one resembles
+    assert err(few) < constant  # ten probes already beat knowing only the average
+
+
+def test_select_probes_returns_k_distinct_prompts_in_a_nested_order():
+    rng = np.random.default_rng(1)
+    P = sigmoid(rng.normal(0, 1, (500, 5)))
+    a, b = select_probes(P, 10), select_probes(P, 30)
+    assert len(set(a.tolist())) == 10 and len(set(b.tolist())) == 30
+    assert a.tolist() == b[:10].tolist()  # a prefix is the best smaller set
+    assert len(select_probes(P[:7], 30)) == 7
+
+
+@pytest.fixture(scope="module")
+def split():
+    t = load_table(DC).clean()
+    base = t.with_models([m for m in t.models if m != NEW]).rows(np.arange(800))
+    return base, t.rows(np.arange(800, 1400))
+
+
+def test_add_model_places_it_and_survives_the_artifact(split, tmp_path):
+    base, pool = split
+    router = Router("knn").fit(base)
+    picked = select(router, pool.prompts, 30)
+    probes = pool.rows(picked)
+    summary = add_model(router, probes, NEW)
+    assert router.models[-1] == NEW and summary["probes"] == 30 and router.guard is None
+    assert "stale" in router.calibration and router.name == "knn+probed"
+    q = router.score(pool.prompts[:200])
+    assert q.shape == (200, 9) and np.isfinite(q).all() and q[:, -1].std() > 0.01  # depends on the prompt
+    # its mean prediction on unseen prompts stays near what the probes showed (the ability is fitted)
+    rest = np.setdiff1d(np.arange(len(pool)), picked)
+    pred = router.score([pool.prompts[i] for i in rest])[:, -1]
+    assert abs(pred.mean() - probes.correct[:, pool.models.index(NEW)].mean()) < 0.1
+    again = Router.load(router.save(tmp_path / "p.tw"))
+    np.testing.assert_allclose(again.score(pool.prompts[:20]), router.score(pool.prompts[:20]), atol=1e-6)
+    assert again.route(pool.prompts[0]).model in again.models
+    with pytest.raises(ValueError, match="already has"):
+        add_model(again, probes, NEW)
+
+
+def test_cli_probe_select_and_train_add_model(split, tmp_path):
+    base, pool = split
+    Router("knn").fit(base).save(tmp_path / "base.tw")
+    pool_csv = tmp_path / "pool.csv"
+    import pandas as pd
+
+    pd.DataFrame({"prompt": pool.prompts, f"correct|{NEW}": pool.correct[:, pool.models.index(NEW)],
+                  f"cost|{NEW}": pool.cost[:, pool.models.index(NEW)]}).to_csv(pool_csv, index=False)
+    cli = [sys.executable, "-m", "tierwise.cli"]
+    sel = subprocess.run(cli + ["probe", "select", str(tmp_path / "base.tw"), str(pool_csv), "-k", "12"],
+                         capture_output=True, text=True, timeout=300)
+    assert sel.returncode == 0, sel.stderr
+    rows = [json.loads(line) for line in sel.stdout.splitlines()]
+    assert len(rows) == 12 and [r["probe_rank"] for r in rows] == list(range(12))
+    pd.DataFrame(rows).to_csv(tmp_path / "graded.csv", index=False)
+    out = subprocess.run(cli + ["train", "--router", str(tmp_path / "base.tw"), "--add-model", NEW, "--probe",
+                                str(tmp_path / "graded.csv"), "--out", str(tmp_path / "new.tw")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["probes"] == 12 and Router.load(tmp_path / "new.tw").models[-1] == NEW
+    bad = subprocess.run(cli + ["train", "--add-model", NEW, "--out", str(tmp_path / "x.tw")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--router" in bad.stderr
