@@ -149,3 +149,24 @@ def test_one_key_cannot_hold_every_place(fresh_stub, tmp_path):
     assert err.status == 429 and err.code == "too_many_in_flight" and err.record.status == 429
     assert other.record.status == again.record.status == 200
     assert engine.pending == 0 and engine.pending_by_key == {}
+
+
+def test_the_routers_guard_and_expected_cost_reach_the_record_and_headers(fresh_stub, tmp_path):
+    from tierwise.decision import Decision
+    from tierwise.gateway.responses import record_headers
+
+    class Guarded:
+        name, rule, default_knob = "fake:guarded", "threshold", 0.5
+
+        def route(self, text, knob=None, allowed=None):
+            return Decision("m1", 1, {"m0": 0.4, "m1": 0.8}, "threshold", 0.5, self.name,
+                            costs={"m0": 1e-5, "m1": 2e-4}, mixed=True, guard="hull-mix m0|m1 p=0.40 u=0.31")
+
+        def parse_knob(self, spec):
+            return float(spec)
+
+    engine = _engine(fresh_stub, tmp_path, ("echo", "echo"), router=Guarded())
+    a = _run(engine.chat({"model": "tierwise", "messages": MSG}))
+    assert a.record.guard == "hull-mix m0|m1 p=0.40 u=0.31" and a.record.model == "m1"
+    h = record_headers(a.record, a.decision)
+    assert h["x-tierwise-guard"] == a.record.guard and float(h["x-tierwise-expected-cost"]) == 2e-4

@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS requests (
     usage_estimated INTEGER,
     surface TEXT,
     key_hash TEXT,
-    budget_used DOUBLE PRECISION
+    budget_used DOUBLE PRECISION,
+    guard TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -172,7 +173,7 @@ class _Dialect:
 # columns added after the first release, migrated on open
 _ADDED = (("cascade_chain", "TEXT"), ("candidates", "TEXT"), ("excluded", "TEXT"), ("needs", "TEXT"),
           ("upstream_id", "TEXT"), ("usage_estimated", "INTEGER"), ("surface", "TEXT"),
-          ("key_hash", "TEXT"), ("budget_used", "DOUBLE PRECISION"))
+          ("key_hash", "TEXT"), ("budget_used", "DOUBLE PRECISION"), ("guard", "TEXT"))
 
 # The dashboard's aggregations (tierwise.dashboard, docs/dashboard.md) walk these in order, so none
 # sorts rows: covering indexes for the overview's GROUP BY, per-bucket counts and percentiles (ORDER BY

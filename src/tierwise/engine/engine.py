@@ -267,6 +267,7 @@ class Engine:
         rec.rule, rec.knob = d.rule, float(d.knob)
         rec.scores = {k: float(v) for k, v in d.scores.items()}
         rec.chosen = d.model
+        rec.guard = getattr(d, "guard", None)
 
     def _answered(self, rec: RequestRecord, slot: Slot, tokens_in: int, tokens_out: int, estimated: bool) -> None:
         rec.model = slot.name

@@ -89,6 +89,7 @@ class RequestRecord:
     surface: str = "chat"  # which API the client called
     key_hash: str | None = None  # which client key made the request (a hash, never the key)
     budget_used: float | None = None  # the key's budget fraction used when routed (budget-aware knob)
+    guard: str | None = None  # the router's hull guard: how it decided at this knob (None: unguarded)
 
     def add_fallback(self, model: str, reason: str, error: str, public: str = "") -> None:
         self.fallbacks.append(Fallback(model, reason, error[:300], public).as_dict())
@@ -107,7 +108,7 @@ COLUMNS = (
     "id", "ts", "prompt_hash", "prompt", "requested_model", "router", "rule", "knob", "scores",
     "chosen", "model", "fallbacks", "tokens_in", "tokens_out", "latency_ms", "route_ms",
     "cost_usd", "status", "error", "stream", "cascade_chain", "candidates", "excluded", "needs",
-    "upstream_id", "usage_estimated", "surface", "key_hash", "budget_used",
+    "upstream_id", "usage_estimated", "surface", "key_hash", "budget_used", "guard",
 )
 JSON_COLUMNS = ("scores", "fallbacks", "cascade_chain", "candidates", "excluded", "needs")
 BOOL_COLUMNS = ("stream", "usage_estimated")

@@ -32,6 +32,11 @@ def record_headers(rec: RequestRecord | None, decision: Decision | None = None, 
          "x-tierwise-cost-usd": f"{rec.cost_usd:.10f}"}
     if decision is not None and rec.model in decision.scores:
         h["x-tierwise-score"] = f"{decision.scores[rec.model]:.4f}"
+        expected = (getattr(decision, "costs", None) or {}).get(rec.model)
+        if expected is not None:  # the router's per-request cost prediction, in its training table's units
+            h["x-tierwise-expected-cost"] = f"{float(expected):.10g}"
+    if rec.guard:
+        h["x-tierwise-guard"] = rec.guard
     if rec.fallbacks:
         h["x-tierwise-fallbacks"] = ",".join(f["model"] for f in rec.fallbacks)
     if rec.candidates:
