@@ -114,17 +114,26 @@ JSON_COLUMNS = ("scores", "fallbacks", "cascade_chain", "candidates", "excluded"
 BOOL_COLUMNS = ("stream", "usage_estimated")
 
 
+_KIND = tuple((c, 1 if c in JSON_COLUMNS else 2 if c in BOOL_COLUMNS else 0) for c in COLUMNS)
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def to_row(rec: RequestRecord) -> tuple:
-    """The record as a database row, in ``COLUMNS`` order (JSON text for the structured fields)."""
-    d = asdict(rec)
-    for c in JSON_COLUMNS:
-        d[c] = None if d[c] is None else json.dumps(d[c])
-    for c in BOOL_COLUMNS:
-        d[c] = int(bool(d[c]))
-    knob = d["knob"]
-    if knob is not None and knob == float("inf"):
-        d["knob"] = 1e308  # JSON/SQL have no infinity; "always cheapest"
-    return tuple(d[c] for c in COLUMNS)
+    """The record as a database row, in ``COLUMNS`` order (JSON text for the structured fields).
+
+    Written by the log's writer thread for every request, so it stays cheap (no ``asdict`` deep copy).
+    """
+    out = []
+    for name, kind in _KIND:
+        v = getattr(rec, name)
+        if kind == 1:
+            v = None if v is None else ("[]" if v == [] else "{}" if v == {} else _dumps(v))
+        elif kind == 2:
+            v = int(bool(v))
+        elif name == "knob" and v is not None and v == float("inf"):
+            v = 1e308  # JSON/SQL have no infinity; "always cheapest"
+        out.append(v)
+    return tuple(out)
 
 
 def from_row(row: Any) -> dict[str, Any]:
