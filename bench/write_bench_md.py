@@ -39,6 +39,12 @@ def _soak(seconds: float) -> str:
     return (out.stdout + (f"\n(exit {out.returncode})\n" + out.stderr[-1500:] if out.returncode else "")).strip()
 
 
+def _workers(seconds: float) -> str:
+    out = subprocess.run([sys.executable, str(ROOT / "bench/workers_bench.py"), "--seconds", str(seconds),
+                          "--rss-requests", "1000000"], capture_output=True, text=True, timeout=3600)
+    return (out.stdout + (f"\n(exit {out.returncode})\n" + out.stderr[-1500:] if out.returncode else "")).strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iterations", type=int, default=2000)
@@ -59,6 +65,7 @@ def main() -> None:
     gw_default = _gateway("default", args.requests) if default_router_path().exists() else "(no shipped router)"
     compared = _compare(args.compare, args.requests) if args.compare else "(skipped)"
     soaked = _soak(args.soak_seconds) if args.soak_seconds else "(skipped)"
+    workers = _workers(10.0)
 
     rows = ["| prompt tokens | models | p50 ms | p99 ms | mean ms | decisions/s | CPU p50 ms | CPU p99 ms |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -127,6 +134,19 @@ and the stubs, so req/s here is a machine figure, not the gateway's ceiling.
 
 ```
 {soaked}
+```
+
+## Workers, the log's cost, RSS, shared checks (`bench/workers_bench.py`)
+
+`wrk` (C) drives the gateway with 32 connections; `tierwise serve --workers 1` vs `--workers 2`,
+by model name and routed; the same with `log: off` to show what the decision log costs; RSS of
+one worker over many requests; and the time one admission + budget read + settlement takes
+against Redis on loopback. On this 2-core machine wrk and the stub backend share the cores with
+the gateway's workers, so a second worker has no free core of its own: the ratio says what this
+machine does, not what 2 workers do on a machine with cores to spare.
+
+```
+{workers}
 ```
 """
     args.out.write_text(page)

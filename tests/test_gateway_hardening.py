@@ -25,7 +25,7 @@ MSG = [{"role": "user", "content": "hello"}]
 
 @pytest.fixture(scope="module")
 def keyed(stub, gateway):
-    extra = f"api_keys: [{ALICE}, {BOB}]\nadmin_keys: [{ADMIN}]\nbody_timeout_s: 1\n"
+    extra = f"api_keys: [{ALICE}, {BOB}]\nadmin_keys: [{ADMIN}]\nbody_timeout_s: 1\nheader_timeout_s: 1\n"
     return gateway(stub.url, ("echo", "slow-1500", "fail@top"), extra=extra, label="keyed")
 
 
@@ -68,6 +68,57 @@ def test_half_sent_body_is_closed_within_the_body_timeout(keyed):
         elapsed = time.monotonic() - t
     assert head.startswith(b"HTTP/1.1 408") and b"request_timeout" in head, head[:200]
     assert 0.8 <= elapsed < 3.0, elapsed
+
+
+def _read_until_closed(s: socket.socket, limit_s: float) -> tuple[bytes, float]:
+    t, got = time.monotonic(), b""
+    while time.monotonic() - t < limit_s:
+        part = s.recv(4096)
+        if not part:
+            break
+        got += part
+    return got, time.monotonic() - t
+
+
+def test_trickled_headers_are_cut_off_at_the_header_timeout(keyed):
+    """slowloris: headers a byte at a time never reach the app, so only the protocol can stop them."""
+    port = int(keyed.url.rsplit(":", 1)[1])
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+    try:
+        t = time.monotonic()
+        for s in socks:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-slow: a")
+        time.sleep(0.3)
+        for s in socks:
+            s.sendall(b"b")  # still trickling: each byte must not restart the clock
+        # meanwhile a normal request is served at once
+        assert _post(keyed, ALICE, {"model": "m0", "messages": MSG}, timeout=5).status_code == 200
+        got, _ = _read_until_closed(socks[0], 5)
+        elapsed = time.monotonic() - t
+        assert got.startswith(b"HTTP/1.1 408") and b"request_timeout" in got, got[:200]
+        assert 0.8 <= elapsed < 3.0, elapsed
+        for s in socks[1:]:
+            rest, _ = _read_until_closed(s, 3)
+            assert rest.startswith(b"HTTP/1.1 408"), rest[:100]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_keep_alive_connection_is_not_cut_while_idle_or_after_headers(keyed):
+    port = int(keyed.url.rsplit(":", 1)[1])
+    body = json.dumps({"model": "m0", "messages": MSG}).encode()
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+           b"authorization: Bearer " + ALICE.encode() + b"\r\ncontent-length: " + str(len(body)).encode()
+           + b"\r\n\r\n" + body)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        for _ in range(2):  # two requests on one connection, 1.5 s apart (past the header timeout)
+            s.sendall(req)
+            got = b""
+            while b'"choices"' not in got:
+                got += s.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200"), got[:100]
+            time.sleep(1.5)
 
 
 def test_health_answers_while_a_huge_request_is_parsed(keyed, tmp_path):

@@ -30,6 +30,7 @@ DEFAULT_ANSWER_RESERVE = 256
 DEFAULT_BREAKER_FAILURES = 3  # consecutive failed calls that open a model's circuit breaker
 DEFAULT_BREAKER_COOLDOWN_S = 30.0  # how long an open breaker keeps the model out before a probe
 DEFAULT_BODY_TIMEOUT_S = 30.0  # a request body must arrive within this (slow bodies get a 408)
+DEFAULT_HEADER_TIMEOUT_S = 10.0  # a request's headers must arrive within this of its first byte (408, closed)
 DEFAULT_RESPONSES_TTL_DAYS = 30.0  # stored /v1/responses answers (previous_response_id) expire after this
 
 
@@ -213,6 +214,7 @@ class Pyramid(BaseModel):
     admin_keys: list[str] | None = None  # keys that may also act on other keys' requests (feedback, dashboard)
     admin_keys_env: str | None = None
     body_timeout_s: float = Field(DEFAULT_BODY_TIMEOUT_S, gt=0)  # a body must arrive within this (408)
+    header_timeout_s: float = Field(DEFAULT_HEADER_TIMEOUT_S, gt=0)  # a request's headers, from its first byte
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, gt=0)
     max_pending: int = Field(DEFAULT_MAX_PENDING, gt=0)
     max_pending_per_key: int | None = Field(None, gt=0)  # one client key's requests in flight at most (429 past it)

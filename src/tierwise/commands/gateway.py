@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
 
         from ..errors import TierwiseError
         from ..gateway import factory
+        from ..gateway._http import IMPORT_PATH as HTTP
 
         _pyramid(config)  # a bad file is a usage error (exit 2) naming the file
         opts = factory.ServeOptions(str(config) if config else None, str(router) if router else None,
@@ -87,11 +88,11 @@ def register(app: typer.Typer) -> None:
                    f"router: {info['router']}{casc}  log: {info['log']}  {auth}{shared}", err=True)
         if app_ is not None:
             uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False,
-                        timeout_graceful_shutdown=30)
+                        timeout_graceful_shutdown=30, http=HTTP)
             return
         factory.export(opts)
         uvicorn.run("tierwise.gateway.factory:app_from_env", factory=True, workers=workers, host=host, port=port,
-                    log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
+                    log_level=log_level, access_log=False, timeout_graceful_shutdown=30, http=HTTP)
 
     @app.command("log")
     def log_cmd(
