@@ -95,6 +95,53 @@ async def _load(url: str, clients: int, total: int, deadline_s: float) -> tuple[
     return lat, errors
 
 
+def _prompts(n: int = 500) -> list[str]:
+    """Distinct real prompts (the mmlu_pro table's), or generated ones without the data folder."""
+    from tierwise.promptsets import data_dir
+
+    path = data_dir() / "mmlu_pro.csv.gz"
+    if path.is_file():
+        import pandas as pd
+
+        texts = pd.read_csv(path, usecols=["prompt"])["prompt"].astype(str).tolist()
+        return texts[-n:]
+    return [f"Question {i}: what is {i} times {i + 7}? Explain the steps." for i in range(n)]
+
+
+def _train(tmp: Path) -> Path:
+    """An ensemble router on the first 10 models of the mmlu_pro table (10k+ rows)."""
+    from tierwise.promptsets import data_dir
+    from tierwise.router import Router
+    from tierwise.table import load_table
+
+    table = load_table(data_dir() / "mmlu_pro.csv.gz").clean()
+    table = table.with_models(table.models[:10])
+    return Router("ensemble").fit(table).save(tmp / "trained.tw")
+
+
+def _wrk_phase(port: int, name: str, seconds: float, tmp: Path) -> list[tuple[str, int, int]]:
+    """wrk, 32 connections, by name vs routed, each request a different prompt (of 500)."""
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _wrk
+
+    if not shutil.which("wrk"):
+        return [("wrk: not installed (apt-get install wrk); throughput phase skipped", 0, 0)]
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    texts = _prompts()
+    out, res = [], {}
+    for label, model in (("by name", name), ("routed", "tierwise")):
+        lua = _wrk.script(tmp, [{"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": t}]}
+                                for t in texts])
+        r = res[label] = _wrk.run(url, lua, seconds, 32)
+        out.append((f"wrk 32 connections {seconds:g}s, {label:7s}: {r['rps']:7.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                    f"non-2xx {r['non2xx']}", r["requests"] + r["warmup_requests"], 32 + 8))
+    out.append((f"routed / by name throughput: {res['routed']['rps'] / res['by name']['rps']:.0%} "
+                f"({len(texts)} distinct prompts in rotation)", 0, 0))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=400, help="sequential requests per overhead series")
@@ -103,7 +150,11 @@ def main() -> int:
     ap.add_argument("--max-seconds", type=float, default=120.0, help="time bound of the concurrency run")
     ap.add_argument("--router", default="stand-in",
                     help="'stand-in' (untrained heuristic), 'default' (the shipped router of the embedded pyramid; "
-                         "the stub models then take its model names), or a router artifact path")
+                         "the stub models then take its model names), 'trained' (an ensemble trained here on 10 "
+                         "models x the mmlu_pro table), or a router artifact path")
+    ap.add_argument("--wrk-seconds", type=float, default=10.0,
+                    help="then wrk (C) with 32 connections for this long, by name vs routed, distinct prompts "
+                         "(0: skip)")
     ap.add_argument("--stub-port", type=int, help=argparse.SUPPRESS)  # internal: run only the stub backend
     args = ap.parse_args()
     if args.stub_port:
@@ -125,7 +176,10 @@ def main() -> int:
             from tierwise.config import default_router_path
             from tierwise.router import Router
 
-            router_path = default_router_path() if args.router == "default" else Path(args.router).resolve()
+            if args.router == "trained":
+                router_path = _train(Path(tmp))
+            else:
+                router_path = default_router_path() if args.router == "default" else Path(args.router).resolve()
             names = Router.load(router_path).models
             extra = f"router: {router_path}\n"
         cfg = write_pyramid(Path(tmp) / "pyramid.yaml", stub_url, log, modes=("echo",) * (len(names) if names else 3),
@@ -149,6 +203,7 @@ def main() -> int:
                                             args.load_requests, args.max_seconds))
             wall = time.perf_counter() - t0
             load_cpu = _cpu_s(proc.pid) - cpu3
+            wrk_lines = _wrk_phase(port, (names or ["m0"])[0], args.wrk_seconds, Path(tmp)) if args.wrk_seconds else []
         finally:
             out = stop_gateway(proc)
             stub_proc.terminate()
@@ -167,11 +222,15 @@ def main() -> int:
           f"gateway busy {load_cpu / wall:.0%} of one core ({load_cpu / max(1, len(lat)) * 1000:.2f} ms CPU/request)")
     for e in sorted(set(errors))[:5]:
         print("  error:", e)
-    # the direct series is not logged; the two gateway series and the load run are
-    logged_expected = 2 * (args.requests + 30) + len(lat)
-    print(f"decision log rows {rows} / gateway requests {logged_expected}: "
-          f"{'OK' if rows == logged_expected else 'MISMATCH'}")
-    if rows != logged_expected or errors:
+    print("\n".join(line for line, _, _ in wrk_lines))
+    # the direct series is not logged; the two gateway series, the load run and wrk's requests are
+    # (wrk does not count the requests still in flight when it stops: up to its connections per run)
+    logged_expected = 2 * (args.requests + 30) + len(lat) + sum(n for _, n, _ in wrk_lines)
+    slack = sum(k for _, _, k in wrk_lines)
+    ok = logged_expected <= rows <= logged_expected + slack
+    print(f"decision log rows {rows} / gateway requests {logged_expected}"
+          + (f" (+ up to {slack} in flight when wrk stopped)" if slack else "") + f": {'OK' if ok else 'MISMATCH'}")
+    if not ok or errors:
         print(out[-2000:])
         return 1
     return 0

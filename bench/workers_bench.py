@@ -11,9 +11,7 @@ figures say what this machine does, and the report prints the core count.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -24,18 +22,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+import _wrk as _load  # noqa: E402
 from tierwise.testing import free_port, stop_gateway  # noqa: E402
 
 _STUB = ("import time\nfrom tierwise.testing import StubBackend\nimport sys\n"
          "s = StubBackend(port=int(sys.argv[1])).start()\nprint('ready', flush=True)\n"
          "while True: time.sleep(3600)\n")
-_LUA = """wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-{auth}
-wrk.body = '{body}'
-"""
-
-
 def _start_stub(env):
     port = free_port()
     p = subprocess.Popen([sys.executable, "-c", _STUB, str(port)], env=env, stdout=subprocess.PIPE, text=True)
@@ -58,8 +51,9 @@ def _serve(cfg: Path, workers: int, env) -> tuple[subprocess.Popen, int]:
     import httpx
 
     port = free_port()
+    out = open(cfg.with_suffix(".out"), "w")  # a file, not a pipe nobody reads (a full pipe blocks the gateway)
     p = subprocess.Popen([sys.executable, "-c", "from tierwise.cli import main; main()", "serve", "--config", str(cfg),
-                          "--port", str(port), "--workers", str(workers)], env=env, stdout=subprocess.PIPE,
+                          "--port", str(port), "--workers", str(workers)], env=env, stdout=out,
                          stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -68,25 +62,13 @@ def _serve(cfg: Path, workers: int, env) -> tuple[subprocess.Popen, int]:
                 return p, port
         except httpx.HTTPError:
             time.sleep(0.1)
-    raise SystemExit("gateway did not start:\n" + stop_gateway(p))
+    stop_gateway(p)
+    raise SystemExit("gateway did not start:\n" + cfg.with_suffix(".out").read_text()[-4000:])
 
 
 def _wrk(port: int, model: str, seconds: float, conns: int, tmp: Path, key: str | None = None) -> dict:
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "What is 2+2?"}]})
-    script = tmp / f"post-{time.monotonic_ns()}.lua"
-    auth = f'wrk.headers["Authorization"] = "Bearer {key}"' if key else ""
-    script.write_text(_LUA.format(body=body, auth=auth))
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    subprocess.run(["wrk", "-t1", "-c8", "-d2s", "-s", str(script), url], capture_output=True)  # warm up
-    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    p50 = float(lat.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[lat.group(2)] if lat else float("nan")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    done = re.search(r"(\d+) requests in", out)
-    return {"rps": rps, "p50_ms": p50, "non2xx": int(errors.group(1)) if errors else 0,
-            "requests": int(done.group(1)) if done else 0}
+    body = {"model": model, "messages": [{"role": "user", "content": "What is 2+2?"}]}
+    return _load.run(f"http://127.0.0.1:{port}/v1/chat/completions", _load.script(tmp, [body], key), seconds, conns)
 
 
 def _rss_kb(pid: int) -> int:
@@ -182,7 +164,7 @@ def main() -> None:
                 sent += r["requests"]  # the 2 s warm-up's requests are not counted: a floor
                 samples.append((sent, _rss_kb(gw.pid) // 1024))
                 if len(samples) == 1:  # the rest in ~20 equal steps
-                    seconds = max(5.0, min(120.0, (args.rss_requests - sent) / max(1.0, r["rps"]) / 20))
+                    seconds = float(round(max(5.0, min(120.0, (args.rss_requests - sent) / max(1.0, r["rps"]) / 20))))
             lines.append("RSS (MB) after n requests: " + ", ".join(f"{n:,}: {mb}" for n, mb in samples)
                          + f"  (asked for {args.rss_requests:,})")
         finally:

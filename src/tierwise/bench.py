@@ -16,6 +16,7 @@ import numpy as np
 
 TOKEN_TARGETS = (50, 500, 4000)
 MODEL_COUNTS = (2, 10, 30)
+ROW_COUNTS = (1_000, 10_000, 100_000)
 
 
 def _prompt_of_tokens(encoder, base: list[str], target: int) -> str:
@@ -54,12 +55,60 @@ def _table_with_n_models(table, n: int):
     return t
 
 
+def _distinct_prompts(encoder, base: list[str], target: int, n: int, offset: int) -> list[str]:
+    """``n`` different prompts of about ``target`` tokens, each a run of consecutive table prompts
+    from its own starting point (none of them seen while warming up)."""
+    counts = [encoder.count_tokens(t) + 1 for t in base]
+    out = []
+    for i in range(n):
+        j, total, parts = (offset + i * 17) % len(base), 0, []
+        while total < target:
+            parts.append(base[j])
+            total += counts[j]
+            j = (j + 1) % len(base)
+        text = "\n".join(parts)
+        if total > target * 1.2:  # one long prompt overshot: cut at a word
+            words = text.split(" ")
+            text = " ".join(words[: max(1, int(len(words) * target / total))])
+        out.append(text)
+    return out
+
+
+def _table_with_n_rows(table, X: np.ndarray, n: int, seed: int = 0):
+    """The table tiled to n rows; the copies' features get a little noise (distinct points, the same topics)."""
+    idx = np.arange(n) % len(table)
+    rng = np.random.default_rng(seed)
+    Xn = X[idx].copy()
+    copies = np.arange(n) >= len(table)
+    Xn[copies] += rng.normal(scale=0.02, size=(int(copies.sum()), X.shape[1])).astype(np.float32)
+    return table.rows(idx), Xn
+
+
 def _percentiles(samples: list[float]) -> tuple[float, float, float]:
     a = np.array(samples) * 1000.0
     return float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.mean())
 
 
-def run_router_bench(table_path: Path, kind: str = "ensemble", iterations: int = 2000, as_json: bool = False) -> dict:
+def _time(router, texts: list[str], cold_encoder=None) -> tuple[list[float], list[float]]:
+    wall, cpu = [], []
+    for text in texts:
+        if cold_encoder is not None:
+            cold_encoder._chunk_ids.clear()  # nothing tokenized before: the worst case
+        c, s = time.thread_time(), time.perf_counter()
+        router.route(text)
+        wall.append(time.perf_counter() - s)
+        cpu.append(time.thread_time() - c)
+    return wall, cpu
+
+
+def run_router_bench(table_path: Path, kind: str = "ensemble", iterations: int = 2000, as_json: bool = False,
+                     row_counts: tuple[int, ...] = ROW_COUNTS) -> dict:
+    """Decision latency per (prompt tokens x models), three ways: one prompt repeated (every cache
+    warm), distinct prompts (the tokenizer's chunk memo in steady state, the prompts themselves new)
+    and cold (the memo emptied before each decision); then distinct prompts at 500 tokens x 10 models
+    for routers trained on ``row_counts`` rows."""
+    import os
+
     from threadpoolctl import threadpool_limits
 
     from .features import Featurizer
@@ -70,63 +119,68 @@ def run_router_bench(table_path: Path, kind: str = "ensemble", iterations: int =
     t0 = time.perf_counter()
     featurizer = Featurizer()
     load_s = time.perf_counter() - t0
+    enc = featurizer.encoder
     table = load_table(table_path).clean()
     X = featurizer.transform(table.prompts)
-    prompts = {n: _prompt_of_tokens(featurizer.encoder, table.prompts[:200], n) for n in TOKEN_TARGETS}
+    base = table.prompts
+    repeated = {n: _prompt_of_tokens(enc, base[:200], n) for n in TOKEN_TARGETS}
+    n_distinct = max(50, iterations // 4)
+    distinct = {n: _distinct_prompts(enc, base, n, n_distinct, offset=1000 + 7 * n) for n in TOKEN_TARGETS}
     results: dict = {
-        "router": kind,
-        "table": str(table_path),
-        "training_rows": len(table),
-        "encoder": featurizer.encoder.name,
-        "encoder_load_s": round(load_s, 4),
-        "cells": [],
+        "router": kind, "table": str(table_path), "training_rows": len(table), "encoder": enc.name,
+        "encoder_load_s": round(load_s, 4), "distinct_prompts": n_distinct, "cells": [], "rows": [],
+        "load_average_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
     }
     log = (lambda *a: None) if as_json else print
-    log(f"router={kind} trained on {len(table)} rows of {table_path}; one thread; {iterations} decisions per cell")
-    import os
-
-    results["load_average_1m"] = round(os.getloadavg()[0], 2)
-    results["cpu_count"] = os.cpu_count()
+    log(f"router={kind} trained on {len(table)} rows of {table_path}; one thread; {iterations} decisions per cell "
+        f"repeated, {n_distinct} distinct prompts per cell")
     log(f"load average {results['load_average_1m']} on {results['cpu_count']} cores (wall times include waits"
         " for the CPU on a busy machine; CPU columns are this thread's own time)")
-    log(f"{'tokens':>7} {'models':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'decisions/s':>12}"
-        f" {'CPU p50 ms':>11} {'CPU p99 ms':>11}")
+    log(f"{'tokens':>7} {'models':>6} {'p50 ms':>8} {'p99 ms':>8} {'CPU p50':>8} {'distinct p50':>13} "
+        f"{'distinct p99':>13} {'cold p50':>9} {'decisions/s':>12}")
     with threadpool_limits(limits=1):
         for n_models in MODEL_COUNTS:
             t = _table_with_n_models(table, n_models)
             router = Router(kind, featurizer=featurizer).fit(t, X=X, holdout=0.0)
-            for n_tok, text in prompts.items():
+            for n_tok in TOKEN_TARGETS:
                 for _ in range(50):  # warm caches
-                    router.route(text)
-                wall, cpu = [], []
-                for _ in range(iterations):
-                    c, s = time.thread_time(), time.perf_counter()
-                    router.route(text)
-                    wall.append(time.perf_counter() - s)
-                    cpu.append(time.thread_time() - c)
+                    router.route(repeated[n_tok])
+                wall, cpu = _time(router, [repeated[n_tok]] * iterations)
                 p50, p99, mean = _percentiles(wall)
                 cpu50, cpu99, _ = _percentiles(cpu)
-                cell = {
-                    "tokens": n_tok,
-                    "models": n_models,
-                    "p50_ms": round(p50, 4),
-                    "p99_ms": round(p99, 4),
-                    "mean_ms": round(mean, 4),
-                    "cpu_p50_ms": round(cpu50, 4),
-                    "cpu_p99_ms": round(cpu99, 4),
-                    "decisions_per_s": round(1000.0 / mean, 1),
-                }
+                dwall, _ = _time(router, distinct[n_tok])
+                d50, d99, dmean = _percentiles(dwall)
+                cwall, _ = _time(router, distinct[n_tok][: max(20, n_distinct // 5)], cold_encoder=enc)
+                c50, c99, _ = _percentiles(cwall)
+                cell = {"tokens": n_tok, "models": n_models, "p50_ms": round(p50, 4), "p99_ms": round(p99, 4),
+                        "mean_ms": round(mean, 4), "cpu_p50_ms": round(cpu50, 4), "cpu_p99_ms": round(cpu99, 4),
+                        "distinct_p50_ms": round(d50, 4), "distinct_p99_ms": round(d99, 4),
+                        "cold_p50_ms": round(c50, 4), "cold_p99_ms": round(c99, 4),
+                        "decisions_per_s": round(1000.0 / dmean, 1)}
                 results["cells"].append(cell)
-                log(f"{n_tok:>7} {n_models:>6} {p50:>8.3f} {p99:>8.3f} {mean:>8.3f} {cell['decisions_per_s']:>12.0f}"
-                    f" {cpu50:>11.3f} {cpu99:>11.3f}")
-        # batch throughput: how fast offline evaluation / re-routing of logs goes
-        batch = table.prompts[:2000]
+                log(f"{n_tok:>7} {n_models:>6} {p50:>8.3f} {p99:>8.3f} {cpu50:>8.3f} {d50:>13.3f} {d99:>13.3f} "
+                    f"{c50:>9.3f} {cell['decisions_per_s']:>12.0f}")
+        batch = table.prompts[:2000]  # batch throughput: offline evaluation / re-routing of logs
         s = time.perf_counter()
         router.route_batch(batch)
         results["batch_decisions_per_s"] = round(len(batch) / (time.perf_counter() - s), 1)
+        log(f"batch routing (30 models, 2000 prompts): {results['batch_decisions_per_s']:.0f} decisions/s")
+        t10 = _table_with_n_models(table, 10)
+        log(f"{'training rows':>14} {'fit s':>7} {'distinct p50 ms':>16} {'p99 ms':>8}   (500 tokens, 10 models)")
+        for n_rows in row_counts:
+            tn, Xn = _table_with_n_rows(t10, X, n_rows)
+            s = time.perf_counter()
+            router = Router(kind, featurizer=featurizer).fit(tn, X=Xn, holdout=0.0)
+            fit_s = time.perf_counter() - s
+            for text in distinct[500][:20]:
+                router.route(text)
+            wall, _ = _time(router, distinct[500])
+            p50, p99, _ = _percentiles(wall)
+            results["rows"].append({"rows": n_rows, "fit_s": round(fit_s, 2), "distinct_p50_ms": round(p50, 4),
+                                    "distinct_p99_ms": round(p99, 4)})
+            log(f"{n_rows:>14,} {fit_s:>7.1f} {p50:>16.3f} {p99:>8.3f}")
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     results["rss_before_mb"] = round(rss0, 1)
-    log(f"batch routing (30 models, 2000 prompts): {results['batch_decisions_per_s']:.0f} decisions/s")
     log(f"peak RSS: {results['peak_rss_mb']:.0f} MB (process incl. training data)")
     if as_json:
         print(json.dumps(results, indent=1))

@@ -2,12 +2,14 @@
 
 The embedding says *what* a prompt is about; the surface statistics (length, how many numbers,
 lines, code) say *how hard* it looks, which topic alone misses (a long multi-step word problem
-versus a one-liner on the same subject). Everything here is O(prompt length) numpy/regex work.
+versus a one-liner on the same subject). The regex counts read at most ``SAMPLE_CHARS`` of a
+prompt (its head and tail, scaled to its length), so their cost is bounded like the embedding's.
 """
 
 from __future__ import annotations
 
 import re
+from math import log1p
 from typing import Sequence
 
 import numpy as np
@@ -17,19 +19,24 @@ _WORD = re.compile(r"\w+")
 SURFACE_NAMES = ("log_chars", "log_words", "log_numbers", "log_lines", "has_code", "log_questions", "digit_frac")
 
 
+SAMPLE_CHARS = 4096  # words and numbers of a longer prompt are counted in its head and tail, and scaled
+
+
 def surface_features(text: str) -> np.ndarray:
     n_chars = len(text)
-    numbers = _NUMBER.findall(text)
+    sample = text if n_chars <= SAMPLE_CHARS else text[: SAMPLE_CHARS // 2] + "\n" + text[-SAMPLE_CHARS // 2:]
+    scale = n_chars / max(len(sample), 1) if sample is not text else 1.0
+    numbers = _NUMBER.findall(sample)
     digits = sum(map(len, numbers))  # characters inside numbers (C-speed; no per-character Python loop)
     return np.array(
         [
-            np.log1p(n_chars),
-            np.log1p(len(_WORD.findall(text))),
-            np.log1p(len(numbers)),
-            np.log1p(text.count("\n")),
+            log1p(n_chars),
+            log1p(len(_WORD.findall(sample)) * scale),
+            log1p(len(numbers) * scale),
+            log1p(text.count("\n")),
             1.0 if ("```" in text or "def " in text or "{" in text) else 0.0,
-            np.log1p(text.count("?")),
-            digits / max(n_chars, 1),
+            log1p(text.count("?")),
+            digits / max(len(sample), 1),
         ],
         dtype=np.float32,
     )

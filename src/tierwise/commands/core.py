@@ -284,15 +284,24 @@ def bench_command(
     kind: str = typer.Option("ensemble", help="Router kind to time."),
     iterations: int = typer.Option(2000, help="Decisions timed per cell."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    rows: str = typer.Option("1000,10000,100000", help="Training-table sizes for the rows sweep (comma-separated; "
+                             "'' skips it)."),
 ) -> None:
-    """Router decision latency (encode + score + choose), p50/p99, by prompt length and model count."""
+    """Router decision latency (encode + score + choose), p50/p99, by prompt length and model count,
+    for a repeated prompt, distinct prompts and a cold tokenizer; then by training-table size."""
     from ..bench import run_router_bench
     from ..promptsets import data_dir
 
     table = table or data_dir() / "mmlu_pro.csv.gz"
     if not table.is_file():
         _fail(f"{table}: file not found (pass --table, or set TIERWISE_DATA to the folder of the shipped tables)")
-    run_router_bench(table, kind=kind, iterations=iterations, as_json=as_json)
+    try:
+        row_counts = tuple(int(r) for r in rows.split(",") if r.strip())
+    except ValueError:
+        _fail(f"--rows {rows!r}: expected comma-separated row counts, e.g. 1000,10000,100000")
+    if any(r < 100 for r in row_counts):
+        _fail(f"--rows {rows!r}: each training-table size must be at least 100 rows")
+    run_router_bench(table, kind=kind, iterations=iterations, as_json=as_json, row_counts=row_counts)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._cells import MIN_ROWS, Cells
 from .base import QualityModel, column_means, register
 
 
@@ -17,13 +18,17 @@ class KNNQuality(QualityModel):
     Speed: one decision scans every stored row, so the rows are projected once, at fit time, onto
     their top ``dims`` principal directions (uncentred, which best preserves cosine similarity).
     The scan then reads n x 64 floats instead of n x 256: memory traffic, not arithmetic, is what
-    costs at 10k+ rows. ``dims=0`` keeps the full embedding.
+    costs at 10k+ rows. ``dims=0`` keeps the full embedding. From ``MIN_ROWS`` rows on (``cells``
+    on "auto"), the scan reads only the rows of the cells nearest the query (:mod:`._cells`), so a
+    decision costs about the same at 100k rows as at 5k; ``cells=False`` always scans every row.
     """
 
-    def __init__(self, k: int = 40, prior_weight: float = 2.0, dims: int = 64):
+    def __init__(self, k: int = 40, prior_weight: float = 2.0, dims: int = 64, cells: bool | str = "auto"):
         self.k = int(k)
         self.prior_weight = float(prior_weight)
         self.dims = int(dims)
+        self.cells_mode = cells
+        self.cells: Cells | None = None
         self.P: np.ndarray | None = None  # (d, dims) projection, or None
         self.X: np.ndarray | None = None
         self.Y: np.ndarray | None = None
@@ -36,7 +41,13 @@ class KNNQuality(QualityModel):
             _, vecs = np.linalg.eigh((Xn.T @ Xn).astype(np.float64))
             self.P = np.ascontiguousarray(vecs[:, ::-1][:, : self.dims], dtype=np.float32)
         # rows are stored as float16 in artifacts; round them now so a reloaded router scores identically
-        self._set(self._project(Xn).astype(np.float16).astype(np.float32), np.asarray(Y, dtype=np.float32))
+        Xp = self._project(Xn).astype(np.float16).astype(np.float32)
+        Y = np.asarray(Y, dtype=np.float32)
+        self.cells = None
+        if self.cells_mode is True or (self.cells_mode == "auto" and len(Xp) >= MIN_ROWS):
+            self.cells, order = Cells.fit(Xp)
+            Xp, Y = Xp[order], Y[order]  # stored cell by cell
+        self._set(Xp, Y)
         return self
 
     def _project(self, Xn: np.ndarray) -> np.ndarray:
@@ -52,27 +63,44 @@ class KNNQuality(QualityModel):
 
     def predict(self, X):
         Xq = self._project(_normalise(np.asarray(X, dtype=np.float32)))
+        if self.cells is not None:  # one query at a time: a batch gets exactly what single decisions get
+            return np.stack([self._predict_in_cells(q) for q in Xq]) if len(Xq) else np.empty((0, self.Y.shape[1]))
         k = min(self.k, len(self.X))
         out = np.empty((len(Xq), self.Y.shape[1]))
-        for start in range(0, len(Xq), 2048):  # bound memory on big batches
-            sims = Xq[start : start + 2048] @ self.X.T
+        step = max(1, min(2048, 2 ** 24 // max(1, len(self.X))))  # bound the (batch x rows) similarity block
+        for start in range(0, len(Xq), step):
+            sims = Xq[start : start + step] @ self.X.T
             idx = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(self.X) else np.broadcast_to(
                 np.arange(len(self.X)), sims.shape)
             hits = self._hits[idx].sum(axis=1)
             counts = self._valid[idx].sum(axis=1)
-            out[start : start + 2048] = (hits + self.prior_weight * self.prior) / (counts + self.prior_weight)
+            out[start : start + step] = (hits + self.prior_weight * self.prior) / (counts + self.prior_weight)
         return out
+
+    def _predict_in_cells(self, q: np.ndarray) -> np.ndarray:
+        rows = self.cells.candidates(q)
+        sims = self.X[rows] @ q
+        k = min(self.k, len(rows))
+        near = rows[np.argpartition(-sims, k - 1)[:k]] if k < len(rows) else rows
+        hits = self._hits[near].sum(axis=0)
+        counts = self._valid[near].sum(axis=0)
+        return (hits + self.prior_weight * self.prior) / (counts + self.prior_weight)
 
     def get_state(self):
         arrays = {"X": self.X.astype(np.float16), "Y": self.Y, "prior": self.prior}
         if self.P is not None:
             arrays["P"] = self.P
-        return {"k": self.k, "prior_weight": self.prior_weight, "dims": self.dims}, arrays
+        if self.cells is not None:
+            arrays.update(self.cells.arrays())
+        return {"k": self.k, "prior_weight": self.prior_weight, "dims": self.dims,
+                "cells": self.cells_mode}, arrays
 
     @classmethod
     def from_state(cls, params, arrays):
-        obj = cls(params["k"], params["prior_weight"], params.get("dims", 0))
+        # artifacts from before the cell index have none: they keep scanning every row
+        obj = cls(params["k"], params["prior_weight"], params.get("dims", 0), params.get("cells", False))
         obj.P = arrays["P"].astype(np.float32) if "P" in arrays else None
+        obj.cells = Cells.from_arrays(arrays)
         obj._set(arrays["X"].astype(np.float32), arrays["Y"].astype(np.float32))
         return obj
 
