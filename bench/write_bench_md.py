@@ -45,6 +45,12 @@ def _workers(seconds: float) -> str:
     return (out.stdout + (f"\n(exit {out.returncode})\n" + out.stderr[-1500:] if out.returncode else "")).strip()
 
 
+def _cells_quality() -> str:
+    out = subprocess.run([sys.executable, str(ROOT / "bench/knn_cells_quality.py")], capture_output=True, text=True,
+                         timeout=3600)
+    return (out.stdout + (f"\n(exit {out.returncode})\n" + out.stderr[-1500:] if out.returncode else "")).strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iterations", type=int, default=2000)
@@ -67,6 +73,7 @@ def main() -> None:
     compared = _compare(args.compare, args.requests) if args.compare else "(skipped)"
     soaked = _soak(args.soak_seconds) if args.soak_seconds else "(skipped)"
     workers = _workers(10.0)
+    cells_quality = _cells_quality()
 
     rows = ["| prompt tokens | models | repeated p50 ms | repeated p99 ms | CPU p50 ms | distinct p50 ms | "
             "distinct p99 ms | cold p50 ms | decisions/s (distinct) |",
@@ -103,6 +110,13 @@ noise on the copies' features). From 4,096 rows on, the neighbour search reads o
 the cells nearest the query (an inverted-file index, `src/tierwise/routers/_cells.py`):
 
 {chr(10).join(sweep)}
+
+What the cell index costs in routing quality (`bench/knn_cells_quality.py`: 5-fold CV AIQ with the
+exact scan vs the cell index, for kNN alone and for the ensemble it is part of):
+
+```
+{cells_quality}
+```
 
 Batch routing (30 models, 2,000 prompts): {router['batch_decisions_per_s']:,.0f} decisions/s.
 Encoder load: {router['encoder_load_s'] * 1000:.0f} ms. Peak RSS of the benchmark process (incl. the

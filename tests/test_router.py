@@ -145,3 +145,18 @@ def test_pyramid_target_knob_resolves_on_the_router_calibration(fitted):
     assert default_knob(p, fitted) == fitted.parse_knob("quality=0.9")
     with pytest.raises(ValueError, match="no calibration curve"):
         default_knob(p, Router.stand_in(fitted.models, [1.0, 2.0]))
+
+
+def test_cli_bench_times_repeated_distinct_and_cold_prompts_and_table_sizes():
+    out = subprocess.run(
+        [sys.executable, "-m", "tierwise.cli", "bench", "--table", str(REPO / "data/outcomes/llmrouter_dc.csv.gz"),
+         "--iterations", "40", "--rows", "1000,5000", "--json"], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert len(data["cells"]) == 9 and data["distinct_prompts"] == 50
+    for c in data["cells"]:
+        assert 0 < c["p50_ms"] <= c["p99_ms"] and 0 < c["distinct_p50_ms"] <= c["distinct_p99_ms"]
+        assert c["cold_p50_ms"] > 0
+    assert [r["rows"] for r in data["rows"]] == [1000, 5000]
+    bad = subprocess.run([sys.executable, "-m", "tierwise.cli", "bench", "--rows", "10,x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--rows" in bad.stderr and "Traceback" not in bad.stderr

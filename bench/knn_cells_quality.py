@@ -1,0 +1,54 @@
+"""Does the kNN router's cell index keep its quality? 5-fold CV AIQ of kNN and of the ensemble with
+the exact neighbour scan vs the cell index, on every shipped table with >= 4,096 training rows per fold.
+
+    python bench/knn_cells_quality.py
+
+Prints one line per table and router: AIQ exact, AIQ with cells, the difference.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from router_quality import BENCHMARKS  # noqa: E402
+from tierwise.evaluate import evaluate  # noqa: E402
+from tierwise.features import Featurizer  # noqa: E402
+from tierwise.promptsets import data_dir  # noqa: E402
+from tierwise.table import load_table  # noqa: E402
+
+
+def main() -> None:
+    featurizer = Featurizer()
+    for name, (file, source, models) in BENCHMARKS.items():
+        path = data_dir() / file
+        if not path.is_file():
+            continue
+        table = load_table(path).clean()
+        if source:
+            table = table.with_source(source)
+        if models:
+            table = table.with_models(models)
+        if len(table) * 0.8 < 4096:
+            print(f"{name}: {len(table)} rows, below the cell index's 4,096 training rows: exact scan either way")
+            continue
+        X = featurizer.transform(table.prompts)
+        aiq = {}
+        for cells in (False, "auto"):
+            params = {"knn": {"cells": cells},
+                      "ensemble": {"members": [("knn", "embedding", {"cells": cells}), ("mf", "all", {}),
+                                               ("linear", "surface", {})]}}
+            rep = evaluate(table, ["knn", "ensemble"], folds=5, features=X, router_params=params, guard=False)
+            aiq[cells] = {k: rep.routers[k]["aiq"] for k in ("knn", "ensemble")}
+        for k in ("knn", "ensemble"):
+            a, b = aiq[False][k], aiq["auto"][k]
+            print(f"{name:10s} {k:9s} rows {len(table):6d}  AIQ exact {a:.4f}  cells {b:.4f}  diff {b - a:+.4f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
