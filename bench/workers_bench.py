@@ -11,6 +11,7 @@ figures say what this machine does, and the report prints the core count.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -29,6 +30,47 @@ from tierwise.testing import free_port, stop_gateway  # noqa: E402
 _STUB = ("import time\nfrom tierwise.testing import StubBackend\nimport sys\n"
          "s = StubBackend(port=int(sys.argv[1])).start()\nprint('ready', flush=True)\n"
          "while True: time.sleep(3600)\n")
+_ANSWER = json.dumps({"id": "chatcmpl-nginx", "object": "chat.completion", "created": 0, "model": "echo",
+                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"},
+                                   "finish_reason": "stop"}],
+                      "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}})
+_NGINX = """worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {tmp}/body;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{answer}'; }}
+  }}
+}}
+"""
+
+
+def _start_nginx(tmp: Path):
+    """A canned chat answer from nginx (C, one worker): a backend that costs the machine almost nothing,
+    so the cores go to the gateway's workers (and wrk), not to a Python stub."""
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(_NGINX.format(tmp=tmp, port=port, answer=_ANSWER))
+    p = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(tmp), "-c", str(conf)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import socket
+
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return p, port
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nginx did not start: {(tmp / 'nginx.err').read_text() if (tmp / 'nginx.err').exists() else ''}")
+
+
 def _start_stub(env):
     port = free_port()
     p = subprocess.Popen([sys.executable, "-c", _STUB, str(port)], env=env, stdout=subprocess.PIPE, text=True)
@@ -69,6 +111,18 @@ def _serve(cfg: Path, workers: int, env) -> tuple[subprocess.Popen, int]:
 def _wrk(port: int, model: str, seconds: float, conns: int, tmp: Path, key: str | None = None) -> dict:
     body = {"model": model, "messages": [{"role": "user", "content": "What is 2+2?"}]}
     return _load.run(f"http://127.0.0.1:{port}/v1/chat/completions", _load.script(tmp, [body], key), seconds, conns)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the gateway and its worker processes."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
 
 
 def _rss_kb(pid: int) -> int:
@@ -126,49 +180,56 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rss-requests", type=int, default=1_000_000)
+    ap.add_argument("--backend", choices=("auto", "nginx", "stub"), default="auto",
+                    help="what answers the gateway: nginx with a canned answer (auto: if installed; apt-get install "
+                         "nginx-light) or the Python stub (which takes a good part of a core itself)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds (the median is shown)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     tmp = Path(tempfile.mkdtemp(prefix="tierwise-workers-"))
-    stub, stub_port = _start_stub(env)
-    lines = [f"machine: {os.cpu_count()} cores; wrk -t2 -c{args.connections} -d{args.seconds:g}s, stub backend in "
-             "its own process"]
+    nginx = args.backend == "nginx" or (args.backend == "auto" and (shutil.which("nginx") or
+                                                                   Path("/usr/sbin/nginx").exists()))
+    stub, stub_port = _start_nginx(tmp) if nginx else _start_stub(env)
+    lines = [f"machine: {os.cpu_count()} cores; wrk -t2 -c{args.connections} -d{args.seconds:g}s; backend: "
+             + ("nginx answering a canned completion (C, one worker)" if nginx else
+                "tierwise's Python stub in its own process")]
     try:
-        results = {}
-        for workers in (1, 2):
-            for what, model in (("by name", "m0"), ("routed", "tierwise")):
-                gw, port = _serve(_pyramid(tmp, stub_port, str(tmp / f"log-{workers}.sqlite")), workers, env)
+        # throughput: every configuration once per round, rounds interleaved, the median reported
+        # (machine load drifts over minutes; interleaving spreads it over all configurations alike)
+        configs = [(w, what, model, f"log-{w}.sqlite") for w in (1, 2)
+                   for what, model in (("by name", "m0"), ("routed", "tierwise"))] + [(1, "log off", "m0", "off")]
+        runs: dict = {}
+        for _ in range(args.rounds):
+            for workers, what, model, log in configs:
+                gw, port = _serve(_pyramid(tmp, stub_port, log if log == "off" else str(tmp / log)), workers, env)
                 try:
-                    results[(workers, what)] = r = _wrk(port, model, args.seconds, args.connections, tmp)
+                    c0 = _cpu_s(gw.pid)
+                    r = _wrk(port, model, args.seconds, args.connections, tmp)
+                    r["cpu_ms"] = (_cpu_s(gw.pid) - c0) * 1000 / max(1, r["requests"] + r["warmup_requests"])
+                    runs.setdefault((workers, what), []).append(r)
                 finally:
                     stop_gateway(gw)
-                lines.append(f"{workers} worker(s), {what:8s}: {r['rps']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
-                             f"non-2xx {r['non2xx']}")
+        results = {k: sorted(v, key=lambda r: r["rps"])[len(v) // 2] for k, v in runs.items()}
+        lines[0] += f"; median of {args.rounds} interleaved rounds"
+        for (workers, what), r in results.items():
+            if what == "log off":
+                continue
+            lines.append(f"{workers} worker(s), {what:8s}: {r['rps']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                         f"non-2xx {sum(x['non2xx'] for x in runs[(workers, what)])}  (rounds: "
+                         + ", ".join(f"{x['rps']:.0f}" for x in runs[(workers, what)]) + ")")
         for what in ("by name", "routed"):
             lines.append(f"2 vs 1 workers ({what}): {results[(2, what)]['rps'] / results[(1, what)]['rps']:.2f}x")
-        gw, port = _serve(_pyramid(tmp, stub_port, "off"), 1, env)
-        try:
-            off = _wrk(port, "m0", args.seconds, args.connections, tmp)
-        finally:
-            stop_gateway(gw)
-        on = results[(1, "by name")]["rps"]
+        on, off = results[(1, "by name")]["rps"], results[(1, "log off")]["rps"]
         lines.append(f"decision log's cost (1 worker, by name): {on:.0f} req/s with the SQLite log vs "
-                     f"{off['rps']:.0f} with `log: off`: {100 * (1 - on / off['rps']):.1f}% of throughput")
-        # RSS over many requests, one worker, by name
-        gw, port = _serve(_pyramid(tmp, stub_port, str(tmp / "log-rss.sqlite")), 1, env)
-        try:
-            samples, sent, seconds = [], 0, 5.0
-            while sent < args.rss_requests and len(samples) < 25:
-                r = _wrk(port, "m0", seconds, args.connections, tmp)
-                sent += r["requests"]  # the 2 s warm-up's requests are not counted: a floor
-                samples.append((sent, _rss_kb(gw.pid) // 1024))
-                if len(samples) == 1:  # the rest in ~20 equal steps
-                    seconds = float(round(max(5.0, min(120.0, (args.rss_requests - sent) / max(1.0, r["rps"]) / 20))))
-            lines.append("RSS (MB) after n requests: " + ", ".join(f"{n:,}: {mb}" for n, mb in samples)
-                         + f"  (asked for {args.rss_requests:,})")
-        finally:
-            stop_gateway(gw)
+                     f"{off:.0f} with `log: off` (rounds: " + ", ".join(f"{x['rps']:.0f}" for x in runs[(1, "log off")])
+                     + f"): {100 * (1 - on / off):.1f}% of throughput")
+        cpu = {k: statistics.median(x["cpu_ms"] for x in v) for k, v in runs.items()}
+        lines.append("gateway CPU per request (median; less sensitive to the machine's drift than req/s): "
+                     + ", ".join(f"{w}w {what} {c:.3f} ms" for (w, what), c in cpu.items())
+                     + f"; the log's share of a request's CPU: "
+                     f"{100 * (1 - cpu[(1, 'log off')] / cpu[(1, 'by name')]):.1f}%")
         if shutil.which("redis-server"):
             rport = free_port()
             redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
@@ -182,8 +243,27 @@ def main() -> None:
                              f"p99 {q['settle'][1]:.3f} ms")
             finally:
                 redis.terminate()
+        print("\n".join(lines), flush=True)
+        lines = []
+        if args.rss_requests <= 0:
+            return
+        # RSS over many requests, one worker, by name
+        gw, port = _serve(_pyramid(tmp, stub_port, str(tmp / "log-rss.sqlite")), 1, env)
+        try:
+            samples, sent, seconds = [], 0, 5.0
+            while sent < args.rss_requests and len(samples) < 40:
+                r = _wrk(port, "m0", seconds, args.connections, tmp)
+                sent += r["requests"]  # the 2 s warm-up's requests are not counted: a floor
+                samples.append((sent, _rss_kb(gw.pid) // 1024))
+                left = max(1, 20 - len(samples))  # the rest in ~20 steps, re-planned at the rate seen so far
+                seconds = float(round(max(5.0, min(120.0, (args.rss_requests - sent) / max(1.0, r["rps"]) / left))))
+            lines.append("RSS (MB) after n requests: " + ", ".join(f"{n:,}: {mb}" for n, mb in samples)
+                         + f"  (asked for {args.rss_requests:,})")
+        finally:
+            stop_gateway(gw)
     finally:
-        stub.kill()
+        stub.terminate()  # nginx: SIGTERM stops its worker too
+        stub.wait(10)
     print("\n".join(lines))
 
 

@@ -54,6 +54,8 @@ def _cells_quality() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument("--workers-output", type=Path, help="the output of a `bench/workers_bench.py` run to show "
+                    "instead of running it here (it takes ~20 min)")
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--out", type=Path, default=ROOT / "docs/bench.md")
     ap.add_argument("--compare", default="3887fc5", help="revision to compare the gateway with ('' to skip)")
@@ -72,7 +74,12 @@ def main() -> None:
     gw_trained = _gateway("trained", args.requests)
     compared = _compare(args.compare, args.requests) if args.compare else "(skipped)"
     soaked = _soak(args.soak_seconds) if args.soak_seconds else "(skipped)"
-    workers = _workers(10.0)
+    if args.workers_output:
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(args.workers_output.stat().st_mtime))
+        workers = (f"(this section from a separate run of `python bench/workers_bench.py`, finished {stamp})\n"
+                   + args.workers_output.read_text().strip())
+    else:
+        workers = _workers(10.0)
     cells_quality = _cells_quality()
 
     rows = ["| prompt tokens | models | repeated p50 ms | repeated p99 ms | CPU p50 ms | distinct p50 ms | "
@@ -177,11 +184,13 @@ and the stubs, so req/s here is a machine figure, not the gateway's ceiling.
 ## Workers, the log's cost, RSS, shared checks (`bench/workers_bench.py`)
 
 `wrk` (C) drives the gateway with 32 connections; `tierwise serve --workers 1` vs `--workers 2`,
-by model name and routed; the same with `log: off` to show what the decision log costs; RSS of
-one worker over many requests; and the time one admission + budget read + settlement takes
-against Redis on loopback. On this 2-core machine wrk and the stub backend share the cores with
-the gateway's workers, so a second worker has no free core of its own: the ratio says what this
-machine does, not what 2 workers do on a machine with cores to spare.
+by model name and routed (stand-in router), each configuration once per round, three rounds
+interleaved, the median shown (this machine's speed drifts by up to a third between minutes: the
+rounds are printed); the same with `log: off` to show what the decision log costs; the time the
+shared per-key checks take against Redis on loopback; and RSS of one worker over 1M requests. The
+backend is nginx answering a canned completion (C, one worker, when installed: `apt-get install
+nginx-light`), so the cores go to the gateway; wrk still shares the 2 cores with the workers, so a
+second worker never has a core of its own.
 
 ```
 {workers}

@@ -8,6 +8,7 @@ with tools may only go to Qwen, and the decision log says so; structured output 
 from __future__ import annotations
 
 import pytest
+from _helpers import embedded_or_skip
 from pydantic import BaseModel, Field
 
 from tierwise.testing import Gateway
@@ -29,19 +30,9 @@ class Person(BaseModel):
     age: int
 
 
-def _paths() -> dict[str, str]:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'tierwise[local]')")
-    from tierwise.weights import WeightsError, model_path
-
-    try:
-        return {m: str(model_path(m)) for m in ("smollm2-135m", "qwen2.5-coder-0.5b")}
-    except WeightsError as exc:
-        pytest.skip(f"embedded weights not installed (bash scripts/setup.sh --models smollm2,qwen-0.5b): {exc}")
-
-
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    paths = _paths()
+    paths = {m: str(embedded_or_skip(m)) for m in ("smollm2-135m", "qwen2.5-coder-0.5b")}
     tmp = tmp_path_factory.mktemp("lc-local")
     models = "".join(f"""  - name: {name}
     backend: llama_cpp

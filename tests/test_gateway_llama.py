@@ -7,31 +7,20 @@ somewhere to send long prompts.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import openai
 import pytest
+from _helpers import embedded_or_skip
 
 from tierwise.testing import StubBackend, free_port, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow
 
 
-def _smollm2() -> Path:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'tierwise[local]')")
-    from tierwise.weights import WeightsError, model_path
-
-    try:
-        return model_path("smollm2-135m")
-    except WeightsError as exc:
-        pytest.skip(f"SmolLM2 weights not installed: {exc}")
-
-
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    gguf = _smollm2()
+    gguf = embedded_or_skip("smollm2-135m")
     tmp = tmp_path_factory.mktemp("llama")
     with StubBackend() as stub:
         cfg = tmp / "pyramid.yaml"
