@@ -81,6 +81,9 @@ def main() -> None:
     else:
         workers = _workers(10.0)
     cells_quality = _cells_quality()
+    dash = (ROOT / "docs/dashboard.md").read_text()
+    dash = dash[dash.index("<!-- bench:start -->") + 20:dash.index("<!-- bench:end -->")].strip() \
+        if "<!-- bench:start -->" in dash else "(no dashboard benchmark yet: run `python bench/dashboard_bench.py`)"
 
     rows = ["| prompt tokens | models | repeated p50 ms | repeated p99 ms | CPU p50 ms | distinct p50 ms | "
             "distinct p99 ms | cold p50 ms | decisions/s (distinct) |",
@@ -180,6 +183,13 @@ and the stubs, so req/s here is a machine figure, not the gateway's ceiling.
 ```
 {soaked}
 ```
+
+## Dashboard over a 1,000,000-row log (`bench/dashboard_bench.py`)
+
+Copied from [dashboard.md](dashboard.md#benchmark), which that script writes (it fills a 1,000,000-row
+log first, so it is run on its own, not from here):
+
+{dash}
 
 ## Workers, the log's cost, RSS, shared checks (`bench/workers_bench.py`)
 
