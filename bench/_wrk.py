@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -65,3 +67,44 @@ def run(url: str, lua: Path, seconds: float, connections: int, warmup_s: int = 2
             "p50_ms": float(lat.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[lat.group(2)] if lat else float("nan"),
             "non2xx": int(errors.group(1)) if errors else 0, "requests": int(done.group(1)) if done else 0,
             "warmup_requests": int(warm_done.group(1)) if warm_done else 0}
+
+
+_ANSWER = json.dumps({"id": "chatcmpl-nginx", "object": "chat.completion", "created": 0, "model": "echo",
+                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"},
+                                   "finish_reason": "stop"}],
+                      "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}})
+_NGINX = """worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {tmp}/body;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{answer}'; }}
+  }}
+}}
+"""
+
+
+def start_nginx(tmp: Path):
+    """A canned chat answer from nginx (C, one worker): a backend that costs the machine almost nothing,
+    so the cores go to the gateway's workers (and wrk), not to a Python stub."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp / "nginx.conf"
+    conf.write_text(_NGINX.format(tmp=tmp, port=port, answer=_ANSWER))
+    p = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(tmp), "-c", str(conf)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return p, port
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nginx did not start: {(tmp / 'nginx.err').read_text() if (tmp / 'nginx.err').exists() else ''}")

@@ -119,8 +119,11 @@ def _train(tmp: Path) -> Path:
     return Router("ensemble").fit(table).save(tmp / "trained.tw")
 
 
-def _wrk_phase(port: int, name: str, seconds: float, tmp: Path) -> list[tuple[str, int, int]]:
-    """wrk, 32 connections, by name vs routed, each request a different prompt (of 500)."""
+def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path) -> list[tuple[str, int, int]]:
+    """wrk, 32 connections, by name vs routed, each request a different prompt (of 500). With nginx
+    installed, against a second gateway (same models and router) whose backend is nginx answering a
+    canned completion: the Python stub would take a good part of the 2 cores from the gateway."""
+    import re
     import shutil
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -128,15 +131,34 @@ def _wrk_phase(port: int, name: str, seconds: float, tmp: Path) -> list[tuple[st
 
     if not shutil.which("wrk"):
         return [("wrk: not installed (apt-get install wrk); throughput phase skipped", 0, 0)]
+    nginx = gw = None
+    if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
+        (tmp / "nginx").mkdir(exist_ok=True)
+        nginx, nport = _wrk.start_nginx(tmp / "nginx")
+        text = re.sub(r"http://127\.0\.0\.1:\d+/v1", f"http://127.0.0.1:{nport}/v1", cfg.read_text())
+        ncfg = tmp / "pyramid-nginx.yaml"
+        ncfg.write_text(re.sub(r"(?m)^log: .*$", f"log: {tmp / 'log-nginx.sqlite'}", text))
+        port = free_port()
+        gw = start_gateway(ncfg, port)
+    backend = "nginx (canned answer)" if nginx else "the Python stub"
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     texts = _prompts()
     out, res = [], {}
-    for label, model in (("by name", name), ("routed", "tierwise")):
-        lua = _wrk.script(tmp, [{"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": t}]}
-                                for t in texts])
-        r = res[label] = _wrk.run(url, lua, seconds, 32)
-        out.append((f"wrk 32 connections {seconds:g}s, {label:7s}: {r['rps']:7.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
-                    f"non-2xx {r['non2xx']}", r["requests"] + r["warmup_requests"], 32 + 8))
+    try:
+        for label, model in (("by name", name), ("routed", "tierwise")):
+            lua = _wrk.script(tmp, [{"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": t}]}
+                                    for t in texts])
+            r = res[label] = _wrk.run(url, lua, seconds, 32)
+            # requests through the nginx gateway go to its own log, not the one counted below
+            counted = 0 if nginx else r["requests"] + r["warmup_requests"]
+            out.append((f"wrk 32 connections {seconds:g}s, backend {backend}, {label:7s}: {r['rps']:7.0f} req/s  "
+                        f"p50 {r['p50_ms']:.2f} ms  non-2xx {r['non2xx']}", counted, 0 if nginx else 32 + 8))
+    finally:
+        if gw is not None:
+            stop_gateway(gw)
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(10)
     out.append((f"routed / by name throughput: {res['routed']['rps'] / res['by name']['rps']:.0%} "
                 f"({len(texts)} distinct prompts in rotation)", 0, 0))
     return out
@@ -203,7 +225,8 @@ def main() -> int:
                                             args.load_requests, args.max_seconds))
             wall = time.perf_counter() - t0
             load_cpu = _cpu_s(proc.pid) - cpu3
-            wrk_lines = _wrk_phase(port, (names or ["m0"])[0], args.wrk_seconds, Path(tmp)) if args.wrk_seconds else []
+            wrk_lines = (_wrk_phase(port, (names or ["m0"])[0], args.wrk_seconds, Path(tmp), cfg)
+                         if args.wrk_seconds else [])
         finally:
             out = stop_gateway(proc)
             stub_proc.terminate()

@@ -11,7 +11,6 @@ figures say what this machine does, and the report prints the core count.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -30,47 +29,6 @@ from tierwise.testing import free_port, stop_gateway  # noqa: E402
 _STUB = ("import time\nfrom tierwise.testing import StubBackend\nimport sys\n"
          "s = StubBackend(port=int(sys.argv[1])).start()\nprint('ready', flush=True)\n"
          "while True: time.sleep(3600)\n")
-_ANSWER = json.dumps({"id": "chatcmpl-nginx", "object": "chat.completion", "created": 0, "model": "echo",
-                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"},
-                                   "finish_reason": "stop"}],
-                      "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}})
-_NGINX = """worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx.err warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
-  client_body_temp_path {tmp}/body;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{ default_type application/json; return 200 '{answer}'; }}
-  }}
-}}
-"""
-
-
-def _start_nginx(tmp: Path):
-    """A canned chat answer from nginx (C, one worker): a backend that costs the machine almost nothing,
-    so the cores go to the gateway's workers (and wrk), not to a Python stub."""
-    port = free_port()
-    conf = tmp / "nginx.conf"
-    conf.write_text(_NGINX.format(tmp=tmp, port=port, answer=_ANSWER))
-    p = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(tmp), "-c", str(conf)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import socket
-
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return p, port
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nginx did not start: {(tmp / 'nginx.err').read_text() if (tmp / 'nginx.err').exists() else ''}")
-
-
 def _start_stub(env):
     port = free_port()
     p = subprocess.Popen([sys.executable, "-c", _STUB, str(port)], env=env, stdout=subprocess.PIPE, text=True)
@@ -191,7 +149,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tierwise-workers-"))
     nginx = args.backend == "nginx" or (args.backend == "auto" and (shutil.which("nginx") or
                                                                    Path("/usr/sbin/nginx").exists()))
-    stub, stub_port = _start_nginx(tmp) if nginx else _start_stub(env)
+    stub, stub_port = _load.start_nginx(tmp) if nginx else _start_stub(env)
     lines = [f"machine: {os.cpu_count()} cores; wrk -t2 -c{args.connections} -d{args.seconds:g}s; backend: "
              + ("nginx answering a canned completion (C, one worker)" if nginx else
                 "tierwise's Python stub in its own process")]
