@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from _proc import wait_port
+from tierwise.testing import free_port
 
 _ONE = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -94,17 +96,14 @@ http {{
 def start_nginx(tmp: Path):
     """A canned chat answer from nginx (C, one worker): a backend that costs the machine almost nothing,
     so the cores go to the gateway's workers (and wrk), not to a Python stub."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     conf = tmp / "nginx.conf"
     conf.write_text(_NGINX.format(tmp=tmp, port=port, answer=_ANSWER))
     p = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(tmp), "-c", str(conf)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return p, port
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nginx did not start: {(tmp / 'nginx.err').read_text() if (tmp / 'nginx.err').exists() else ''}")
+    try:
+        wait_port(port, timeout=5.0)
+    except RuntimeError:
+        err = tmp / "nginx.err"
+        raise SystemExit(f"nginx did not start: {err.read_text() if err.exists() else ''}") from None
+    return p, port

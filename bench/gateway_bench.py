@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,23 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from tierwise.testing import StubBackend, free_port, start_gateway, stop_gateway, write_pyramid  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _wrk  # noqa: E402
+from _proc import cpu_s, wait_port  # noqa: E402
+
 __all__ = ["StubBackend", "free_port", "start_gateway", "stop_gateway", "write_pyramid"]
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc), to separate work from waiting."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on port {port} after {timeout:g} s")
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -126,9 +112,6 @@ def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path) -> li
     import re
     import shutil
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _wrk
-
     if not shutil.which("wrk"):
         return [("wrk: not installed (apt-get install wrk); throughput phase skipped", 0, 0)]
     nginx = gw = None
@@ -192,7 +175,7 @@ def main() -> int:
         stub_port = free_port()
         stub_proc = subprocess.Popen([sys.executable, __file__, "--stub-port", str(stub_port)])
         stub_url = f"http://127.0.0.1:{stub_port}/v1"
-        _wait_port(stub_port)
+        wait_port(stub_port)
         names, extra = None, ""
         if args.router != "stand-in":
             from tierwise.config import default_router_path
@@ -212,19 +195,19 @@ def main() -> int:
         try:
             body = {"messages": [{"role": "user", "content": "What is 2 + 2? Answer briefly."}], "max_tokens": 16}
             direct = _timed_posts(stub_url + "/chat/completions", {**body, "model": "echo"}, args.requests)
-            cpu0 = _cpu_s(proc.pid)
+            cpu0 = cpu_s(proc.pid)
             routed = _timed_posts(f"http://127.0.0.1:{port}/v1/chat/completions", {**body, "model": "tierwise"},
                                   args.requests)
-            cpu1 = _cpu_s(proc.pid)
+            cpu1 = cpu_s(proc.pid)
             named = _timed_posts(f"http://127.0.0.1:{port}/v1/chat/completions", {**body, "model": (names or ["m0"])[0]},
                                  args.requests)
-            cpu2 = _cpu_s(proc.pid)
+            cpu2 = cpu_s(proc.pid)
             t0 = time.perf_counter()
-            cpu3 = _cpu_s(proc.pid)
+            cpu3 = cpu_s(proc.pid)
             lat, errors = asyncio.run(_load(f"http://127.0.0.1:{port}/v1/chat/completions", args.clients,
                                             args.load_requests, args.max_seconds))
             wall = time.perf_counter() - t0
-            load_cpu = _cpu_s(proc.pid) - cpu3
+            load_cpu = cpu_s(proc.pid) - cpu3
             wrk_lines = (_wrk_phase(port, (names or ["m0"])[0], args.wrk_seconds, Path(tmp), cfg)
                          if args.wrk_seconds else [])
         finally:

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 import _wrk as _load  # noqa: E402
+from _proc import cpu_s, rss_kb  # noqa: E402
 from tierwise.testing import free_port, stop_gateway  # noqa: E402
 
 _STUB = ("import time\nfrom tierwise.testing import StubBackend\nimport sys\n"
@@ -69,37 +70,6 @@ def _serve(cfg: Path, workers: int, env) -> tuple[subprocess.Popen, int]:
 def _wrk(port: int, model: str, seconds: float, conns: int, tmp: Path, key: str | None = None) -> dict:
     body = {"model": model, "messages": [{"role": "user", "content": "What is 2+2?"}]}
     return _load.run(f"http://127.0.0.1:{port}/v1/chat/completions", _load.script(tmp, [body], key), seconds, conns)
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of the gateway and its worker processes."""
-    total = 0.0
-    for p in [pid, *_children(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            pass
-    return total
-
-
-def _rss_kb(pid: int) -> int:
-    total = 0
-    for p in [pid, *_children(pid)]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def _quota_latency(redis_url: str, n: int = 2000) -> dict[str, tuple[float, float]]:
@@ -163,9 +133,9 @@ def main() -> None:
             for workers, what, model, log in configs:
                 gw, port = _serve(_pyramid(tmp, stub_port, log if log == "off" else str(tmp / log)), workers, env)
                 try:
-                    c0 = _cpu_s(gw.pid)
+                    c0 = cpu_s(gw.pid)
                     r = _wrk(port, model, args.seconds, args.connections, tmp)
-                    r["cpu_ms"] = (_cpu_s(gw.pid) - c0) * 1000 / max(1, r["requests"] + r["warmup_requests"])
+                    r["cpu_ms"] = (cpu_s(gw.pid) - c0) * 1000 / max(1, r["requests"] + r["warmup_requests"])
                     runs.setdefault((workers, what), []).append(r)
                 finally:
                     stop_gateway(gw)
@@ -212,7 +182,7 @@ def main() -> None:
             while sent < args.rss_requests and len(samples) < 40:
                 r = _wrk(port, "m0", seconds, args.connections, tmp)
                 sent += r["requests"]  # the 2 s warm-up's requests are not counted: a floor
-                samples.append((sent, _rss_kb(gw.pid) // 1024))
+                samples.append((sent, rss_kb(gw.pid) // 1024))
                 left = max(1, 20 - len(samples))  # the rest in ~20 steps, re-planned at the rate seen so far
                 seconds = float(round(max(5.0, min(120.0, (args.rss_requests - sent) / max(1.0, r["rps"]) / left))))
             lines.append("RSS (MB) after n requests: " + ", ".join(f"{n:,}: {mb}" for n, mb in samples)

@@ -55,10 +55,9 @@ def _table_with_n_models(table, n: int):
     return t
 
 
-def _distinct_prompts(encoder, base: list[str], target: int, n: int, offset: int) -> list[str]:
-    """``n`` different prompts of about ``target`` tokens, each a run of consecutive table prompts
-    from its own starting point (none of them seen while warming up)."""
-    counts = [encoder.count_tokens(t) + 1 for t in base]
+def _distinct_prompts(base: list[str], counts: list[int], target: int, n: int, offset: int) -> list[str]:
+    """``n`` different prompts of about ``target`` tokens (``counts``: tokens of each ``base`` prompt
+    and its separator), each a run of consecutive table prompts from its own starting point."""
     out = []
     for i in range(n):
         j, total, parts = (offset + i * 17) % len(base), 0, []
@@ -125,7 +124,8 @@ def run_router_bench(table_path: Path, kind: str = "ensemble", iterations: int =
     base = table.prompts
     repeated = {n: _prompt_of_tokens(enc, base[:200], n) for n in TOKEN_TARGETS}
     n_distinct = max(50, iterations // 4)
-    distinct = {n: _distinct_prompts(enc, base, n, n_distinct, offset=1000 + 7 * n) for n in TOKEN_TARGETS}
+    counts = [enc.count_tokens(t) + 1 for t in base]
+    distinct = {n: _distinct_prompts(base, counts, n, n_distinct, offset=1000 + 7 * n) for n in TOKEN_TARGETS}
     results: dict = {
         "router": kind, "table": str(table_path), "training_rows": len(table), "encoder": enc.name,
         "encoder_load_s": round(load_s, 4), "distinct_prompts": n_distinct, "cells": [], "rows": [],

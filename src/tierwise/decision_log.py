@@ -116,27 +116,28 @@ class _Dialect:
         self.url = url
         self.postgres = url.startswith(("postgresql://", "postgres://"))
         self.ph = "%s" if self.postgres else "?"
+        cols = ", ".join(_COLUMNS)
+        self._insert_rows = (f"INSERT INTO requests ({cols}) VALUES ({', '.join([self.ph] * len(_COLUMNS))}) "
+                             "ON CONFLICT (id) DO NOTHING")
+        if self.postgres:
+            self._insert_json = (f"INSERT INTO requests ({cols}) SELECT {cols} FROM json_populate_recordset("
+                                 "NULL::requests, %s::json) ON CONFLICT (id) DO NOTHING")
+        else:  # the SELECT needs its WHERE for SQLite to parse the upsert
+            picks = ", ".join(f"value ->> {i}" for i in range(len(_COLUMNS)))
+            self._insert_json = (f"INSERT INTO requests ({cols}) SELECT {picks} FROM json_each(?) WHERE true "
+                                 "ON CONFLICT (id) DO NOTHING")
 
     def insert_requests(self, cur, rows: list[tuple]) -> None:
         """Insert request rows (``ON CONFLICT (id) DO NOTHING``) in ONE statement: the batch goes in as
         one JSON array that the database takes apart. The writer is a thread: ``executemany`` gives the
         GIL back for every row and, while the event loop is busy, waits up to a switch interval (5 ms)
         for it again each time; measured: 211 rows/s against a busy loop, vs 18,000 like this."""
-        cols = ", ".join(_COLUMNS)
         try:
             payload = _dump_rows(rows, keyed=self.postgres)
         except ValueError:  # a NaN/inf that JSON cannot carry: row by row, the slow way
-            ph = self.ph
-            cur.executemany(f"INSERT INTO requests ({cols}) VALUES ({', '.join([ph] * len(_COLUMNS))}) "
-                            "ON CONFLICT (id) DO NOTHING", rows)
+            cur.executemany(self._insert_rows, rows)
             return
-        if self.postgres:
-            cur.execute(f"INSERT INTO requests ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::requests, "
-                        "%s::json) ON CONFLICT (id) DO NOTHING", (payload,))
-        else:  # the SELECT needs its WHERE for SQLite to parse the upsert
-            picks = ", ".join(f"value ->> {i}" for i in range(len(_COLUMNS)))
-            cur.execute(f"INSERT INTO requests ({cols}) SELECT {picks} FROM json_each(?) WHERE true "
-                        "ON CONFLICT (id) DO NOTHING", (payload,))
+        cur.execute(self._insert_json, (payload,))
 
     def connect(self):
         if self.postgres:

@@ -24,8 +24,11 @@ SAMPLE_CHARS = 4096  # words and numbers of a longer prompt are counted in its h
 
 def surface_features(text: str) -> np.ndarray:
     n_chars = len(text)
-    sample = text if n_chars <= SAMPLE_CHARS else text[: SAMPLE_CHARS // 2] + "\n" + text[-SAMPLE_CHARS // 2:]
-    scale = n_chars / max(len(sample), 1) if sample is not text else 1.0
+    if n_chars <= SAMPLE_CHARS:
+        sample, scale = text, 1.0
+    else:
+        sample = text[: SAMPLE_CHARS // 2] + "\n" + text[-SAMPLE_CHARS // 2:]
+        scale = n_chars / len(sample)
     numbers = _NUMBER.findall(sample)
     digits = sum(map(len, numbers))  # characters inside numbers (C-speed; no per-character Python loop)
     return np.array(

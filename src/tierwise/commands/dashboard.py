@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         from ..dashboard.context import from_pyramid
         from ..dashboard.standalone import create_app
         from ..errors import TierwiseError
+        from ..gateway._http import header_timeout
         from ..gateway.keys import Keys
         from .gateway import _fail, _open_log, _pyramid
 
@@ -46,4 +47,5 @@ def register(app: typer.Typer) -> None:
             auth = f"sign in with a key ({len(guard.api_keys)} key(s), {len(guard.admin_keys)} admin; admins see " \
                    "every request, client keys their own)"
         typer.echo(f"tierwise dashboard on http://{host}:{port}/dashboard  log: {url}  {auth}", err=True)
-        uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=False,
+                    http=header_timeout(pyramid.header_timeout_s))

@@ -7,8 +7,9 @@ the body deadline and the in-flight caps live). Here every request's headers mus
 within ``HeaderDeadline.timeout_s`` of its first byte (or of the connection opening); past it the
 client gets a 408 in OpenAI's error shape and the connection is closed.
 
-``tierwise serve`` passes this class to uvicorn by its import path (each worker imports it) and
-the app sets ``timeout_s`` from the pyramid's ``header_timeout_s`` when it is built.
+``tierwise serve`` and ``tierwise dashboard`` pass this class to uvicorn by its import path (each
+worker imports it); :func:`header_timeout` sets ``timeout_s`` from the pyramid's ``header_timeout_s``
+in the process that serves (for the gateway: when its app is built, in each worker).
 """
 
 from __future__ import annotations
@@ -68,3 +69,10 @@ class HeaderDeadline(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._disarm()  # idle between requests is uvicorn's keep-alive timeout's business
+
+
+def header_timeout(timeout_s: float) -> str:
+    """Give every connection this process serves ``timeout_s`` to send its headers; returns the
+    protocol's import path for ``uvicorn.run(..., http=...)``."""
+    HeaderDeadline.timeout_s = float(timeout_s)
+    return IMPORT_PATH

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ._http import HeaderDeadline
+from ._http import header_timeout
 
 ENV = "TIERWISE_SERVE"
 
@@ -51,7 +51,7 @@ def build(opts: ServeOptions):
 
     one_blas_thread()
     pyramid = _pyramid(opts)
-    HeaderDeadline.timeout_s = pyramid.header_timeout_s
+    header_timeout(pyramid.header_timeout_s)
     return create_app(pyramid, router=load_router(pyramid, opts.router), store_prompts=opts.log_prompts,
                       cascade=opts.cascade)
 

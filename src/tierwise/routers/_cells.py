@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from .base import unit_rows
+
 MIN_ROWS = 4096  # below this an exact scan is as fast as probing cells
 SCAN_ROWS = 1024  # rows scored per query (at least), whatever the table's size
 _ITERATIONS = 10
@@ -45,7 +47,7 @@ class Cells:
             empty = counts == 0
             if empty.any():  # re-seed empty cells on random rows
                 sums[empty] = X[rng.choice(n, int(empty.sum()), replace=False)]
-            C = _unit(sums)
+            C = unit_rows(sums)
         assign = _nearest(X, C)
         order = np.argsort(assign, kind="stable")
         starts = np.searchsorted(assign[order], np.arange(n_cells + 1))
@@ -69,6 +71,3 @@ class Cells:
 def _nearest(X: np.ndarray, C: np.ndarray, chunk: int = 8192) -> np.ndarray:
     return np.concatenate([np.argmax(X[i : i + chunk] @ C.T, axis=1) for i in range(0, len(X), chunk)])
 
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    return (X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-8)).astype(np.float32)

@@ -52,3 +52,8 @@ def column_means(Y: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         m = np.nanmean(Y, axis=0) if np.isfinite(Y).any() else np.full(Y.shape[1], 0.5)
     return np.where(np.isnan(m), 0.5, m)
+
+
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (all-zero rows stay zero)."""
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-8)

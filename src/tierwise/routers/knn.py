@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._cells import MIN_ROWS, Cells
-from .base import QualityModel, column_means, register
+from .base import QualityModel, column_means, register, unit_rows
 
 
 @register("knn")
@@ -35,7 +35,7 @@ class KNNQuality(QualityModel):
         self.prior: np.ndarray | None = None
 
     def fit(self, X, Y):
-        Xn = _normalise(np.asarray(X, dtype=np.float32))
+        Xn = unit_rows(np.asarray(X, dtype=np.float32))
         self.P = None
         if 0 < self.dims < Xn.shape[1] and len(Xn) > self.dims:
             _, vecs = np.linalg.eigh((Xn.T @ Xn).astype(np.float64))
@@ -51,7 +51,7 @@ class KNNQuality(QualityModel):
         return self
 
     def _project(self, Xn: np.ndarray) -> np.ndarray:
-        return Xn if self.P is None else _normalise(Xn @ self.P)
+        return Xn if self.P is None else unit_rows(Xn @ self.P)
 
     def _set(self, X: np.ndarray, Y: np.ndarray) -> None:
         self.X = np.ascontiguousarray(X, dtype=np.float32)
@@ -62,7 +62,7 @@ class KNNQuality(QualityModel):
         self._valid = (~np.isnan(Y)).astype(np.float32)
 
     def predict(self, X):
-        Xq = self._project(_normalise(np.asarray(X, dtype=np.float32)))
+        Xq = self._project(unit_rows(np.asarray(X, dtype=np.float32)))
         if self.cells is not None:  # one query at a time: a batch gets exactly what single decisions get
             return np.stack([self._predict_in_cells(q) for q in Xq]) if len(Xq) else np.empty((0, self.Y.shape[1]))
         k = min(self.k, len(self.X))
@@ -72,19 +72,20 @@ class KNNQuality(QualityModel):
             sims = Xq[start : start + step] @ self.X.T
             idx = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(self.X) else np.broadcast_to(
                 np.arange(len(self.X)), sims.shape)
-            hits = self._hits[idx].sum(axis=1)
-            counts = self._valid[idx].sum(axis=1)
-            out[start : start + step] = (hits + self.prior_weight * self.prior) / (counts + self.prior_weight)
+            out[start : start + step] = self._estimate(idx)
         return out
+
+    def _estimate(self, near: np.ndarray) -> np.ndarray:
+        """Shrunk mean outcome of the neighbour rows ``near`` ((k,) -> (m,), or (b, k) -> (b, m))."""
+        hits = self._hits[near].sum(axis=-2)
+        counts = self._valid[near].sum(axis=-2)
+        return (hits + self.prior_weight * self.prior) / (counts + self.prior_weight)
 
     def _predict_in_cells(self, q: np.ndarray) -> np.ndarray:
         rows = self.cells.candidates(q)
         sims = self.X[rows] @ q
         k = min(self.k, len(rows))
-        near = rows[np.argpartition(-sims, k - 1)[:k]] if k < len(rows) else rows
-        hits = self._hits[near].sum(axis=0)
-        counts = self._valid[near].sum(axis=0)
-        return (hits + self.prior_weight * self.prior) / (counts + self.prior_weight)
+        return self._estimate(rows[np.argpartition(-sims, k - 1)[:k]] if k < len(rows) else rows)
 
     def get_state(self):
         arrays = {"X": self.X.astype(np.float16), "Y": self.Y, "prior": self.prior}
@@ -104,7 +105,3 @@ class KNNQuality(QualityModel):
         obj._set(arrays["X"].astype(np.float32), arrays["Y"].astype(np.float32))
         return obj
 
-
-def _normalise(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, 1e-8)
