@@ -38,16 +38,17 @@ def main() -> None:
             continue
         X = featurizer.transform(table.prompts)
         aiq = {}
-        for cells in (False, "auto"):
-            params = {"knn": {"cells": cells},
-                      "ensemble": {"members": [("knn", "embedding", {"cells": cells}), ("mf", "all", {}),
+        for cells in (False, "auto", "pooled"):
+            kp = {"cells": "auto", "pooled": True} if cells == "pooled" else {"cells": cells}
+            params = {"knn": kp,
+                      "ensemble": {"members": [("knn", "embedding", kp), ("mf", "all", {}),
                                                ("linear", "surface", {})]}}
             rep = evaluate(table, ["knn", "ensemble"], folds=5, features=X, router_params=params, guard=False)
             aiq[cells] = {k: rep.routers[k]["aiq"] for k in ("knn", "ensemble")}
         for k in ("knn", "ensemble"):
-            a, b = aiq[False][k], aiq["auto"][k]
-            print(f"{name:10s} {k:9s} rows {len(table):6d}  AIQ exact {a:.4f}  cells {b:.4f}  diff {b - a:+.4f}",
-                  flush=True)
+            a, b, c = aiq[False][k], aiq["auto"][k], aiq["pooled"][k]
+            print(f"{name:10s} {k:9s} rows {len(table):6d}  AIQ exact {a:.4f}  cells {b:.4f}  diff {b - a:+.4f}"
+                  f"  pooled {c:.4f} diff {c - a:+.4f}", flush=True)
 
 
 if __name__ == "__main__":

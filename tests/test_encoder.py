@@ -154,7 +154,8 @@ def test_fast_path_gives_the_tokenizers_ids_on_every_shipped_prompt(enc):
                for p in load_table(data / name).prompts[::2]]
     prompts += ["[MASK] is a token", "tab\tand\x0bvertical", "under_score snake_case x=1;y==2", "ÉCOLE café", "a" * 150,
                 "日本語のテキスト mixed with English", "naïve  double  spaces ", "a\u00a0b non-breaking", "x\u2028y",
-                "“curly quotes” — dashes… and emoji 🚀!", "[CLS][SEP] joined", "\x00null\x1funit sep"]
+                "“curly quotes” — dashes… and emoji 🚀!", "[CLS][SEP] joined", "\x00null\x1funit sep",
+                "lines\nand\r\nreturns\tand tabs\n\n  indented", "\nleading and trailing whitespace\t\n"]
     assert enc._fast_ascii and sum(p.isascii() for p in prompts) > 1000 and sum(not p.isascii() for p in prompts) > 50
     for p in prompts:
-        assert enc._token_ids(p) == enc._tok.encode(p, add_special_tokens=False).ids, p[:80]
+        assert enc._token_ids(p).tolist() == enc._tok.encode(p, add_special_tokens=False).ids, p[:80]

@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Sequence
 
@@ -88,7 +89,7 @@ class StaticEncoder:
         self.head_tokens = int(head_tokens)
         self.tail_tokens = int(tail_tokens)
         self._fast_ascii = _is_uncased_bert_wordpiece(tokenizer)
-        self._chunk_ids: dict[str, list[int]] = {}
+        self._chunk_ids: dict[str, bytes] = {}
         # literal added tokens ("[CLS]", "[MASK]", ...) are split out whole by the tokenizer: slow path
         self._added = tuple(t.content for t in tokenizer.get_added_tokens_decoder().values())
         self._head_chars = self.head_tokens * CHARS_PER_TOKEN
@@ -156,27 +157,28 @@ class StaticEncoder:
         tail = text[nxt if 0 <= nxt < start + self._tail_chars // 2 else start:]
         return [head, tail]
 
-    def _token_ids(self, piece: str) -> list[int]:
-        """Token ids of ``piece``, exactly as ``tokenizers`` gives them, memoised per space-separated chunk.
+    def _token_ids(self, piece: str) -> np.ndarray:
+        """Token ids (int32) of ``piece``, exactly as ``tokenizers`` gives them, memoised per chunk.
 
-        BERT normalisation and pre-tokenisation never look across an ASCII space, so each chunk
+        BERT normalisation and pre-tokenisation never look across whitespace, so each chunk
         tokenises the same alone as in context; a chunk is computed once (plain ASCII by the
-        lower-case/split rule, anything else by ``tokenizers`` itself) and then looked up.
+        lower-case/split rule, anything else by ``tokenizers`` itself) and then looked up, stored as
+        packed int32 bytes so a prompt's ids are one ``bytes.join``. Plain ASCII text is cut at every
+        whitespace character (what BERT treats as whitespace there); other text only at ASCII spaces
+        (Python's and BERT's ideas of Unicode whitespace differ).
         """
         if not self._fast_ascii:
-            return self._tok.encode(piece, add_special_tokens=False).ids
+            return np.asarray(self._tok.encode(piece, add_special_tokens=False).ids, dtype=np.int32)
         memo = self._chunk_ids
         if len(memo) > _CHUNK_MEMO_MAX:
             memo.clear()
-        ids: list[int] = []
-        for chunk in piece.split(" "):
-            if not chunk:
-                continue
-            c_ids = memo.get(chunk)
-            if c_ids is None:
-                c_ids = memo[chunk] = self._chunk_token_ids(chunk)
-            ids.extend(c_ids)
-        return ids
+        chunks = piece.split() if piece.isascii() and not _ASCII_CONTROL.search(piece) else piece.split(" ")
+        parts = list(map(memo.get, chunks))
+        if None in parts:  # chunks never seen before: tokenised once, then memoised
+            for i, ids in enumerate(parts):
+                if ids is None:
+                    parts[i] = memo[chunks[i]] = np.asarray(self._chunk_token_ids(chunks[i]), dtype=np.int32).tobytes()
+        return np.frombuffer(b"".join(parts), dtype=np.int32)
 
     def _chunk_token_ids(self, chunk: str) -> list[int]:
         if chunk.isascii() and not _ASCII_CONTROL.search(chunk) and not any(a in chunk for a in self._added):
@@ -186,16 +188,17 @@ class StaticEncoder:
 
     def _ids(self, pieces: list[str]) -> np.ndarray:
         """Token ids of one text's pieces, unknown tokens dropped, capped to head + tail."""
+        head, tail = self.head_tokens, self.tail_tokens
         if len(pieces) == 1:
             ids = self._token_ids(pieces[0])
-            if len(ids) > self.head_tokens + self.tail_tokens:
-                ids = ids[: self.head_tokens] + ids[-self.tail_tokens:]
+            if len(ids) > head + tail:
+                ids = np.concatenate([ids[:head], ids[len(ids) - tail:]])
         else:
-            ids = self._token_ids(pieces[0])[: self.head_tokens] + self._token_ids(pieces[1])[-self.tail_tokens:]
-        arr = np.asarray(ids, dtype=np.int64)
+            last = self._token_ids(pieces[1])
+            ids = np.concatenate([self._token_ids(pieces[0])[:head], last[max(0, len(last) - tail):]])
         if self._unk is not None:
-            arr = arr[arr != self._unk]
-        return arr
+            ids = ids[ids != self._unk]
+        return ids
 
     def _pool(self, ids: np.ndarray, out: np.ndarray) -> None:
         if ids.size:

@@ -1,9 +1,11 @@
 """An inverted-file index over unit vectors: the kNN router's neighbour search, sublinear in rows.
 
 Rows are grouped by spherical k-means into ``~2 sqrt(n)`` cells and stored cell by cell. A query
-scores the cell centroids, takes the nearest cells until about ``scan`` rows are covered, and
-scores only those rows: per decision ``cells + scan`` dot products instead of ``n`` (at 100k rows,
-~1,700 instead of 100,000). Pure numpy, deterministic (seeded), nothing learned at load time:
+scores the cell centroids; then either the nearest cells holding k rows are its neighbourhood
+(``covering``: the kNN router pools their precomputed outcome sums, ``cells`` dot products per
+decision), or it takes the nearest cells until about ``scan`` rows are covered and scores only
+those rows (``candidates``: ``cells + scan`` dot products instead of ``n``; at 100k rows ~1,700
+instead of 100,000). Pure numpy, deterministic (seeded), nothing learned at load time:
 the centroids and cell boundaries are stored in the router artifact.
 """
 
@@ -25,7 +27,8 @@ class Cells:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.starts = np.asarray(starts, dtype=np.int64)
         self.scan = int(scan)
-        sizes = np.diff(self.starts)
+        sizes = self._sizes = np.diff(self.starts)
+        self._few = min(len(sizes), 8)  # cells ranked by `covering`: enough for k rows in all but empty regions
         self._rows = [np.arange(a, b) for a, b in zip(self.starts[:-1], self.starts[1:])]
         # how many nearest cells to read: enough for `scan` rows with cells of typical size
         self.probe = int(min(len(sizes), max(4, math.ceil(self.scan / max(1.0, float(np.median(sizes)))))))
@@ -57,6 +60,20 @@ class Cells:
         """Row indices (into the cell-ordered rows) worth scoring for unit query ``q`` (dims,)."""
         near = np.argpartition(-(self.centroids @ q), self.probe - 1)[: self.probe]
         return np.concatenate([self._rows[c] for c in near])
+
+    def covering(self, q: np.ndarray, k: int) -> np.ndarray:
+        """The cells nearest ``q`` (dims,), nearest first, as few as hold at least ``k`` rows."""
+        sims = self.centroids @ q
+        near = np.argpartition(-sims, self._few - 1)[: self._few] if self._few < len(sims) else np.arange(len(sims))
+        near = near[np.argsort(-sims[near], kind="stable")]
+        return near[: int(np.searchsorted(self._sizes[near].cumsum(), k)) + 1]
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """(cells, m) column sums of cell-ordered rows ``values`` (n, m), cell by cell."""
+        out = np.zeros((len(self.centroids), values.shape[1]), dtype=values.dtype)
+        full = self._sizes > 0
+        out[full] = np.add.reduceat(values, self.starts[:-1][full], axis=0)
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"cell_centroids": self.centroids, "cell_starts": self.starts}

@@ -76,6 +76,7 @@ class NeuralQuality(QualityModel):
         self.mu: np.ndarray | None = None
         self.sd: np.ndarray | None = None
         self.nets: list[_Net] = []
+        self._fused: tuple | None = None
 
     # ---------------------------------------------------------------- training
     def fit(self, X, Y):
@@ -86,6 +87,7 @@ class NeuralQuality(QualityModel):
         Xs = (X - self.mu) / self.sd
         prior = column_means(Y)
         self.nets = [self._train_one(Xs, Y, prior, seed) for seed in range(self.seeds)]
+        self._fused = None
         return self
 
     def _train_one(self, X, Y, prior, seed: int) -> _Net:
@@ -147,8 +149,28 @@ class NeuralQuality(QualityModel):
 
     # ---------------------------------------------------------------- inference
     def predict(self, X):
-        Xs = (np.asarray(X, dtype=np.float32) - self.mu) / self.sd
-        return np.mean([net.predict(Xs) for net in self.nets], axis=0)
+        W, b, V, c = self._fused or self._fuse()
+        Z = (np.asarray(X, dtype=np.float32) - self.mu) @ W + b
+        if V is not None:  # the seeds' hidden layers side by side, then their heads as one block-diagonal product
+            Z = np.maximum(Z, 0.0, out=Z) @ V + c
+        return _sigmoid(Z).reshape(len(Z), len(self.nets), -1).mean(axis=1)
+
+    def _fuse(self):
+        """The seed ensemble as one product: the scaling of standardisation folded into the first layer's
+        weights (the centring stays a subtraction: a constant column stays exactly zero) and every seed's
+        layer side by side (inference only; training runs each ``_Net`` on its own)."""
+        scale = (1.0 / self.sd).astype(np.float32)[:, None]
+        layers = [(net.p["W1"], net.p["b1"]) if self.hidden > 0 else (net.p["V"].T, net.p["c"]) for net in self.nets]
+        W = np.hstack([w * scale for w, _ in layers]).astype(np.float32)
+        b = np.concatenate([bias for _, bias in layers]).astype(np.float32)
+        V = c = None
+        if self.hidden > 0:
+            from scipy.linalg import block_diag
+
+            V = block_diag(*[net.p["V"].T for net in self.nets]).astype(np.float32)
+            c = np.concatenate([net.p["c"] for net in self.nets]).astype(np.float32)
+        self._fused = (W, b, V, c)
+        return self._fused
 
     def get_state(self):
         params = {
