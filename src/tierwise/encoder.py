@@ -46,7 +46,7 @@ CHARS_PER_TOKEN = 6
 # object) with identical ids (tested on every shipped prompt).
 _ASCII_WORD = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_CHUNK_MEMO_MAX = 100_000  # ~10-20 MB at most; cleared when full
+_CHUNK_MEMO_MAX = 100_000  # chunks per generation of the memo (~10 MB each, two generations at most)
 
 
 class EncoderAssetError(TierwiseError, RuntimeError):
@@ -89,7 +89,11 @@ class StaticEncoder:
         self.head_tokens = int(head_tokens)
         self.tail_tokens = int(tail_tokens)
         self._fast_ascii = _is_uncased_bert_wordpiece(tokenizer)
+        # the chunk memo in two generations: when the young one is full it becomes the old one (and the
+        # old one is dropped); a chunk found in the old one moves back. Recently used chunks survive
+        # (an approximate LRU at the cost of one dict lookup per hit), memory stays bounded.
         self._chunk_ids: dict[str, bytes] = {}
+        self._chunk_old: dict[str, bytes] = {}
         # literal added tokens ("[CLS]", "[MASK]", ...) are split out whole by the tokenizer: slow path
         self._added = tuple(t.content for t in tokenizer.get_added_tokens_decoder().values())
         self._head_chars = self.head_tokens * CHARS_PER_TOKEN
@@ -171,14 +175,24 @@ class StaticEncoder:
             return np.asarray(self._tok.encode(piece, add_special_tokens=False).ids, dtype=np.int32)
         memo = self._chunk_ids
         if len(memo) > _CHUNK_MEMO_MAX:
-            memo.clear()
+            self._chunk_old, self._chunk_ids = memo, {}
+            memo = self._chunk_ids
         chunks = piece.split() if piece.isascii() and not _ASCII_CONTROL.search(piece) else piece.split(" ")
         parts = list(map(memo.get, chunks))
-        if None in parts:  # chunks never seen before: tokenised once, then memoised
+        if None in parts:  # chunks not in the young generation: from the old one, or tokenised now
+            old = self._chunk_old
             for i, ids in enumerate(parts):
                 if ids is None:
-                    parts[i] = memo[chunks[i]] = np.asarray(self._chunk_token_ids(chunks[i]), dtype=np.int32).tobytes()
+                    chunk = chunks[i]
+                    ids = old.get(chunk)
+                    if ids is None:
+                        ids = np.asarray(self._chunk_token_ids(chunk), dtype=np.int32).tobytes()
+                    parts[i] = memo[chunk] = ids
         return np.frombuffer(b"".join(parts), dtype=np.int32)
+
+    def clear_memo(self) -> None:
+        """Forget every memoised chunk (benchmarks time a cold tokenizer with it)."""
+        self._chunk_ids, self._chunk_old = {}, {}
 
     def _chunk_token_ids(self, chunk: str) -> list[int]:
         if chunk.isascii() and not _ASCII_CONTROL.search(chunk) and not any(a in chunk for a in self._added):
