@@ -97,12 +97,14 @@ def choose(quality: np.ndarray, cost: np.ndarray, rule: str, knob: float, allowe
     """Model index per row. ``quality``: (n, m); ``cost``: (m,) or (n, m) (per model, or per request and
     model); ``allowed``: (m,) bool mask; ``scale``: see :func:`cost_scale` (default: from ``cost``)."""
     quality = np.atleast_2d(np.asarray(quality, dtype=float))
-    cost = np.broadcast_to(np.asarray(cost, dtype=float), quality.shape)
+    cost = np.asarray(cost, dtype=float)
+    if cost.ndim == 1:  # one cost per model: broadcast against every row by the arithmetic below
+        cost = cost[None, :]
     mask = None if allowed is None else np.broadcast_to(np.asarray(allowed, bool), quality.shape)
     if rule == "cost_weight":
         scale = float(scale) if scale else cost_scale(cost)
         if np.isinf(knob):  # "always cheapest": inf * cost would make every utility -inf
-            util = -cost / scale
+            util = np.broadcast_to(-cost / scale, quality.shape)
         else:
             util = quality - float(knob) * cost / scale
         if mask is not None:

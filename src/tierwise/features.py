@@ -91,7 +91,7 @@ class Featurizer:
         emb = self.encoder.encode_one(text)
         if not self.surface:
             return emb[None, :]
-        return np.concatenate([emb, surface_features(text)])[None, :].astype(np.float32)
+        return np.concatenate([emb, surface_features(text)])[None, :]  # both float32
 
     def describe(self) -> dict:
         return {"encoder": self.encoder.name, "encoder_fingerprint": self.encoder.fingerprint(), "surface": self.surface}

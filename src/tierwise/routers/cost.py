@@ -44,6 +44,7 @@ class CostModel:
         self.sd: np.ndarray | None = None
         self.floor = np.zeros(0)
         self.mean = np.zeros(0)
+        self._scaled: np.ndarray | None = None  # W / sd, built at the first prediction
 
     # ------------------------------------------------------------------ training
     def fit(self, X: np.ndarray, tokens_in: np.ndarray, cost: np.ndarray, tokens_out: np.ndarray | None = None) -> "CostModel":
@@ -57,6 +58,7 @@ class CostModel:
         self.a, self.b, self.c = np.zeros(m), np.zeros(m), self.mean.copy()
         self.w0 = np.zeros(m)
         self.W = np.zeros((X.shape[1], m), dtype=np.float32)
+        self._scaled = None
         self.signal = ["mean"] * m
         if self.mode == "mean":
             return self
@@ -103,9 +105,12 @@ class CostModel:
         X = np.atleast_2d(X)
         if self.mode == "mean":
             return np.broadcast_to(self.mean, (len(X), len(self.mean)))
-        out = ((X - self.mu) / self.sd) @ self.W + self.w0
+        W = self._scaled
+        if W is None or W.shape != self.W.shape:  # the standardisation's scale folded into the weights, once
+            W = self._scaled = (self.W / self.sd[:, None]).astype(np.float32)
+        out = (X - self.mu) @ W + self.w0
         cost = np.asarray(tokens_in, dtype=float).reshape(-1, 1) * self.a + self.b * np.maximum(out, 0.0) + self.c
-        return np.maximum(cost, self.floor)
+        return np.maximum(cost, self.floor, out=cost)
 
     def add_model(self, a: float, c: float, mean: float) -> None:
         """Append a model priced ``a * tokens_in + c`` (``c`` holding its mean output cost: no answer-length model)."""

@@ -41,7 +41,11 @@ class EnsembleQuality(QualityModel):
         return self
 
     def predict(self, X):
-        return np.mean([m.predict(_view(X, view)) for m, (_, view, _) in zip(self.models, self.members)], axis=0)
+        out = None
+        for model, (_, view, _) in zip(self.models, self.members):
+            p = model.predict(_view(X, view))
+            out = p.astype(np.float64) if out is None else out + p
+        return out / len(self.models)
 
     def get_state(self):
         params = {"members": [list(m) for m in self.members], "states": []}

@@ -66,8 +66,8 @@ class KNNQuality(QualityModel):
         # per-call work is only the scan: outcome sums and counts are precomputed here
         self._hits = np.nan_to_num(Y).astype(np.float32)
         self._valid = (~np.isnan(Y)).astype(np.float32)
-        if self.cells is not None:  # outcome sums and counts per cell, for pooled neighbourhoods
-            self._cell_hits, self._cell_valid = self.cells.sums(self._hits), self.cells.sums(self._valid)
+        if self.cells is not None:  # outcome sums and counts per cell side by side, for pooled neighbourhoods
+            self._cell_sums = self.cells.sums(np.hstack([self._hits, self._valid]))
 
     def predict(self, X):
         Xq = np.asarray(X, dtype=np.float32)
@@ -94,8 +94,9 @@ class KNNQuality(QualityModel):
 
     def _predict_in_cells(self, q: np.ndarray) -> np.ndarray:
         if self.pooled:
-            near = self.cells.covering(q, self.k)
-            return self._shrunk(self._cell_hits[near].sum(axis=0), self._cell_valid[near].sum(axis=0))
+            sums = self._cell_sums[self.cells.covering(q, self.k)].sum(axis=0)
+            m = len(self.prior)
+            return self._shrunk(sums[:m], sums[m:])
         rows = self.cells.candidates(q)
         sims = self.X[rows] @ q
         k = min(self.k, len(rows))

@@ -150,10 +150,15 @@ class NeuralQuality(QualityModel):
     # ---------------------------------------------------------------- inference
     def predict(self, X):
         W, b, V, c = self._fused or self._fuse()
-        Z = (np.asarray(X, dtype=np.float32) - self.mu) @ W + b
+        Z = (np.asarray(X, dtype=np.float32) - self.mu) @ W
+        Z += b
         if V is not None:  # the seeds' hidden layers side by side, then their heads as one block-diagonal product
-            Z = np.maximum(Z, 0.0, out=Z) @ V + c
-        return _sigmoid(Z).reshape(len(Z), len(self.nets), -1).mean(axis=1)
+            Z = np.maximum(Z, 0.0, out=Z) @ V
+            Z += c
+        Z *= 0.5  # sigmoid(z) = (1 + tanh(z / 2)) / 2, in place; the seeds' mean
+        np.tanh(Z, out=Z)
+        Z += 1.0
+        return Z.reshape(len(Z), len(self.nets), -1).sum(axis=1) * (0.5 / len(self.nets))
 
     def _fuse(self):
         """The seed ensemble as one product: the scaling of standardisation folded into the first layer's
