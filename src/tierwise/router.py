@@ -196,7 +196,10 @@ class Router:
     @property
     def cost_scale(self) -> float:
         """What the ``cost_weight`` knob's cost is relative to: the dearest model's mean cost."""
-        return float(np.max(self.costs)) if len(self.costs) else 1.0
+        costs, cached = self.costs, self.__dict__.get("_scale_of")
+        if cached is None or cached[0] is not costs:  # computed once per costs array (read per decision)
+            cached = self._scale_of = (costs, float(np.max(costs)) if len(costs) else 1.0)
+        return cached[1]
 
     # ------------------------------------------------------------------ inference
     def score(self, prompts: str | Sequence[str]) -> np.ndarray:
@@ -224,9 +227,10 @@ class Router:
         mask = None
         if allowed is not None:
             allowed_set = set(allowed)
-            mask = np.array([m in allowed_set for m in self.models])
-            if not mask.any():
-                raise ValueError("no allowed model is known to this router")
+            if not allowed_set.issuperset(self.models):  # every model allowed: no mask to apply
+                mask = np.array([m in allowed_set for m in self.models])
+                if not mask.any():
+                    raise ValueError("no allowed model is known to this router")
         idx, note = self._guarded_pick(k, mask, request_id if request_id is not None else text)
         if idx is None:
             idx = int(choose(q[None, :], c, self.rule, k, mask, scale=self.cost_scale)[0])
