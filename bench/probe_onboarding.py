@@ -37,14 +37,16 @@ from tierwise.evaluate import cross_val_predict, fold_ids  # noqa: E402
 from tierwise.features import Featurizer  # noqa: E402
 from tierwise.metrics import nmodel_metrics, router_curve, single_model_points, upper_hull, aiq  # noqa: E402
 from tierwise.routers.cost import cross_val_cost, table_cost_inputs  # noqa: E402
-from tierwise.routers.probe import logits, place, select_probes, sigmoid  # noqa: E402
+from tierwise.routers.probe import CAUTION, cautious_logits, logits, place_posterior, select_probes, sigmoid  # noqa: E402
 from tierwise.table import load_table  # noqa: E402
 
 TABLES = ("mmlu_pro", "llmrouter_dc", "local")
 STRATEGIES = ("selected", "random", "mean of random probes")
+WITHOUT = "router without the new model"
 
 
-def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: int, say) -> dict:
+def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: int, say,
+                     caution: float = CAUTION) -> dict:
     correct, cost = table.correct, table.cost
     n, m = correct.shape
     ids = fold_ids(n, folds, 0)
@@ -79,18 +81,22 @@ def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: 
                 for strategy, draws in orders.items():
                     for r, order in enumerate(draws):
                         rows = order[:k]
-                        w, b = place(L[rows], correct[rows, j])
-                        preds[(strategy, k, r)][test, j] = sigmoid(L[test] @ w + b)
+                        w, b, S = place_posterior(L[rows], correct[rows, j])
+                        preds[(strategy, k, r)][test, j] = sigmoid(
+                            cautious_logits(L[test], w[None], np.array([b]), S[None], caution)[:, 0])
                         if strategy == "random":
                             preds[("mean of random probes", k, r)][test, j] = correct[rows, j].mean()
         # each random draw is its own router; their AIQs are averaged (not their predictions)
         per_model[name] = {f"{s}@{k}": float(np.mean([aiq_of(preds[(s, k, r)]) for r in range(runs[s])]))
                            for s in STRATEGIES for k in ks}
+        without = P.copy()
+        without[:, j] = 0.0  # never predicted to answer: the router as it was before the new model
+        per_model[name][WITHOUT] = aiq_of(without)
         say(f"{name}: " + ", ".join(f"K={k} {per_model[name][f'selected@{k}']:.4f}" for k in ks)
             + f" (full {full:.4f}, zero {zero:.4f}; {time.time() - t0:.0f} s)")
     mean = {key: float(np.mean([v[key] for v in per_model.values()])) for key in next(iter(per_model.values()))}
     gap = full - zero
-    return {"n": n, "models": m, "kind": kind, "folds": folds, "full": full, "zero": zero, "ks": list(ks),
+    return {"n": n, "models": m, "kind": kind, "folds": folds, "full": full, "zero": zero, "ks": list(ks), "caution": caution,
             "mean_aiq": mean, "gain_captured": {k: (v - zero) / gap if gap > 0 else None for k, v in mean.items()},
             "per_model": per_model, "random_seeds": seeds, "pool_cap": pool_cap}
 
@@ -114,6 +120,11 @@ def markdown(results: dict, args) -> str:
                 g = r["gain_captured"][f"{s}@{k}"]
                 cells.append(f"{r['mean_aiq'][f'{s}@{k}']:.4f}" + ("" if g is None else f" ({g:.0%})"))
             lines.append(f"| {name} | {size} | {r['full']:.4f} | {r['zero']:.4f} | {s} | " + " | ".join(cells) + " |")
+        if WITHOUT in r["mean_aiq"]:
+            g = r["gain_captured"][WITHOUT]
+            cell = f"{r['mean_aiq'][WITHOUT]:.4f}" + ("" if g is None else f" ({g:.0%})")
+            lines.append(f"| {name} | {size} | {r['full']:.4f} | {r['zero']:.4f} | {WITHOUT} (no probes) | "
+                         + " | ".join([cell] * len(ks)) + " |")
     lines += ["", "AIQ (gain captured). A gain near 0 of the full router over the zero router makes the percentage noisy.", ""]
     return "\n".join(lines)
 
@@ -126,6 +137,9 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=3, help="random probe draws averaged per fold")
     ap.add_argument("--pool-cap", type=int, default=3000, help="candidates the selection scans per fold")
+    ap.add_argument("--caution", type=float, default=CAUTION,
+                    help="posterior standard deviations a placed model's logit is lowered by (as `--add-model` does)")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ as they are")
     args = ap.parse_args()
     featurizer = Featurizer()
     results = {}
@@ -136,8 +150,12 @@ def main() -> None:
         say = lambda msg, name=name: print(f"[{name}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
         say(f"encoding {len(table)} prompts")
         X = featurizer.transform(table.prompts)
-        results[name] = onboarding_curve(table, X, args.kind, args.ks, args.folds, args.seeds, args.pool_cap, say)
+        results[name] = onboarding_curve(table, X, args.kind, args.ks, args.folds, args.seeds, args.pool_cap, say,
+                                         args.caution)
     md = markdown(results, args)
+    if args.no_write:
+        print(md)
+        return
     PROBE_JSON.write_text(json.dumps({"results": results, "markdown": md}, indent=1))
     print(md)
     if RESULTS_JSON.exists():

@@ -62,8 +62,13 @@ def test_add_model_places_it_and_survives_the_artifact(split, tmp_path):
     assert q.shape == (200, 9) and np.isfinite(q).all() and q[:, -1].std() > 0.01  # depends on the prompt
     # its mean prediction on unseen prompts stays near what the probes showed (the ability is fitted)
     rest = np.setdiff1d(np.arange(len(pool)), picked)
+    cautious = router.score([pool.prompts[i] for i in rest])[:, -1]
+    router.quality.caution = 0.0  # the posterior mean
     pred = router.score([pool.prompts[i] for i in rest])[:, -1]
+    router.quality.caution = 1.0
     assert abs(pred.mean() - probes.correct[:, pool.models.index(NEW)].mean()) < 0.1
+    # the router decides on a lower bound of the placed model's quality, never above its mean
+    assert np.all(cautious <= pred + 1e-12) and (pred - cautious).mean() > 0.005
     again = Router.load(router.save(tmp_path / "p.tw"))
     np.testing.assert_allclose(again.score(pool.prompts[:20]), router.score(pool.prompts[:20]), atol=1e-6)
     assert again.route(pool.prompts[0]).model in again.models
@@ -93,3 +98,35 @@ def test_cli_probe_select_and_train_add_model(split, tmp_path):
     assert json.loads(out.stdout)["probes"] == 12 and Router.load(tmp_path / "new.tw").models[-1] == NEW
     bad = subprocess.run(cli + ["train", "--add-model", NEW, "--out", str(tmp_path / "x.tw")], capture_output=True, text=True)
     assert bad.returncode == 2 and "--router" in bad.stderr
+
+
+def test_the_placement_posterior_narrows_with_more_probes():
+    from tierwise.routers.probe import cautious_logits, place_posterior
+
+    rng = np.random.default_rng(0)
+    L = rng.normal(size=(400, 6))
+    y = (rng.random(400) < sigmoid(0.3 + L[:, 1])).astype(float)
+    widths = []
+    for k in (10, 30, 100, 400):
+        w, b, S = place_posterior(L[:k], y[:k])
+        assert S.shape == (7, 7) and np.allclose(S, S.T) and np.linalg.eigvalsh(S).min() > -1e-9
+        mean = L @ w + b
+        low = cautious_logits(L, w[None], np.array([b]), S[None], 1.0)[:, 0]
+        assert np.all(low <= mean) and np.allclose(cautious_logits(L, w[None], np.array([b]), S[None], 0.0)[:, 0], mean)
+        widths.append(float((mean - low).mean()))
+    assert widths == sorted(widths, reverse=True) and widths[-1] < widths[0] / 3
+
+
+def test_probed_artifacts_from_before_the_posterior_load_without_caution(split):
+    from tierwise.routers.probe import ProbedQuality
+
+    base, pool = split
+    router = Router("knn").fit(base)
+    add_model(router, pool.rows(np.arange(30)), NEW)
+    params, arrays = router.quality.get_state()
+    old = ProbedQuality.from_state({k: v for k, v in params.items() if k != "caution"},
+                                   {k: v for k, v in arrays.items() if k != "S"})
+    X = router.featurizer.transform(pool.prompts[:20])
+    mean = router.quality
+    mean.caution = 0.0
+    np.testing.assert_allclose(old.predict(X), mean.predict(X), atol=1e-9)

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .routers.probe import ProbedQuality, logits, place, select_probes
+from .routers.probe import ProbedQuality, logits, place_posterior, select_probes
 
 
 def base_quality(router) -> np.ndarray:
@@ -49,8 +49,8 @@ def add_model(router, table, name: str) -> dict:
         raise ValueError(f"{table.path}: only {int(ok.sum())} graded probes of {name!r}; place a model from 10 or more")
     probes = table.rows(ok)
     X = router.featurizer.transform(probes.prompts)
-    w, b = place(logits(base_quality(router)(X)), probes.correct[:, col])
-    router.quality = ProbedQuality.extend(router.quality, w, b)
+    w, b, cov = place_posterior(logits(base_quality(router)(X)), probes.correct[:, col])
+    router.quality = ProbedQuality.extend(router.quality, w, b, cov)
     tin, cost = probes.prompt_tokens(), probes.cost[:, col]
     A = np.column_stack([tin, np.ones(len(tin))])
     scale = A.max(axis=0)
