@@ -107,7 +107,10 @@ def markdown(results: dict, args) -> str:
              "is the new one: the router (kNN, trained on the other models) places it from K probe outcomes "
              "(`tierwise train --add-model`), picked by `tierwise probe select` (*selected*) or at random "
              f"(*random*, AIQ averaged over {args.seeds} draws); *mean of random probes* knows only the new model's average "
-             "quality on the probes. AIQ is the 5-fold out-of-fold AIQ over all models, averaged over the held-out "
+             "quality on the probes. A placed model decides on its posterior mean minus "
+             f"{results[next(iter(results))].get('caution', CAUTION):g} posterior standard deviation(s) (as `--add-model` "
+             "does); *router without the new model* never uses it (what the probes are worth is the difference). AIQ is "
+             "the 5-fold out-of-fold AIQ over all models, averaged over the held-out "
              "models; gain captured = (AIQ - zero router) / (full-data router - zero router).", ""]
     ks = args.ks
     lines += ["| table | prompts x models | full-data router | zero router | probes | "

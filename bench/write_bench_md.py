@@ -116,13 +116,15 @@ decision (every word tokenized afresh: the worst case).
 {chr(10).join(rows)}
 
 By training-table size (500 tokens, 10 models, distinct prompts; the table tiled with a little
-noise on the copies' features). From 4,096 rows on, the neighbour search reads only the rows of
-the cells nearest the query (an inverted-file index, `src/tierwise/routers/_cells.py`):
+noise on the copies' features). From 4,096 rows on, the kNN member's rows are grouped into ~2 sqrt(n)
+cells (spherical k-means, `src/tierwise/routers/_cells.py`) and a query's neighbourhood is the nearest
+cells holding k rows, whose outcome sums are precomputed: a decision scores the cell centroids only:
 
 {chr(10).join(sweep)}
 
-What the cell index costs in routing quality (`bench/knn_cells_quality.py`: 5-fold CV AIQ with the
-exact scan vs the cell index, for kNN alone and for the ensemble it is part of):
+What the cells cost in routing quality (`bench/knn_cells_quality.py`: 5-fold CV AIQ with the exact
+scan of every row vs scoring the rows of the nearest cells (`cells`) vs the pooled nearest cells (`pooled`,
+the default), for kNN alone and for the ensemble it is part of):
 
 ```
 {cells_quality}
