@@ -144,7 +144,8 @@ def main() -> None:
             if default_router_path().exists():
                 shipped = Router.load(default_router_path())
                 lines.insert(-1, f"Shipped default router (`src/tierwise/assets/default_router.tw`): `{shipped.kind}`"
-                             f"{' (picked by CV AIQ among ' + ', '.join(k for k in shipped.metadata['cv'] if k not in ('zero_router', 'oracle')) + ')' if shipped.metadata.get('selected_by_cv') else ''}"
+                             f"{' (picked by CV AIQ among ' + ', '.join(k for k in shipped.metadata['cv'] if ' ' not in k and k not in ('zero_router', 'oracle')) + ', each deciding with per-request and with mean cost)' if shipped.metadata.get('selected_by_cv') else ''}"
+                             f", deciding with {'each model' + chr(39) + 's mean cost' if shipped.cost_model is None or shipped.cost_model.mode == 'mean' else 'per-request cost'}"
                              f", default knob calibrated to `{shipped.metadata.get('calibrated_target')}`.")
         results[name]["markdown"] = "\n".join(lines)
         results[name]["seconds"] = round(elapsed, 1)
