@@ -39,13 +39,14 @@ def test_non_ascii_characters_count_as_letters():
 
 
 def test_long_prompts_are_sampled_and_scaled():
-    text = "word 12 " * 3000  # 24,000 characters
+    text = "word 12?\n" * 2400  # 21,600 characters
     f = surface_features(text)
     names = dict(zip(SURFACE_NAMES, f.tolist()))
     assert names["log_chars"] == pytest.approx(log1p(len(text)))
-    # 6,000 words and 3,000 numbers in all: counted in a 4,096-character sample, scaled to the length
-    assert np.expm1(names["log_words"]) == pytest.approx(6000, rel=0.01)
-    assert np.expm1(names["log_numbers"]) == pytest.approx(3000, rel=0.01)
+    # 4,800 words, 2,400 numbers, lines and questions in all: counted in a 4,096-character sample, scaled
+    assert np.expm1(names["log_words"]) == pytest.approx(4800, rel=0.01)
+    for name in ("log_numbers", "log_lines", "log_questions"):
+        assert np.expm1(names[name]) == pytest.approx(2400, rel=0.01), name
     assert len(text) > SAMPLE_CHARS and 0 < names["digit_frac"] < 1
 
 

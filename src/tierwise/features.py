@@ -2,8 +2,8 @@
 
 The embedding says *what* a prompt is about; the surface statistics (length, how many numbers,
 lines, code) say *how hard* it looks, which topic alone misses (a long multi-step word problem
-versus a one-liner on the same subject). Word and number counts read at most ``SAMPLE_CHARS`` of a
-prompt (its head and tail, scaled to its length), so their cost is bounded like the embedding's.
+versus a one-liner on the same subject). Every count reads at most ``SAMPLE_CHARS`` of a prompt (its
+head and tail; counts are scaled to the prompt's length), so their cost is bounded like the embedding's.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def surface_features(text: str) -> np.ndarray:
             log1p(n_chars),
             log1p(words * scale),
             log1p(numbers * scale),
-            log1p(text.count("\n")),
-            1.0 if ("```" in text or "def " in text or "{" in text) else 0.0,
-            log1p(text.count("?")),
+            log1p(sample.count("\n") * scale),
+            1.0 if ("```" in sample or "def " in sample or "{" in sample) else 0.0,
+            log1p(sample.count("?") * scale),
             digits / max(len(sample), 1),
         ],
         dtype=np.float32,

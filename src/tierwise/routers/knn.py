@@ -74,6 +74,8 @@ class KNNQuality(QualityModel):
         if self.P is not None:  # queries are not normalised: a query's ranking of rows and cells is scale-free
             Xq = Xq @ self.P
         if self.cells is not None:  # one query at a time: a batch gets exactly what single decisions get
+            if len(Xq) == 1:  # a routing decision
+                return self._predict_in_cells(Xq[0])[None, :]
             return np.stack([self._predict_in_cells(q) for q in Xq]) if len(Xq) else np.empty((0, self.Y.shape[1]))
         k = min(self.k, len(self.X))
         out = np.empty((len(Xq), self.Y.shape[1]))
