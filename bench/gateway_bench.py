@@ -105,7 +105,7 @@ def _train(tmp: Path) -> Path:
     return Router("ensemble").fit(table).save(tmp / "trained.tw")
 
 
-def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path) -> list[tuple[str, int, int]]:
+def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path, rounds: int = 3) -> list[tuple[str, int, int]]:
     """wrk, 32 connections, by name vs routed, each request a different prompt (of 500). With nginx
     installed, against a second gateway (same models and router) whose backend is nginx answering a
     canned completion: the Python stub would take a good part of the 2 cores from the gateway."""
@@ -126,16 +126,24 @@ def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path) -> li
     backend = "nginx (canned answer)" if nginx else "the Python stub"
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     texts = _prompts()
-    out, res = [], {}
+    out, runs = [], {"by name": [], "routed": []}
     try:
-        for label, model in (("by name", name), ("routed", "tierwise")):
-            lua = _wrk.script(tmp, [{"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": t}]}
-                                    for t in texts])
-            r = res[label] = _wrk.run(url, lua, seconds, 32)
+        scripts = {label: _wrk.script(tmp, [{"model": model, "max_tokens": 16,
+                                             "messages": [{"role": "user", "content": t}]} for t in texts])
+                   for label, model in (("by name", name), ("routed", "tierwise"))}
+        for _ in range(rounds):  # interleaved: the machine's drift between minutes hits both alike
+            for label, lua in scripts.items():
+                runs[label].append(_wrk.run(url, lua, seconds, 32))
+        res = {label: sorted(rs, key=lambda x: x["rps"])[len(rs) // 2] for label, rs in runs.items()}  # median rounds
+        for label, rs in runs.items():
+            r = res[label]
             # requests through the nginx gateway go to its own log, not the one counted below
-            counted = 0 if nginx else r["requests"] + r["warmup_requests"]
-            out.append((f"wrk 32 connections {seconds:g}s, backend {backend}, {label:7s}: {r['rps']:7.0f} req/s  "
-                        f"p50 {r['p50_ms']:.2f} ms  non-2xx {r['non2xx']}", counted, 0 if nginx else 32 + 8))
+            counted = 0 if nginx else sum(x["requests"] + x["warmup_requests"] for x in rs)
+            each = ", ".join(f"{x['rps']:.0f}" for x in rs)
+            out.append((f"wrk 32 connections {seconds:g}s x {rounds} interleaved rounds, backend {backend}, {label:7s}: "
+                        f"{r['rps']:7.0f} req/s (median; rounds {each})  "
+                        f"p50 {r['p50_ms']:.2f} ms  non-2xx {sum(x['non2xx'] for x in rs)}", counted,
+                        0 if nginx else (32 + 8) * len(rs)))
     finally:
         if gw is not None:
             stop_gateway(gw)

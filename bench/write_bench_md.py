@@ -141,7 +141,8 @@ directly and through `tierwise serve` on loopback; the difference is what the ga
 hop, validation, routing, decision log). Then 32 concurrent clients (half streaming, a Python
 client: its figure is the client's limit, not the gateway's) go through the gateway; every request
 must succeed and leave exactly one decision-log row. Last, `wrk` (C) with 32 connections, by model
-name vs `model: tierwise`, each request a different real prompt: what routing costs in throughput
+name vs `model: tierwise` (three interleaved rounds, the median shown), each request a different real
+prompt: what routing costs in throughput
 (against a second gateway whose backend is nginx with a canned answer, when nginx is installed, so
 the Python stub does not take the cores being measured).
 
