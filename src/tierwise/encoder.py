@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 from functools import lru_cache
-from itertools import chain
 from pathlib import Path
 from typing import Sequence
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 SURFACE_NAMES = ("log_chars", "log_words", "log_numbers", "log_lines", "has_code", "log_questions", "digit_frac")
-SAMPLE_CHARS = 4096  # words and numbers of a longer prompt are counted in its head and tail, and scaled
+SAMPLE_CHARS = 4096  # every count of a longer prompt is taken in its head and tail, and scaled
 
 # Counting without match objects: the sample's UTF-8 bytes are translated (C speed) to small codes and
 # runs are counted with a few vectorised comparisons. A *word* is a run of letters, digits and "_"

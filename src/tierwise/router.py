@@ -80,7 +80,7 @@ class Router:
         self._default_knob_spec = knob
         self.quality: QualityModel | None = None
         self.models: list[str] = []
-        self.costs = np.zeros(0)  # mean cost per model on the training rows: the knob's scale
+        self.costs = np.zeros(0)
         self.cost_model: CostModel | None = None
         self.guard: HullGuard | None = None
         self.calibration: dict[str, list[float]] = {}
@@ -194,12 +194,19 @@ class Router:
         _parse_knob_cached.cache_clear()
 
     @property
+    def costs(self) -> np.ndarray:
+        """Mean cost per model on the training rows: the knob's scale (see ``cost_scale``)."""
+        return self._costs
+
+    @costs.setter
+    def costs(self, value) -> None:
+        self._costs = np.asarray(value, dtype=float)
+        self._cost_scale = float(np.max(self._costs)) if len(self._costs) else 1.0  # read per decision
+
+    @property
     def cost_scale(self) -> float:
         """What the ``cost_weight`` knob's cost is relative to: the dearest model's mean cost."""
-        costs, cached = self.costs, self.__dict__.get("_scale_of")
-        if cached is None or cached[0] is not costs:  # computed once per costs array (read per decision)
-            cached = self._scale_of = (costs, float(np.max(costs)) if len(costs) else 1.0)
-        return cached[1]
+        return self._cost_scale
 
     # ------------------------------------------------------------------ inference
     def score(self, prompts: str | Sequence[str]) -> np.ndarray:

@@ -106,7 +106,7 @@ class CostModel:
         if self.mode == "mean":
             return np.broadcast_to(self.mean, (len(X), len(self.mean)))
         W = self._scaled
-        if W is None or W.shape != self.W.shape:  # the standardisation's scale folded into the weights, once
+        if W is None:  # the standardisation's scale folded into the weights, once
             W = self._scaled = (self.W / self.sd[:, None]).astype(np.float32)
         out = (X - self.mu) @ W + self.w0
         cost = np.asarray(tokens_in, dtype=float).reshape(-1, 1) * self.a + self.b * np.maximum(out, 0.0) + self.c
@@ -119,6 +119,7 @@ class CostModel:
         self.w0 = np.append(self.w0, 0.0)
         if self.W is not None:
             self.W = np.column_stack([self.W, np.zeros(len(self.W), dtype=np.float32)])
+            self._scaled = None
         self.signal.append("probe")
 
     def describe(self) -> dict:
