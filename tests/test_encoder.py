@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tierwise.encoder import ASSET_DIR, EncoderAssetError, StaticEncoder, default_encoder
+from tierwise.encoder import ASSET_DIR, EncoderAssetError, StaticEncoder, default_encoder, shipped_encoder
 
 PROMPTS = [
     "What is the capital of France?",
@@ -31,7 +31,8 @@ def test_shape_dtype_and_unit_rows(enc):
     x = enc.encode(PROMPTS)
     assert x.shape == (len(PROMPTS), enc.dim) and x.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
-    assert enc.dim == json.loads((ASSET_DIR / "encoder.json").read_text())["dims"]
+    meta = json.loads((ASSET_DIR / "encoder.json").read_text())
+    assert enc.dim == meta["views"][meta["default_view"]]["dims"]
 
 
 def test_encode_one_matches_batch_and_is_deterministic(enc):
@@ -42,6 +43,14 @@ def test_encode_one_matches_batch_and_is_deterministic(enc):
         assert np.array_equal(v, x[i])
     assert np.array_equal(x[0], x[-1])  # identical text -> identical vector
     assert np.array_equal(enc.encode(PROMPTS), x[: len(PROMPTS)])
+
+
+def test_pooling_is_the_normalised_sum_of_token_rows(enc):
+    # short prompts gather every row; long ones each distinct token's row times its count: both the plain sum
+    for text in (PROMPTS[1], " ".join(PROMPTS * 20)):
+        ids = enc._ids(enc._clip_text(text))
+        v = enc._emb[ids].astype(np.float64).sum(axis=0)
+        np.testing.assert_allclose(enc.encode_one(text), v / np.linalg.norm(v), atol=2e-6)
 
 
 def test_similar_prompts_closer_than_unrelated(enc):
@@ -126,6 +135,41 @@ def test_missing_and_corrupt_asset_name_the_file(tmp_path):
         StaticEncoder.load(copy)
     (copy / "encoder.json").write_text("[1, 2")
     with pytest.raises(EncoderAssetError, match=r"encoder\.json: not valid JSON"):
+        StaticEncoder.load(copy)
+
+
+def test_views_of_the_table(enc):
+    meta = json.loads((ASSET_DIR / "encoder.json").read_text())
+    table, *views = StaticEncoder.views()
+    assert table == meta["name"] and enc.name == meta["default_view"] in views
+    full = shipped_encoder(table)
+    assert full.dim == meta["dims"] and enc.dim == meta["views"][enc.name]["dims"] < full.dim
+    assert shipped_encoder(enc.name) is enc is shipped_encoder(None)  # one object (one memo) per view
+    assert full.fingerprint() != enc.fingerprint() and enc.meta["view_of"] == table
+    # a view's vector is the normalised projection of the table's pooled sum
+    from safetensors.numpy import load_file
+
+    P = load_file(str(ASSET_DIR / "views.safetensors"))[enc.name].astype(np.float64)
+    for text in PROMPTS + [" ".join(PROMPTS * 20)]:
+        ids = full._ids(full._clip_text(text))
+        v = full._emb[ids].astype(np.float64).sum(axis=0) @ P
+        np.testing.assert_allclose(enc.encode_one(text), v / np.linalg.norm(v), atol=2e-6)
+
+
+def test_damaged_or_unknown_view_names_the_file(tmp_path):
+    copy = tmp_path / "enc"
+    shutil.copytree(ASSET_DIR, copy)
+    with pytest.raises(EncoderAssetError, match=r"encoder\.json: no encoder view 'nope' \(this asset has: "):
+        StaticEncoder.load(copy, "nope")
+    v = copy / "views.safetensors"
+    data = bytearray(v.read_bytes())
+    data[-5] ^= 0xFF
+    v.write_bytes(bytes(data))
+    with pytest.raises(EncoderAssetError, match=r"views\.safetensors: SHA-256 does not match"):
+        StaticEncoder.load(copy)
+    assert StaticEncoder.load(copy, StaticEncoder.views()[0]).dim == 256  # the table itself needs no view file
+    v.unlink()
+    with pytest.raises(EncoderAssetError, match=r"views\.safetensors: missing file"):
         StaticEncoder.load(copy)
 
 

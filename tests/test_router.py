@@ -78,6 +78,23 @@ def test_artifact_round_trip(fitted, small_table, tmp_path):
         again.check_models(["a", "b"])
 
 
+def test_artifact_loads_with_the_encoder_view_it_was_trained_on(small_table, tmp_path):
+    # a router trained on the full 256-d table (every artifact from before views) keeps its features
+    from tierwise.encoder import StaticEncoder, default_encoder, shipped_encoder
+    from tierwise.features import Featurizer
+
+    full = shipped_encoder(StaticEncoder.views()[0])
+    assert full is not default_encoder() and full.dim > default_encoder().dim
+    old = Router("knn", featurizer=Featurizer(full)).fit(small_table)
+    again = Router.load(old.save(tmp_path / "old.tw"))
+    assert again.featurizer.encoder is full
+    prompts = small_table.prompts[:30]
+    np.testing.assert_allclose(again.score(prompts), old.score(prompts), rtol=1e-6, atol=1e-6)
+    assert [again.route(p).model for p in prompts] == [old.route(p).model for p in prompts]
+    with pytest.raises(ArtifactError, match="retrain"):  # forced onto another view: refused, not misread
+        Router.load(tmp_path / "old.tw", featurizer=Featurizer())
+
+
 def test_artifact_errors(fitted, tmp_path):
     with pytest.raises(ArtifactError, match="not found"):
         Router.load(tmp_path / "missing.tw")

@@ -7,7 +7,11 @@ prompt's embedding is the L2-normalised sum of its token vectors. Encoding is a 
 a gather-and-sum in numpy. Measurements and the rebuild recipe are in ``docs/encoder.md``.
 
 The asset directory holds ``tokenizer.json``, ``embeddings.safetensors`` (one ``embeddings``
-tensor, vocab x dim, float16) and ``encoder.json`` (name, dims, provenance, SHA-256 of the weights).
+tensor, vocab x dim, float16), ``encoder.json`` (name, dims, provenance, SHA-256 of the weights) and
+optionally ``views.safetensors``: *views* of the same table in fewer dimensions (a dim x d projection
+onto the table's top principal directions per view, named in ``encoder.json``'s ``views``). A view is
+an encoder of its own (name, fingerprint); ``default_view`` is what new routers use, and every view
+stays loadable, so a router trained on another one keeps working (``Router.load`` picks it by name).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ ASSET_DIR = Path(__file__).resolve().parent / "assets" / "encoder"
 TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "embeddings.safetensors"
 META_FILE = "encoder.json"
+VIEWS_FILE = "views.safetensors"
 WEIGHTS_KEY = "embeddings"
 
 # Long prompts: only the first HEAD_TOKENS and last TAIL_TOKENS tokens are embedded (instructions
@@ -45,6 +50,7 @@ CHARS_PER_TOKEN = 6
 # object) with identical ids (tested on every shipped prompt).
 _ASCII_WORD = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_DEDUP_FROM = 64  # tokens: below this a plain gather-and-sum is cheaper than sorting
 _CHUNK_MEMO_MAX = 100_000  # chunks per generation of the memo (~10 MB each, two generations at most)
 
 
@@ -100,8 +106,11 @@ class StaticEncoder:
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "StaticEncoder":
-        """Load an asset directory (``None``: the one shipped in the package), verifying its hash."""
+    def load(cls, path: str | Path | None = None, view: str | None = None) -> "StaticEncoder":
+        """Load an asset directory (``None``: the one shipped in the package), verifying its hashes.
+
+        ``view``: the table itself (its ``name``) or one of its ``views``; default ``default_view``
+        when the asset names one, else the table."""
         from safetensors import SafetensorError
         from safetensors.numpy import load as st_load
         from tokenizers import Tokenizer
@@ -146,7 +155,27 @@ class StaticEncoder:
                 tok_path, f"vocabulary has {tokenizer.get_vocab_size()} tokens but the embeddings have {emb.shape[0]} rows"
             )
         fingerprint = _sha256(_sha256(w_bytes).encode() + _sha256(tok_bytes).encode())[:16]
+        base = str(meta.get("name", "static-encoder"))
+        view = meta.get("default_view", base) if view is None else view
+        if view != base:
+            P, p_sha = _view_projection(root, meta, view, emb.shape[1])
+            # in float64, then rounded: the same float32 table whatever BLAS does the product
+            emb = (np.asarray(emb, dtype=np.float64) @ P.astype(np.float64)).astype(np.float32)
+            fingerprint = _sha256((fingerprint + p_sha).encode())[:16]
+            meta = {**meta, "name": view, "dims": int(P.shape[1]), "view_of": base}
         return cls(tokenizer, emb, meta, fingerprint)
+
+    @staticmethod
+    def views(path: str | Path | None = None) -> list[str]:
+        """Names this asset can load as (the table first, then its views)."""
+        root = Path(path) if path is not None else ASSET_DIR
+        try:
+            meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return []
+        if not isinstance(meta, dict):
+            return []
+        return [str(meta.get("name", "static-encoder"))] + [str(v) for v in meta.get("views") or {}]
 
     # ---------------------------------------------------------------- encoding
     def _clip_text(self, text: str) -> list[str]:
@@ -178,15 +207,18 @@ class StaticEncoder:
             memo = self._chunk_ids
         chunks = piece.split() if piece.isascii() and not _ASCII_CONTROL.search(piece) else piece.split(" ")
         parts = list(map(memo.get, chunks))
-        if None in parts:  # chunks not in the young generation: from the old one, or tokenised now
-            old = self._chunk_old
-            for i, ids in enumerate(parts):
+        try:
+            return np.frombuffer(b"".join(parts), dtype=np.int32)
+        except TypeError:  # chunks not in the young generation (None): from the old one, or tokenised now
+            pass
+        old = self._chunk_old
+        for i, ids in enumerate(parts):
+            if ids is None:
+                chunk = chunks[i]
+                ids = old.get(chunk)
                 if ids is None:
-                    chunk = chunks[i]
-                    ids = old.get(chunk)
-                    if ids is None:
-                        ids = np.asarray(self._chunk_token_ids(chunk), dtype=np.int32).tobytes()
-                    parts[i] = memo[chunk] = ids
+                    ids = np.asarray(self._chunk_token_ids(chunk), dtype=np.int32).tobytes()
+                parts[i] = memo[chunk] = ids
         return np.frombuffer(b"".join(parts), dtype=np.int32)
 
     def clear_memo(self) -> None:
@@ -214,11 +246,23 @@ class StaticEncoder:
         return ids
 
     def _pool(self, ids: np.ndarray, out: np.ndarray) -> None:
-        if ids.size:
-            v = self._emb[ids].sum(axis=0)
-            n = float(np.sqrt(v @ v))
-            if n > 0:
-                out[:] = v / n
+        if not ids.size:
+            return
+        v = self._sum_distinct(ids) if ids.size > _DEDUP_FROM else self._emb[ids].sum(axis=0)
+        n = float(np.sqrt(v @ v))
+        if n > 0:
+            out[:] = v / n
+
+    def _sum_distinct(self, ids: np.ndarray) -> np.ndarray:
+        """The sum of ``ids``' rows as each distinct token's row times its count: at 500 tokens ~40% of
+        the rows are distinct, and the gather (memory traffic) is the cost."""
+        s = np.sort(ids)
+        first = np.empty(len(s), dtype=bool)
+        first[0] = True
+        np.not_equal(s[1:], s[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        counts = np.diff(np.append(starts, len(s))).astype(np.float32)
+        return counts @ self._emb[s[starts]]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed many prompts: (n, dim) float32, each row unit length (zero for token-less text)."""
@@ -257,6 +301,44 @@ class StaticEncoder:
         return f"StaticEncoder(name={self.name!r}, dim={self.dim}, fingerprint={self._fingerprint!r})"
 
 
+def principal_directions(emb: np.ndarray, dims: int) -> np.ndarray:
+    """(dim, dims) float32: the top ``dims`` principal directions of a token table (SVD of the centred
+    table in float64), each direction's sign fixed so its largest coefficient is positive. What the
+    shipped views project onto (``scripts/build_encoder.py``)."""
+    E = np.asarray(emb, dtype=np.float64)
+    Vt = np.linalg.svd(E - E.mean(axis=0), full_matrices=False)[2][:dims]
+    Vt *= np.sign(Vt[np.arange(len(Vt)), np.abs(Vt).argmax(axis=1)])[:, None]
+    return np.ascontiguousarray(Vt.T, dtype=np.float32)
+
+
+def _view_projection(root: Path, meta: dict, view: str, dim: int) -> tuple[np.ndarray, str]:
+    """The (dim, d) projection of ``view`` from ``views.safetensors``, checked; and the file's SHA-256."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    views = meta.get("views") or {}
+    if view not in views:
+        known = [str(meta.get("name", "static-encoder")), *views]
+        raise EncoderAssetError(root / META_FILE, f"no encoder view {view!r} (this asset has: {', '.join(known)})")
+    v_path = root / VIEWS_FILE
+    if not v_path.is_file():
+        raise EncoderAssetError(v_path, "missing file of the encoder asset (rebuild: scripts/build_encoder.py --views-only)")
+    v_bytes = v_path.read_bytes()
+    digest = _sha256(v_bytes)
+    if meta.get("views_sha256") and digest != meta["views_sha256"]:
+        raise EncoderAssetError(v_path, "SHA-256 does not match encoder.json: the file is corrupt or was replaced")
+    try:
+        P = st_load(v_bytes).get(view)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise EncoderAssetError(v_path, f"unreadable safetensors file ({exc})") from None
+    want = views[view].get("dims") if isinstance(views[view], dict) else None
+    if P is None or P.ndim != 2 or P.shape[0] != dim or (want is not None and P.shape[1] != int(want)):
+        raise EncoderAssetError(v_path, f"expected a {dim} x {want} tensor named {view!r}")
+    if not np.isfinite(P).all():
+        raise EncoderAssetError(v_path, f"view {view!r} contains NaN or infinity")
+    return P, digest
+
+
 def _is_uncased_bert_wordpiece(tokenizer) -> bool:
     """Whether the ASCII fast path reproduces this tokenizer exactly (BERT uncased WordPiece)."""
     try:
@@ -273,7 +355,26 @@ def _is_uncased_bert_wordpiece(tokenizer) -> bool:
     )
 
 
-@lru_cache(maxsize=1)
 def default_encoder() -> StaticEncoder:
-    """The shipped encoder, loaded once per process."""
-    return StaticEncoder.load(None)
+    """The shipped encoder's default view, loaded once per process."""
+    return shipped_encoder(None)
+
+
+def shipped_encoder(view: str | None) -> StaticEncoder:
+    """A view of the shipped encoder by name (``None``: the default one), loaded once per process
+    (one object, and one chunk memo, per view however it is asked for)."""
+    return _shipped(view or _shipped_default_view())
+
+
+@lru_cache(maxsize=1)
+def _shipped_default_view() -> str:
+    try:
+        meta = json.loads((ASSET_DIR / META_FILE).read_text(encoding="utf-8"))
+        return str(meta.get("default_view") or meta["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # load() reports the damaged file by name
+
+
+@lru_cache(maxsize=4)
+def _shipped(view: str) -> StaticEncoder:
+    return StaticEncoder.load(None, view or None)

@@ -97,6 +97,17 @@ class Featurizer:
         return {"encoder": self.encoder.name, "encoder_fingerprint": self.encoder.fingerprint(), "surface": self.surface}
 
 
+def featurizer_for(description: dict) -> Featurizer | None:
+    """The featurizer a router artifact was built with (``Featurizer.describe()``), when its encoder is a
+    view of the shipped one; None otherwise (the default featurizer, and the fingerprint check decides)."""
+    from .encoder import StaticEncoder, shipped_encoder
+
+    name = description.get("encoder")
+    if not name or name not in StaticEncoder.views():
+        return None
+    return Featurizer(shipped_encoder(name), surface=bool(description.get("surface", True)))
+
+
 class SurfaceFeaturizer:
     """Surface statistics only, for the untrained stand-in: it never loads or runs the encoder."""
 

@@ -390,6 +390,10 @@ class Router:
             kind = meta["kind"]
             if kind not in QUALITY_MODELS:
                 raise ArtifactError(path, f"unknown router kind {kind!r}")
+            if featurizer is None and check_encoder:  # the shipped encoder's view it was trained on
+                from .features import featurizer_for
+
+                featurizer = featurizer_for((meta.get("metadata") or {}).get("features") or {})
             obj = cls(kind, rule=meta["rule"], featurizer=featurizer)
             costs = {k[5:]: v for k, v in arrays.items() if k.startswith("cost.")}
             arrays = {k: v for k, v in arrays.items() if not k.startswith("cost.")}
