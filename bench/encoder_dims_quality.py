@@ -43,7 +43,7 @@ def project(X: np.ndarray, P: np.ndarray) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dims", default="256,128,96,64", help="comma-separated dimensions (256: the full table)")
-    ap.add_argument("--tables", default=",".join(BENCHMARKS), help=f"comma-separated, of {', '.join(BENCHMARKS)}")
+    ap.add_argument("--tables", default=",".join(BENCHMARKS), help=f"comma-separated, of {', '.join(BENCHMARKS)} or table paths")
     args = ap.parse_args()
     dims = [int(d) for d in args.dims.split(",")]
     full = StaticEncoder.load(None, StaticEncoder.views()[0])  # the table itself
@@ -52,7 +52,7 @@ def main() -> None:
     print(f"encoder {full.name}; AIQ (5-fold CV, raw routers); diff = vs {dims[0]} dims")
     totals = {d: np.zeros(len(ROUTERS)) for d in dims}
     for name in args.tables.split(","):
-        file, source, models = BENCHMARKS[name]
+        file, source, models = BENCHMARKS.get(name, (name, None, None))  # or a table's path (held-out tables)
         path = data_dir() / file
         if not path.is_file():
             print(f"{name}: {path} not found, skipped")
@@ -71,7 +71,7 @@ def main() -> None:
             base = aiq if base is None else base
             totals[d] += aiq - base
             cells = "  ".join(f"{r} {a:.4f} ({a - b:+.4f})" for r, a, b in zip(ROUTERS, aiq, base))
-            print(f"{name:12s} {len(table):6d} rows  {d:3d} dims  {cells}", flush=True)
+            print(f"{Path(name).name[:12]:12s} {len(table):6d} rows  {d:3d} dims  {cells}", flush=True)
     for d in dims:
         print(f"sum of differences, {d:3d} dims: " + "  ".join(f"{r} {v:+.4f}" for r, v in zip(ROUTERS, totals[d])))
 

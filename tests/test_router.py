@@ -152,6 +152,21 @@ def test_cli_eval_json_and_train(tmp_path):
     assert bad.returncode == 2 and "nope.csv: file not found" in bad.stderr
 
 
+def test_cli_train_on_another_encoder_view(tmp_path):
+    from tierwise.encoder import StaticEncoder
+
+    table = REPO / "data/local/local_pyramid.csv.gz"
+    full = StaticEncoder.views()[0]
+    out = subprocess.run([sys.executable, "-m", "tierwise.cli", "train", str(table), "--out", str(tmp_path / "r.tw"),
+                          "--kind", "knn", "--cv", "0", "--encoder", full], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert Router.load(tmp_path / "r.tw").featurizer.encoder.name == full
+    bad = subprocess.run([sys.executable, "-m", "tierwise.cli", "train", str(table), "--out", str(tmp_path / "b.tw"),
+                          "--encoder", "nope"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "unknown encoder 'nope'; the shipped encoder has: " + full in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_pyramid_target_knob_resolves_on_the_router_calibration(fitted):
     from tierwise.config import Pyramid
     from tierwise.engine.build import default_knob

@@ -16,6 +16,14 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _encoder_view(name: str | None):
+    from ..encoder import StaticEncoder, shipped_encoder
+
+    if name is not None and name not in StaticEncoder.views():
+        _fail(f"unknown encoder {name!r}; the shipped encoder has: {', '.join(StaticEncoder.views())}")
+    return shipped_encoder(name)
+
+
 def _load(table: Path, source: Optional[str], models: Optional[str], prices: Optional[Path]):
     from ..prices import PriceError
     from ..table import TableError, load_table
@@ -179,6 +187,9 @@ def train_command(
                                             "outcomes in --probe (K graded prompts, see `tierwise probe select`)."),
     probe: Optional[Path] = typer.Option(None, help="With --add-model: table with the new model's correct|<NAME> (and cost)."),
     router_path: Optional[Path] = typer.Option(None, "--router", help="With --add-model: the trained router to extend."),
+    encoder: Optional[str] = typer.Option(None, help="Encoder view the router reads prompts with (default: the shipped "
+                                          "default view; the full table, minilm-l6-static-256, decides more slowly: "
+                                          "docs/encoder.md)."),
 ) -> None:
     """Train a router and save a versioned artifact with its metadata and CV metrics; or, with --add-model,
     place a new model into a trained router from a few probe outcomes."""
@@ -206,7 +217,7 @@ def train_command(
         except ValueError as exc:
             _fail(str(exc))
         console.log(f"added {added} rated requests from {feedback}")
-    featurizer = Featurizer()
+    featurizer = Featurizer(_encoder_view(encoder))
     train_rows = t.trainable()
     console.log(f"encoding {len(train_rows)} prompts")
     X = featurizer.transform(train_rows.prompts)
