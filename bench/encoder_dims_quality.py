@@ -23,12 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from router_quality import BENCHMARKS  # noqa: E402
+from router_quality import BENCHMARKS, load_benchmark  # noqa: E402
 from tierwise.encoder import StaticEncoder, principal_directions  # noqa: E402
 from tierwise.evaluate import evaluate  # noqa: E402
 from tierwise.features import SURFACE_NAMES, Featurizer  # noqa: E402
-from tierwise.promptsets import data_dir  # noqa: E402
-from tierwise.table import load_table  # noqa: E402
 
 ROUTERS = ("knn", "mf", "ensemble")
 
@@ -52,16 +50,10 @@ def main() -> None:
     print(f"encoder {full.name}; AIQ (5-fold CV, raw routers); diff = vs {dims[0]} dims")
     totals = {d: np.zeros(len(ROUTERS)) for d in dims}
     for name in args.tables.split(","):
-        file, source, models = BENCHMARKS.get(name, (name, None, None))  # or a table's path (held-out tables)
-        path = data_dir() / file
-        if not path.is_file():
-            print(f"{name}: {path} not found, skipped")
+        table = load_benchmark(name)
+        if table is None:
+            print(f"{name}: table not found, skipped")
             continue
-        table = load_table(path).clean()
-        if source:
-            table = table.with_source(source)
-        if models:
-            table = table.with_models(models)
         X = featurizer.transform(table.prompts)
         base = None
         for d in dims:

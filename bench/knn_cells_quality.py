@@ -16,24 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from router_quality import BENCHMARKS  # noqa: E402
+from router_quality import BENCHMARKS, load_benchmark  # noqa: E402
 from tierwise.evaluate import evaluate  # noqa: E402
 from tierwise.features import Featurizer  # noqa: E402
-from tierwise.promptsets import data_dir  # noqa: E402
-from tierwise.table import load_table  # noqa: E402
 
 
 def main() -> None:
     featurizer = Featurizer()
-    for name, (file, source, models) in BENCHMARKS.items():
-        path = data_dir() / file
-        if not path.is_file():
+    for name in BENCHMARKS:
+        table = load_benchmark(name)
+        if table is None:
             continue
-        table = load_table(path).clean()
-        if source:
-            table = table.with_source(source)
-        if models:
-            table = table.with_models(models)
         if len(table) * 0.8 < 4096:
             print(f"{name}: {len(table)} rows, below the cell index's 4,096 training rows: exact scan either way")
             continue

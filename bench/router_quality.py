@@ -78,6 +78,20 @@ def minilm_knn(name: str, table, minilm_dir: Path, source: str | None):
     return emb[keep]
 
 
+def load_benchmark(name: str):
+    """A shipped benchmark by name (a name not in BENCHMARKS: the table at that path), cleaned; None without its file."""
+    from tierwise.promptsets import data_dir
+
+    file, source, models = BENCHMARKS.get(name, (name, None, None))
+    path = data_dir() / file
+    if not path.is_file():
+        return None
+    table = load_table(path).clean()
+    if source:
+        table = table.with_source(source)
+    return table.with_models(models) if models else table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=None)
