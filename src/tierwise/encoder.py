@@ -159,8 +159,11 @@ class StaticEncoder:
         view = meta.get("default_view", base) if view is None else view
         if view != base:
             P, p_sha = _view_projection(root, meta, view, emb.shape[1])
-            # in float64, then rounded: the same float32 table whatever BLAS does the product
-            emb = (np.asarray(emb, dtype=np.float64) @ P.astype(np.float64)).astype(np.float32)
+            # in float64, then rounded: the same float32 table whatever BLAS does the product (in blocks of
+            # rows: a float64 copy of the whole table would double the load's peak memory)
+            P64 = P.astype(np.float64)
+            emb = np.concatenate([(np.asarray(emb[i:i + 4096], dtype=np.float64) @ P64).astype(np.float32)
+                                  for i in range(0, len(emb), 4096)])
             fingerprint = _sha256((fingerprint + p_sha).encode())[:16]
             meta = {**meta, "name": view, "dims": int(P.shape[1]), "view_of": base}
         return cls(tokenizer, emb, meta, fingerprint)
