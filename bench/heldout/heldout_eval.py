@@ -27,17 +27,18 @@ def main() -> None:
     ap.add_argument("tables", nargs="+", type=Path)
     ap.add_argument("--drop", action="append", default=[], help="leave out models whose name starts with this")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the fold split")
     args = ap.parse_args()
     for path in args.tables:
         table = load_table(path).clean()
         if args.drop:
             table = table.with_models([m for m in table.models if not any(m.startswith(d) for d in args.drop)])
-        rep = evaluate(table, DEFAULT_ROUTERS, folds=args.folds)
+        rep = evaluate(table, DEFAULT_ROUTERS, folds=args.folds, seed=args.seed)
         r = rep.routers
         zero, oracle = r["zero_router"]["aiq"], r["oracle"]["aiq"]
         print(f"{path.name}: {len(table)} prompts x {len(table.models)} models"
               + (f" (without {', '.join(args.drop)}*)" if args.drop else "")
-              + f"; {args.folds}-fold CV; zero router AIQ {zero:.4f}, oracle {oracle:.4f}")
+              + f"; {args.folds}-fold CV (split seed {args.seed}); zero router AIQ {zero:.4f}, oracle {oracle:.4f}")
         for name, row in r.items():
             if name in ("zero_router", "oracle") or name.startswith("random"):
                 continue
