@@ -170,3 +170,24 @@ def test_the_routers_guard_and_expected_cost_reach_the_record_and_headers(fresh_
     assert a.record.guard == "hull-mix m0|m1 p=0.40 u=0.31" and a.record.model == "m1"
     h = record_headers(a.record, a.decision)
     assert h["x-tierwise-guard"] == a.record.guard and float(h["x-tierwise-expected-cost"]) == 2e-4
+
+
+def test_a_loaded_router_is_warm_before_the_first_request(tmp_path):
+    # the lazy parts (the MF seeds fused for inference, scipy imported) run at start-up, not on a client's request
+    from pathlib import Path
+
+    import numpy as np
+
+    from tierwise.engine.build import load_router
+    from tierwise.router import Router
+    from tierwise.table import load_table
+
+    table = load_table(Path(__file__).resolve().parents[1] / "data/outcomes/llmrouter_dc.csv.gz").clean()
+    trained = Router("ensemble").fit(table.rows(np.arange(300)))
+    path = trained.save(tmp_path / "r.tw")
+    cfg = write_pyramid(tmp_path / "p.yaml", "http://127.0.0.1:9/v1", str(tmp_path / "log.sqlite"),
+                        modes=("echo",) * len(trained.models), names=trained.models, extra=f"router: {path}\n")
+    router = load_router(Pyramid.load(cfg))
+    mf = next(m for m in router.quality.models if hasattr(m, "_fused"))
+    assert mf._fused is not None
+    assert Router.load(path).quality.models[1]._fused is None  # loading alone leaves it lazy

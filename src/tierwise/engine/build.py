@@ -39,6 +39,15 @@ def build_slots(pyramid: "Pyramid", backends: dict[str, Backend] | None = None) 
     return slots
 
 
+def _warm(router: Any) -> None:
+    """One decision at start-up, so the first client does not pay for the lazy parts (a trained ensemble's
+    first decision imports scipy and fuses its MF seeds)."""
+    try:
+        router.route("warm-up")
+    except Exception:  # noqa: BLE001 - a router that cannot decide is reported on each request (plan.routed)
+        pass
+
+
 def load_router(pyramid: "Pyramid", path: str | None = None) -> Any:
     """The trained router at ``path`` (or the pyramid's), else the documented stand-in."""
     from ..router import Router
@@ -50,6 +59,7 @@ def load_router(pyramid: "Pyramid", path: str | None = None) -> Any:
             router.check_models(pyramid.chat_names)
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        _warm(router)
         return router
     return Router.stand_in(pyramid.chat_names, [m.blended_per_1m for m in pyramid.chat_models])
 
