@@ -86,7 +86,7 @@ class StaticEncoder:
         # float32 in memory: gathering float16 rows and summing them is ~3x slower in numpy.
         self._emb = np.ascontiguousarray(embeddings, dtype=np.float32)
         self.meta = dict(meta)
-        self.name = str(meta.get("name", "static-encoder"))
+        self.name = _table_name(meta)
         self.dim = int(self._emb.shape[1])
         self._fingerprint = fingerprint
         unk = meta.get("unk_token")
@@ -122,13 +122,7 @@ class StaticEncoder:
         for p in (meta_path, tok_path, w_path):
             if not p.is_file():
                 raise EncoderAssetError(p, "missing file of the encoder asset (rebuild: scripts/build_encoder.py)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EncoderAssetError(meta_path, f"not valid JSON ({exc})") from None
-        if not isinstance(meta, dict):
-            raise EncoderAssetError(meta_path, "expected a JSON object")
-
+        meta = _read_meta(root)
         w_bytes = w_path.read_bytes()
         expected = meta.get("weights_sha256")
         if expected and _sha256(w_bytes) != expected:
@@ -155,7 +149,7 @@ class StaticEncoder:
                 tok_path, f"vocabulary has {tokenizer.get_vocab_size()} tokens but the embeddings have {emb.shape[0]} rows"
             )
         fingerprint = _sha256(_sha256(w_bytes).encode() + _sha256(tok_bytes).encode())[:16]
-        base = str(meta.get("name", "static-encoder"))
+        base = _table_name(meta)
         view = meta.get("default_view", base) if view is None else view
         if view != base:
             P, p_sha = _view_projection(root, meta, view, emb.shape[1])
@@ -171,14 +165,11 @@ class StaticEncoder:
     @staticmethod
     def views(path: str | Path | None = None) -> list[str]:
         """Names this asset can load as (the table first, then its views)."""
-        root = Path(path) if path is not None else ASSET_DIR
         try:
-            meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            meta = _read_meta(Path(path) if path is not None else ASSET_DIR)
+        except (OSError, EncoderAssetError):
             return []
-        if not isinstance(meta, dict):
-            return []
-        return [str(meta.get("name", "static-encoder"))] + [str(v) for v in meta.get("views") or {}]
+        return [_table_name(meta)] + [str(v) for v in meta.get("views") or {}]
 
     # ---------------------------------------------------------------- encoding
     def _clip_text(self, text: str) -> list[str]:
@@ -304,6 +295,22 @@ class StaticEncoder:
         return f"StaticEncoder(name={self.name!r}, dim={self.dim}, fingerprint={self._fingerprint!r})"
 
 
+def _read_meta(root: Path) -> dict:
+    """``encoder.json`` of an asset directory, as a dict (EncoderAssetError naming the file otherwise)."""
+    meta_path = root / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EncoderAssetError(meta_path, f"not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise EncoderAssetError(meta_path, "expected a JSON object")
+    return meta
+
+
+def _table_name(meta: dict) -> str:
+    return str(meta.get("name", "static-encoder"))
+
+
 def principal_directions(emb: np.ndarray, dims: int) -> np.ndarray:
     """(dim, dims) float32: the top ``dims`` principal directions of a token table (SVD of the centred
     table in float64), each direction's sign fixed so its largest coefficient is positive. What the
@@ -321,7 +328,7 @@ def _view_projection(root: Path, meta: dict, view: str, dim: int) -> tuple[np.nd
 
     views = meta.get("views") or {}
     if view not in views:
-        known = [str(meta.get("name", "static-encoder")), *views]
+        known = [_table_name(meta), *views]
         raise EncoderAssetError(root / META_FILE, f"no encoder view {view!r} (this asset has: {', '.join(known)})")
     v_path = root / VIEWS_FILE
     if not v_path.is_file():
@@ -372,10 +379,10 @@ def shipped_encoder(view: str | None) -> StaticEncoder:
 @lru_cache(maxsize=1)
 def _shipped_default_view() -> str:
     try:
-        meta = json.loads((ASSET_DIR / META_FILE).read_text(encoding="utf-8"))
-        return str(meta.get("default_view") or meta["name"])
-    except (OSError, ValueError, KeyError, TypeError):
+        meta = _read_meta(ASSET_DIR)
+    except (OSError, EncoderAssetError):
         return ""  # load() reports the damaged file by name
+    return str(meta.get("default_view") or _table_name(meta))
 
 
 @lru_cache(maxsize=4)

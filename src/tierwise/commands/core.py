@@ -19,8 +19,9 @@ def _fail(message: str) -> None:
 def _encoder_view(name: str | None):
     from ..encoder import StaticEncoder, shipped_encoder
 
-    if name is not None and name not in StaticEncoder.views():
-        _fail(f"unknown encoder {name!r}; the shipped encoder has: {', '.join(StaticEncoder.views())}")
+    views = StaticEncoder.views()
+    if name is not None and name not in views:
+        _fail(f"unknown encoder {name!r}; the shipped encoder has: {', '.join(views)}")
     return shipped_encoder(name)
 
 
