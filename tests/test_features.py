@@ -64,3 +64,14 @@ def test_featurizer_is_the_embedding_then_the_surface_statistics():
     assert X.shape == (2, fz.dim) and X.dtype == np.float32
     assert np.array_equal(X[1], fz.transform_one(texts[1])[0])
     assert np.allclose(X[:, -len(SURFACE_NAMES):], surface_matrix(texts))
+
+
+def test_surface_matrix_counts_many_prompts_in_one_pass_exactly_as_one_at_a_time():
+    # the joined pass (one translation, run starts summed per sample) must give every row bit for bit
+    rng = np.random.default_rng(0)
+    alphabet = list("ab_Z19.,? \n\t{}`é€😀") + ["\x00", "def ", "```"]
+    texts = EDGE + ["".join(rng.choice(alphabet, size=int(rng.integers(0, 80)))) for _ in range(400)]
+    texts += ["7" * (SAMPLE_CHARS + 9), "1,000.5 x " * 900, "a\ud800b", "\x00\x00", "9\x009"]
+    one_by_one = np.stack([surface_features(t) for t in texts])
+    assert np.array_equal(surface_matrix(texts), one_by_one)
+    assert np.array_equal(surface_matrix(texts[3:4]), one_by_one[3:4]) and surface_matrix([]).shape == (0, 7)

@@ -192,3 +192,22 @@ def test_cli_bench_times_repeated_distinct_and_cold_prompts_and_table_sizes():
     assert [r["rows"] for r in data["rows"]] == [1000, 5000]
     bad = subprocess.run([sys.executable, "-m", "tierwise.cli", "bench", "--rows", "10,x"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--rows" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_route_many_decides_each_row_as_route_does(fitted, small_table):
+    # one batch, mixed knobs and candidate sets: every row is what a single decision gives
+    prompts = small_table.prompts[:40]
+    models = fitted.models
+    knobs = [None, 0.0, 0.3, float("inf"), "quality=0.9"] * 8
+    allowed = [None, models, models[:2], [models[3]], models[1:]] * 8
+    ids = [None, "req-1", None, "req-2", None] * 8
+    batch = fitted.route_many(prompts, knobs, allowed, ids)
+    for i, d in enumerate(batch):
+        one = fitted.route(prompts[i], knobs[i], allowed[i], request_id=ids[i])
+        assert (d.model, d.knob, d.guard, d.rule) == (one.model, one.knob, one.guard, one.rule)
+        assert d.scores == pytest.approx(one.scores, abs=1e-6) and d.costs == pytest.approx(one.costs, rel=1e-6)
+        assert allowed[i] is None or d.model in allowed[i]
+    assert fitted.route_many([]) == [] and len(fitted.route_many(prompts[:3])) == 3
+    assert fitted.route_batch(prompts[:5], 0.3) == [d.model for d in fitted.route_many(prompts[:5], [0.3] * 5)]
+    with pytest.raises(ValueError, match="no allowed model"):
+        fitted.route_many(prompts[:2], None, [["nope"], None])

@@ -226,24 +226,63 @@ class Router:
               request_id: str | None = None) -> Decision:
         """Pick a model for one prompt. ``allowed`` restricts the candidates (context fit, health);
         ``request_id`` seeds the hull guard's coin (default: the prompt, so a prompt always goes the same way)."""
+        return self.route_many((text,), (knob,), (allowed,), (request_id,))[0]
+
+    def route_many(self, texts: Sequence[str], knobs: Sequence | None = None,
+                   allowed: Sequence[Sequence[str] | None] | None = None,
+                   request_ids: Sequence[str | None] | None = None) -> list[Decision]:
+        """Decisions for many requests at once: row i is what ``route(texts[i], knobs[i], allowed[i],
+        request_ids[i])`` decides (``None`` for a whole argument: the default for every row).
+
+        One featurisation, one quality prediction and one cost prediction for all rows: the fixed cost
+        of a decision (numpy calls, the models' weights read from memory) is paid once per batch. The
+        gateway batches the routed requests that arrive together (``engine.batching``).
+        """
         self._check_fitted()
-        x = self.featurizer.transform_one(text)
-        q = self.quality.predict(x)[0]
-        c = self.expected_cost(x, (text,))[0]
-        k = self._knob(knob)
-        mask = None
-        if allowed is not None:
-            allowed_set = set(allowed)
-            if not allowed_set.issuperset(self.models):  # every model allowed: no mask to apply
-                mask = np.array([m in allowed_set for m in self.models])
-                if not mask.any():
-                    raise ValueError("no allowed model is known to this router")
-        idx, note = self._guarded_pick(k, mask, request_id if request_id is not None else text)
-        if idx is None:
-            idx = int(choose(q[None, :], c, self.rule, k, mask, scale=self.cost_scale)[0])
-        return Decision(model=self.models[idx], index=idx, scores=dict(zip(self.models, q.tolist())), rule=self.rule,
-                        knob=k, router=self.name, costs=dict(zip(self.models, c.tolist())),
-                        mixed=note is not None and note.startswith("hull-mix"), guard=note)
+        n = len(texts)
+        if n == 0:
+            return []
+        X = self.featurizer.transform_one(texts[0]) if n == 1 else self.featurizer.transform(list(texts))
+        Q = self.quality.predict(X)
+        C = self.expected_cost(X, texts)
+        ks = [self._knob(None if knobs is None else knobs[i]) for i in range(n)]
+        masks: dict[tuple, np.ndarray | None] = {}
+        picks: dict[tuple, list[int]] = {}  # (knob, candidate set) -> rows the learned rule decides
+        out: list = [None] * n
+        for i in range(n):
+            names = None if allowed is None else allowed[i]
+            mkey = None if names is None else tuple(names)
+            if mkey not in masks:
+                masks[mkey] = self._mask(names)
+            mask = masks[mkey]
+            key = request_ids[i] if request_ids is not None and request_ids[i] is not None else texts[i]
+            idx, note = self._guarded_pick(ks[i], mask, key)
+            out[i] = (idx, note)
+            if idx is None:
+                picks.setdefault((ks[i], mkey), []).append(i)
+        for (k, mkey), rows in picks.items():
+            chosen = choose(Q[rows], C[rows], self.rule, k, masks[mkey], scale=self.cost_scale)
+            for i, idx in zip(rows, chosen.tolist()):
+                out[i] = (idx, out[i][1])
+        models, name, rule = self.models, self.name, self.rule
+        decisions = []
+        for i, (idx, note) in enumerate(out):
+            decisions.append(Decision(model=models[idx], index=idx, scores=dict(zip(models, Q[i].tolist())),
+                                      rule=rule, knob=ks[i], router=name, costs=dict(zip(models, C[i].tolist())),
+                                      mixed=note is not None and note.startswith("hull-mix"), guard=note))
+        return decisions
+
+    def _mask(self, allowed: Sequence[str] | None) -> np.ndarray | None:
+        """The candidates as a mask over ``models`` (None: every model allowed)."""
+        if allowed is None:
+            return None
+        allowed_set = set(allowed)
+        if allowed_set.issuperset(self.models):  # every model allowed: no mask to apply
+            return None
+        mask = np.array([m in allowed_set for m in self.models])
+        if not mask.any():
+            raise ValueError("no allowed model is known to this router")
+        return mask
 
     def _guarded_pick(self, knob: float, mask: np.ndarray | None, key: str) -> tuple[int | None, str | None]:
         """The hull guard's model at this knob (None: the learned rule decides) and what to log about it."""
@@ -261,16 +300,8 @@ class Router:
 
     def route_batch(self, prompts: Sequence[str], knob: float | str | None = None) -> list[str]:
         """Models for many prompts at one knob (what ``route`` picks for each, with prompt-seeded guard coins)."""
-        self._check_fitted()
         prompts = list(prompts)
-        k = self._knob(knob)
-        X = self.featurizer.transform(prompts)
-        idx = choose(self.quality.predict(X), self.expected_cost(X, prompts), self.rule, k, scale=self.cost_scale)
-        entry = None if self.guard is None else self.guard.entry(k)
-        if entry is not None:
-            lo, hi, p = entry
-            idx = np.where(np.array([draw(t) for t in prompts]) < p, hi, lo)
-        return [self.models[i] for i in idx]
+        return [d.model for d in self.route_many(prompts, [knob] * len(prompts))]
 
     def _knob(self, knob) -> float:
         if knob is None:

@@ -33,6 +33,7 @@ from . import budget
 from . import candidates as _candidates
 from . import dispatch
 from . import plan as _plan
+from .batching import RouteBatcher
 from .cascade import Cascade
 from .record import CascadeStep, RequestRecord, new_request_id, prompt_hash
 from .request import ChatRequest, too_many
@@ -88,6 +89,16 @@ class Engine:
         self.quota = quota  # per-key budgets and rate limits (None: no key has any)
         # the model /v1/embeddings and /v1/completions use for model "tierwise" (engine/passthrough.py)
         self.default_models: dict[str, str] = dict(default_models or {})
+
+    @property
+    def router(self) -> Any:
+        """The router that decides routed requests (setting it starts a new decision queue)."""
+        return self._router
+
+    @router.setter
+    def router(self, router: Any) -> None:
+        self._router = router
+        self.batcher = RouteBatcher(router)  # routed requests that arrive together are decided together
 
     @classmethod
     def from_pyramid(cls, pyramid: Any, **kwargs: Any) -> "Engine":
@@ -249,7 +260,7 @@ class Engine:
             if self.quota is not None:  # a key near its budget routes cheaper
                 knob = await budget.routed_knob(self.quota, rec, getattr(self.router, "rule", "cost_weight"),
                                                 self.router.default_knob if knob is None else knob)
-            plan = _plan.routed(self.router, text, knob, cands, self.order)
+            plan = _plan.routed(await self.batcher.decide(text, knob, cands.allowed), cands, self.order, knob)
             self._record_plan(rec, plan)
         if self.quota is not None:
             called = [s for s, _ in steps] if steps is not None else [self.by_name[n] for n in plan.chain]

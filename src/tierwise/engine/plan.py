@@ -13,12 +13,12 @@ below it (a failing model is replaced by the next better one before a cheaper on
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from ..decision import Decision
 from ..errors import CapabilityError, ModelNotFound, RequestError
+from .batching import Routed
 from .candidates import Candidates
 
 ROUTED = "tierwise"
@@ -35,6 +35,7 @@ class Plan:
     decision: Decision | None = None
     router_error: str | None = None  # the router failed; the chain starts at the most capable model
     route_ms: float = 0.0
+    batch: int = 0  # routed: how many requests the router call that decided this one decided
 
 
 def kind_of(model: str, names: Sequence[str], *, cascade: bool, cascade_default: bool) -> tuple[Kind, str | None]:
@@ -65,19 +66,15 @@ def fallback_chain(first: str, order: Sequence[str], allowed: Sequence[str]) -> 
     return [first, *up, *down]
 
 
-def routed(router: Any, text: str, knob: Any, cands: Candidates, order: Sequence[str]) -> Plan:
-    """The router's pick among the candidates; a broken router answers with the most capable one."""
-    plan = Plan("routed", knob=knob)
-    t = time.perf_counter()
-    try:
-        decision = router.route(text, knob=knob, allowed=cands.allowed)
-    except Exception as exc:  # a broken router must not take the gateway down; the record shows it
-        plan.route_ms = (time.perf_counter() - t) * 1000
-        plan.router_error = f"router failed: {type(exc).__name__}: {exc}"[:300]
+def routed(routed: Routed, cands: Candidates, order: Sequence[str], knob: Any = None) -> Plan:
+    """The plan for the router's decision (``engine.batching``); a broken router answers with the most
+    capable candidate."""
+    plan = Plan("routed", knob=knob, route_ms=routed.route_ms, batch=routed.batch)
+    if routed.decision is None:
+        plan.router_error = routed.error
         plan.chain = fallback_chain(cands.allowed[-1], order, cands.allowed)
         return plan
-    plan.route_ms = (time.perf_counter() - t) * 1000
-    plan.decision = decision
+    plan.decision = decision = routed.decision
     first = decision.model if decision.model in cands.allowed else cands.allowed[0]
     plan.chain = fallback_chain(first, order, cands.allowed)
     return plan

@@ -29,6 +29,10 @@ class Metrics:
         self.in_flight = Gauge("tierwise_in_flight", "Requests being answered now", registry=r)
         self.log_rows = Gauge("tierwise_log_rows", "Decision-log rows by fate since start (written, lost "
                               "after retries, dropped on a full queue, queued now)", ["fate"], registry=r)
+        self.route_calls = Counter("tierwise_routing_batches", "Router calls (each decides the routed requests that "
+                                   "arrived together; decisions / batches is the mean batch)", registry=r)
+        self.route_decisions = Counter("tierwise_routing_decisions", "Routing decisions made", registry=r)
+        self._routed_seen = (0, 0)
         self.log_ok = Gauge("tierwise_log_healthy", "1 while the decision log writes every row", registry=r)
 
     def refresh(self, engine, log=None) -> None:
@@ -44,6 +48,11 @@ class Metrics:
             self.breaker_open.labels(s.name).set({"closed": 0.0, "half_open": 0.5}.get(state, 1.0))
             self.breaker_trips.labels(s.name).set(s.breaker.trips)
         self.in_flight.set(engine.pending)
+        b = engine.batcher
+        seen, self._routed_seen = self._routed_seen, (b.batches, b.decisions)
+        if b.batches >= seen[0] and b.decisions >= seen[1]:  # (a new router starts its counts again)
+            self.route_calls.inc(b.batches - seen[0])
+            self.route_decisions.inc(b.decisions - seen[1])
 
     def observe(self, rec: RequestRecord) -> None:
         label = rec.model or "none"
