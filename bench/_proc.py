@@ -1,5 +1,5 @@
 """Process facts the benches read from Linux /proc: CPU seconds and RSS of a process and its
-children (a gateway's workers), and waiting for a port to listen."""
+descendants (a gateway's workers, router processes), and waiting for a port to listen."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from pathlib import Path
 
 
 def children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (a gateway's workers and their router processes)."""
     try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        kids = [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+    return [p for k in kids for p in (k, *children(k))]
 
 
 def cpu_s(pid: int) -> float:

@@ -105,6 +105,26 @@ def _train(tmp: Path) -> Path:
     return Router("ensemble").fit(table).save(tmp / "trained.tw")
 
 
+def _routing_line(port: int) -> str:
+    """Where the wrk gateway's decisions were made (its /metrics): batches in the loop or the router process."""
+    import re
+
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+
+    def value(pattern: str) -> float:
+        found = re.search(pattern + r" ([0-9.e+]+)", text)
+        return float(found.group(1)) if found else 0.0
+
+    loop, proc = (value(f'tierwise_routing_batches_total{{where="{w}"}}') for w in ("loop", "process"))
+    decisions = value("tierwise_routing_decisions_total")
+    where = "its own process" if value("tierwise_router_process") else "the event loop"
+    return (f"routing (wrk gateway): router deciding in {where}; {decisions:.0f} decisions in {loop + proc:.0f} "
+            f"batches (mean {decisions / max(1.0, loop + proc):.1f}; {proc:.0f} batches in the router process, "
+            f"{loop:.0f} in the loop)")
+
+
 def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path, rounds: int = 3) -> list[tuple[str, int, int]]:
     """wrk, 32 connections, by name vs routed, each request a different prompt (of 500). With nginx
     installed, against a second gateway (same models and router) whose backend is nginx answering a
@@ -144,6 +164,7 @@ def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path, round
                         f"{r['rps']:7.0f} req/s (median; rounds {each})  "
                         f"p50 {r['p50_ms']:.2f} ms  non-2xx {sum(x['non2xx'] for x in rs)}", counted,
                         0 if nginx else (32 + 8) * len(rs)))
+        out.append((_routing_line(port), 0, 0))
     finally:
         if gw is not None:
             stop_gateway(gw)

@@ -86,33 +86,97 @@ def test_a_request_cancelled_while_queued_is_not_decided():
     assert asyncio.run(go()).decision.model == "m1" and router.calls == [1]
 
 
-def test_concurrent_routed_requests_through_the_engine_share_router_calls(fresh_stub, tmp_path):
-    # the real router: the engine's batched decisions are the ones route() makes for each prompt alone
+@pytest.fixture(scope="module")
+def small_router(tmp_path_factory):
     from pathlib import Path
 
     import numpy as np
 
-    from tierwise.config import Pyramid
-    from tierwise.engine import Engine
     from tierwise.router import Router
     from tierwise.table import load_table
-    from tierwise.testing import write_pyramid
 
     table = load_table(Path(__file__).resolve().parents[1] / "data/outcomes/llmrouter_dc.csv.gz").clean()
     router = Router("ensemble").fit(table.rows(np.arange(300)))
-    path = router.save(tmp_path / "r.tw")
-    cfg = write_pyramid(tmp_path / "p.yaml", fresh_stub.url, str(tmp_path / "log.sqlite"),
-                        modes=("echo",) * len(router.models), names=router.models, extra=f"router: {path}\n")
-    engine = Engine.from_pyramid(Pyramid.load(cfg))
-    prompts = table.prompts[300:316]
+    return router, router.save(tmp_path_factory.mktemp("router") / "r.tw"), table.prompts[300:340]
 
+
+def _engine_for(stub, tmp_path, router_path, models, **kw):
+    from tierwise.config import Pyramid
+    from tierwise.engine import Engine
+    from tierwise.testing import write_pyramid
+
+    cfg = write_pyramid(tmp_path / "p.yaml", stub.url, str(tmp_path / "log.sqlite"), modes=("echo",) * len(models),
+                        names=models, extra=f"router: {router_path}\n")
+    return Engine.from_pyramid(Pyramid.load(cfg), **kw)
+
+
+def _ask_together(engine, prompts, model="tierwise:0.5"):
     async def go():
-        return await asyncio.gather(*(engine.chat({"model": "tierwise:0.5", "messages": [
-            {"role": "user", "content": p}]}) for p in prompts))
+        try:
+            return await asyncio.gather(*(engine.chat({"model": model, "messages": [
+                {"role": "user", "content": p}]}) for p in prompts))
+        finally:
+            await engine.aclose()
 
-    answers = asyncio.run(go())
-    assert engine.batcher.decisions == len(prompts) and engine.batcher.batches < len(prompts)
+    return asyncio.run(go())
+
+
+def test_concurrent_routed_requests_through_the_engine_share_router_calls(fresh_stub, tmp_path, small_router):
+    # the real router: the engine's batched decisions are the ones route() makes for each prompt alone
+    from tierwise.router import Router
+
+    router, path, prompts = small_router
+    engine = _engine_for(fresh_stub, tmp_path, path, router.models)
+    assert engine.batcher.remote is None  # the library decides in the loop unless asked
+    answers = _ask_together(engine, prompts[:16])
+    assert engine.batcher.decisions == 16 and engine.batcher.batches < 16
     alone = Router.load(path)
     for p, a in zip(prompts, answers):
         assert a.record.chosen == alone.route(p, 0.5).model and a.record.route_ms > 0
         assert a.record.status == 200
+
+
+def test_a_router_process_decides_exactly_as_the_loop_and_stops_with_the_engine(fresh_stub, tmp_path, small_router):
+    router, path, prompts = small_router
+    engine = _engine_for(fresh_stub, tmp_path, path, router.models, router_process=True)
+    remote = engine.batcher.remote
+    assert remote is not None and remote.alive and remote._proc.is_alive()
+    answers = _ask_together(engine, prompts)
+    assert remote.sent >= 1 and engine.batcher.batches < len(prompts)
+    for p, a in zip(prompts, answers):
+        d = router.route(p, 0.5)
+        assert (a.record.chosen, a.record.guard, a.record.knob) == (d.model, d.guard, d.knob)
+        assert a.record.scores == pytest.approx(d.scores, abs=1e-6) and a.decision.costs == pytest.approx(d.costs)
+    remote._proc.join(10)
+    assert not remote._proc.is_alive()  # aclose() stopped the child
+
+
+def test_requests_are_decided_in_the_loop_when_the_router_process_dies(fresh_stub, tmp_path, small_router, capfd):
+    router, path, prompts = small_router
+    engine = _engine_for(fresh_stub, tmp_path, path, router.models, router_process=True)
+    remote = engine.batcher.remote
+    remote._proc.kill()
+    remote._proc.join(10)
+    answers = _ask_together(engine, prompts[:8])  # the batch sent to the dead child is decided here
+    assert engine.batcher.batches < 8
+    assert [a.record.chosen for a in answers] == [router.route(p, 0.5).model for p in prompts[:8]]
+    assert all(a.record.status == 200 and a.record.error is None for a in answers)
+    assert not remote.alive and "router process exited" in capfd.readouterr().err
+
+
+def test_router_process_setting(tmp_path, small_router):
+    from tierwise.config import Pyramid
+    from tierwise.engine.build import wants_router_process
+    from tierwise.router import Router
+    from tierwise.testing import write_pyramid
+
+    router, _, _ = small_router
+    for text, want in (("router_process: on\n", "on"), ("router_process: off\n", "off"), ("", "auto")):
+        cfg = write_pyramid(tmp_path / "p.yaml", "http://127.0.0.1:9/v1", "off", extra=text)
+        assert Pyramid.load(cfg).router_process == want
+    with pytest.raises(Exception, match="router_process"):
+        Pyramid.load(write_pyramid(tmp_path / "p.yaml", "http://127.0.0.1:9/v1", "off", extra="router_process: x\n"))
+    stand_in = Router.stand_in(["a", "b"], [1.0, 2.0])
+    assert wants_router_process("on", stand_in) and not wants_router_process("off", router)
+    assert not wants_router_process("auto", stand_in)  # a heuristic costs less than sending it
+    assert not wants_router_process("auto", router, workers=10_000)  # no core to spare

@@ -224,6 +224,14 @@ class Pyramid(BaseModel):
     # the model answering /v1/embeddings and /v1/completions for model "tierwise" (those are not routed)
     default_embeddings_model: str | None = None
     default_completions_model: str | None = None
+    # routing decisions in a process of their own (engine/router_process.py): auto = for a trained router
+    # when the machine has a core more than the gateway has workers
+    router_process: Literal["auto", "on", "off"] = "auto"
+
+    @field_validator("router_process", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML's on/off
 
     @model_validator(mode="after")
     def _pyramid_rules(self) -> "Pyramid":

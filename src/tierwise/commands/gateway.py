@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
         _pyramid(config)  # a bad file is a usage error (exit 2) naming the file
         opts = factory.ServeOptions(str(config) if config else None, str(router) if router else None,
-                                    str(cascade) if cascade is not None else None, log_prompts)
+                                    str(cascade) if cascade is not None else None, log_prompts, workers)
         try:
             if workers > 1:
                 info = factory.check_workers(opts, workers)
@@ -68,7 +68,9 @@ def register(app: typer.Typer) -> None:
             else:
                 app_ = factory.build(opts)
                 eng, guard = app_.state.engine, app_.state.guard
-                info = {"models": eng.order, "router": eng.router.name, "log": app_.state.log.url,
+                info = {"models": eng.order, "router": eng.router.name + (" (deciding in its own process)" if
+                                                                     eng.batcher.remote is not None else ""),
+                        "log": app_.state.log.url,
                         "keys": len(guard.api_keys), "admin": len(guard.admin_keys), "redis": None}
                 if eng.cascade is not None:
                     info["cascade"] = eng.cascade.source + (" (also for model 'tierwise')" if eng.cascade_default else "")

@@ -6,6 +6,10 @@ decision here and waits; at the loop's next turn every queued decision is made b
 fixed cost of a decision is paid once per batch). A request alone is decided alone, one loop turn
 later (microseconds): batching adds no timer and no wait for company.
 
+With a ``RouterProcess`` (``engine.router_process``) a batch of two or more, or any batch while the
+process is still deciding an earlier one, is sent to the router's own process and answered when its
+decisions come back; meanwhile the loop goes on with other requests. A request alone while that
+process idles is decided in the loop (no round trip added to an unloaded gateway's latency).
 A router without ``route_many`` (a user's own) is called once per request, as before. A batch that
 fails is decided again one request at a time, so one bad prompt cannot fail the others; a request
 whose decision fails gets the error (the plan then starts at the most capable model).
@@ -45,9 +49,10 @@ class _Queued:
 class RouteBatcher:
     """Queue of routing decisions, flushed once per event-loop turn (see the module doc)."""
 
-    def __init__(self, router: Any, max_batch: int = MAX_BATCH):
+    def __init__(self, router: Any, max_batch: int = MAX_BATCH, remote: Any = None):
         self.router = router
         self.max_batch = max(1, int(max_batch))
+        self.remote = remote  # a RouterProcess deciding for this router, or None: decided in the loop
         self._queue: list[_Queued] = []
         self._scheduled = False
         self.batches = 0  # router calls made (a batch of one included)
@@ -71,19 +76,32 @@ class RouteBatcher:
 
     def _decide(self, batch: list[_Queued]) -> None:
         t = time.perf_counter()
-        many = getattr(self.router, "route_many", None)
-        results: list[Decision | str]
-        if many is not None and len(batch) > 1:
-            try:
-                results = list(many([q.text for q in batch], [q.knob for q in batch], [q.allowed for q in batch],
-                                    [q.key for q in batch]))
-            except Exception:  # noqa: BLE001 - decided again one by one: only the bad request fails
-                results = [self._one(q) for q in batch]
-        else:
-            results = [self._one(q) for q in batch]
-        ms = (time.perf_counter() - t) * 1000
         self.batches += 1
         self.decisions += len(batch)
+        remote = self.remote
+        # a request alone while the router process idles is decided here: sending it would only add the
+        # round trip to its latency; batches (a busy loop) and requests arriving while one is out go there
+        if remote is not None and remote.alive and (len(batch) > 1 or remote.busy) and remote.submit(
+                [q.text for q in batch], [q.knob for q in batch], [q.allowed for q in batch], [q.key for q in batch],
+                lambda rows: self._answered(batch, t, None if rows is None else remote.decisions(rows))):
+            return
+        self._answered(batch, t, self._here(batch))
+
+    def _here(self, batch: list[_Queued]) -> list[Decision | str]:
+        """The batch decided in this process."""
+        many = getattr(self.router, "route_many", None)
+        if many is not None and len(batch) > 1:
+            try:
+                return list(many([q.text for q in batch], [q.knob for q in batch], [q.allowed for q in batch],
+                                 [q.key for q in batch]))
+            except Exception:  # noqa: BLE001 - decided again one by one: only the bad request fails
+                pass
+        return [self._one(q) for q in batch]
+
+    def _answered(self, batch: list[_Queued], t: float, results: list[Decision | str] | None) -> None:
+        if results is None:  # the router process died with this batch: decide it here
+            results = self._here(batch)
+        ms = (time.perf_counter() - t) * 1000
         for q, res in zip(batch, results):
             if not q.future.done():
                 q.future.set_result(Routed(None, res, ms, len(batch)) if isinstance(res, str)

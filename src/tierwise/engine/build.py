@@ -90,6 +90,17 @@ def is_trained(router: Any) -> bool:
     return not str(getattr(router, "name", "")).startswith("stand-in")
 
 
+def wants_router_process(setting: str, router: Any, workers: int = 1) -> bool:
+    """``router_process`` resolved for a gateway of ``workers`` processes: ``auto`` moves a trained router's
+    decisions to a process of their own while the machine has a core to spare for it (the stand-in's
+    decision costs less than sending it)."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    from .router_process import usable_cores
+
+    return is_trained(router) and getattr(router, "route_many", None) is not None and usable_cores() > workers
+
+
 def default_knob(pyramid: "Pyramid", router: Any) -> Any:
     """The knob for ``model="tierwise"``: the pyramid's if the user set one, else the router's own.
 
@@ -111,8 +122,12 @@ def default_knob(pyramid: "Pyramid", router: Any) -> Any:
 
 def build_engine(cls, pyramid: "Pyramid", *, router: Any = None, backends: dict[str, Backend] | None = None,
                  cascade: Any = None, cascade_default: bool | None = None, store_prompts: bool = False,
-                 max_pending: int | None = None, listeners=()) -> "Engine":
+                 max_pending: int | None = None, listeners=(), router_process: bool | None = None) -> "Engine":
     """An engine for a loaded pyramid; ``router``/``backends``/``cascade`` replace what the config says.
+
+    ``router_process``: decide in a child process (``engine.router_process``); default: only when the
+    pyramid says ``router_process: on`` (``auto`` is resolved by ``tierwise serve``, see
+    :func:`wants_router_process`).
 
     ``cascade_default``: whether plain ``tierwise`` runs the cascade; default: when a cascade is
     configured and the router is the untrained stand-in.
@@ -127,7 +142,10 @@ def build_engine(cls, pyramid: "Pyramid", *, router: Any = None, backends: dict[
         casc = Cascade(th, samples=int(th.meta.get("samples") or 0), source=source)
     if cascade_default is None:
         cascade_default = casc is not None and not is_trained(router)
+    if router_process is None:
+        router_process = getattr(pyramid, "router_process", "auto") == "on"
     return cls(slots, router, cascade=casc, cascade_default=cascade_default, default_knob=knob,
+               router_process=router_process,
                max_pending=max_pending or pyramid.max_pending, max_pending_per_key=pyramid.max_pending_per_key,
                store_prompts=store_prompts, listeners=listeners,
                default_models={e: getattr(pyramid, f"default_{e}_model") for e in ("embeddings", "completions")

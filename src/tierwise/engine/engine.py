@@ -69,12 +69,14 @@ class Engine:
                  max_pending: int = DEFAULT_MAX_PENDING, max_pending_per_key: int | None = None,
                  store_prompts: bool = False,
                  listeners: Sequence[Listener] = (), default_models: dict[str, str] | None = None,
-                 quota: Quota | None = None):
+                 quota: Quota | None = None, router_process: bool = False):
         if not slots:
             raise ValueError("the pyramid has no models")
         self.slots = list(slots)
         self.by_name = {s.name: s for s in self.slots}
         self.order = [s.name for s in self.slots]
+        # decisions in a child process (engine/router_process.py); only for a router with route_many
+        self._router_process = bool(router_process)
         self.router = router
         self.cascade = cascade
         self.cascade_default = bool(cascade_default and cascade is not None)
@@ -97,8 +99,16 @@ class Engine:
 
     @router.setter
     def router(self, router: Any) -> None:
+        old = getattr(self, "batcher", None)
+        if old is not None and old.remote is not None:
+            old.remote.close()
+        remote = None
+        if self._router_process and getattr(router, "route_many", None) is not None:
+            from .router_process import RouterProcess
+
+            remote = RouterProcess(router)
         self._router = router
-        self.batcher = RouteBatcher(router)  # routed requests that arrive together are decided together
+        self.batcher = RouteBatcher(router, remote=remote)  # requests that arrive together are decided together
 
     @classmethod
     def from_pyramid(cls, pyramid: Any, **kwargs: Any) -> "Engine":
@@ -359,6 +369,8 @@ class Engine:
     # -- the pyramid ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
+        if self.batcher.remote is not None:
+            self.batcher.remote.close()
         for s in self.slots:
             try:
                 await s.backend.aclose()

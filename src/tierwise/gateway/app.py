@@ -55,13 +55,14 @@ def model_list(engine: Engine) -> list[dict[str, Any]]:
 
 def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None, log: DecisionLog | None = None,
                store_prompts: bool = False, max_pending: int | None = None, cascade: Any = None,
-               cascade_default: bool | None = None, engine: Engine | None = None) -> FastAPI:
+               cascade_default: bool | None = None, engine: Engine | None = None,
+               router_process: bool | None = None) -> FastAPI:
     """The gateway for a loaded pyramid (or a ready ``engine``). The app closes the log and the
     backends on shutdown, so queued log rows are written before the process exits."""
     if engine is None:
         engine = Engine.from_pyramid(pyramid, router=router, backends=backends, cascade=cascade,
                                      cascade_default=cascade_default, store_prompts=store_prompts,
-                                     max_pending=max_pending)
+                                     max_pending=max_pending, router_process=router_process)
     if log is None:
         log = open_log(pyramid.log_target(), store_prompts=store_prompts)
     metrics = Metrics()

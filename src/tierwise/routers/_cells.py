@@ -68,6 +68,20 @@ class Cells:
         near = near[np.argsort(-sims[near], kind="stable")]
         return near[: int(np.searchsorted(self._sizes[near].cumsum(), k)) + 1]
 
+    def covering_many(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``covering`` for each row of ``Q`` (b, dims), as (b, f) cell indices nearest first and a (b, f)
+        mask of the ones ``covering`` returns (the same cells, in the same order)."""
+        C = self.centroids
+        sims = np.stack([C @ q for q in Q])  # one product per query: the same numbers as ``covering``'s
+        if self._few < sims.shape[1]:
+            near = np.argpartition(-sims, self._few - 1, axis=1)[:, : self._few]
+        else:
+            near = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+        near = np.take_along_axis(near, np.argsort(-np.take_along_axis(sims, near, 1), axis=1, kind="stable"), 1)
+        held = self._sizes[near].cumsum(axis=1)
+        upto = (held < k).sum(axis=1) + 1  # ``covering``: up to the first cell where k rows are held
+        return near, np.arange(near.shape[1])[None, :] < upto[:, None]
+
     def sums(self, values: np.ndarray) -> np.ndarray:
         """(cells, m) column sums of cell-ordered rows ``values`` (n, m), cell by cell."""
         out = np.zeros((len(self.centroids), values.shape[1]), dtype=values.dtype)

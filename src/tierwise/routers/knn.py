@@ -73,9 +73,14 @@ class KNNQuality(QualityModel):
         Xq = np.asarray(X, dtype=np.float32)
         if self.P is not None:  # queries are not normalised: a query's ranking of rows and cells is scale-free
             Xq = Xq @ self.P
-        if self.cells is not None:  # one query at a time: a batch gets exactly what single decisions get
+        if self.cells is not None:  # a batch gets exactly what single decisions get
             if len(Xq) == 1:  # a routing decision
                 return self._predict_in_cells(Xq[0])[None, :]
+            if self.pooled and len(Xq):
+                near, take = self.cells.covering_many(Xq, self.k)
+                sums = (self._cell_sums[near] * take[:, :, None]).sum(axis=1)  # the covering cells' sums
+                m = len(self.prior)
+                return self._shrunk(sums[:, :m], sums[:, m:])
             return np.stack([self._predict_in_cells(q) for q in Xq]) if len(Xq) else np.empty((0, self.Y.shape[1]))
         k = min(self.k, len(self.X))
         out = np.empty((len(Xq), self.Y.shape[1]))
