@@ -146,6 +146,13 @@ prompt: what routing costs in throughput
 (against a second gateway whose backend is nginx with a canned answer, when nginx is installed, so
 the Python stub does not take the cores being measured).
 
+Routed requests that arrive in the same event-loop turn are decided together (`engine/batching.py`);
+a trained router decides those batches in a process of its own (`router_process: auto`, on while the
+machine has a core more than the gateway has workers; `engine/router_process.py`), a request alone on
+an idle gateway in the loop. The last line of each block says where the wrk gateway's decisions were
+made and the mean batch. The "gateway CPU per request" line counts the router process too (it is a
+child of the gateway), so it shows what routing costs the machine, not only the event loop.
+
 Stand-in router (no training data):
 
 ```
