@@ -180,3 +180,17 @@ def test_router_process_setting(tmp_path, small_router):
     assert wants_router_process("on", stand_in) and not wants_router_process("off", router)
     assert not wants_router_process("auto", stand_in)  # a heuristic costs less than sending it
     assert not wants_router_process("auto", router, workers=10_000)  # no core to spare
+
+
+def test_a_router_that_cannot_go_to_a_process_is_served_from_the_loop(fresh_stub, tmp_path, capfd):
+    from tierwise.config import Pyramid
+    from tierwise.engine import Engine
+    from tierwise.testing import write_pyramid
+
+    router = Scripted()
+    router.models, router.hook = ["m0", "m1"], lambda: None  # a lambda does not pickle
+    cfg = write_pyramid(tmp_path / "p.yaml", fresh_stub.url, "off", modes=("echo", "echo"))
+    engine = Engine.from_pyramid(Pyramid.load(cfg), router=router, router_process=True)
+    assert engine.batcher.remote is None and "no router process" in capfd.readouterr().err
+    answers = asyncio.run(_decide_together(engine.batcher, ["a", "a longer one"]))
+    assert [a.decision.model for a in answers] == ["m0", "m1"]

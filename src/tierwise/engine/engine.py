@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -106,7 +107,11 @@ class Engine:
         if self._router_process and getattr(router, "route_many", None) is not None:
             from .router_process import RouterProcess
 
-            remote = RouterProcess(router)
+            try:
+                remote = RouterProcess(router)
+            except Exception as exc:  # noqa: BLE001 - the loop can always decide: serve, and say why
+                print(f"tierwise: no router process ({type(exc).__name__}: {exc}); deciding in the event loop",
+                      file=sys.stderr, flush=True)
         self._router = router
         self.batcher = RouteBatcher(router, remote=remote)  # requests that arrive together are decided together
 

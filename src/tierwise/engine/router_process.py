@@ -45,8 +45,11 @@ def _compact(d: Decision) -> tuple:
 
 def _serve(conn, blob: bytes) -> None:  # pragma: no cover - runs in the child (exercised by the tests)
     """The child: decide every batch that arrives, until the parent closes the pipe."""
+    import signal
+
     from threadpoolctl import threadpool_limits
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us (EOF)
     threadpool_limits(limits=1, user_api="blas")  # one core's worth of work per batch: no BLAS threads
     router = pickle.loads(blob)
     router.route("warm-up")
