@@ -114,7 +114,7 @@ def _routing_line(port: int) -> str:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
 
     def value(pattern: str) -> float:
-        found = re.search(pattern + r" ([0-9.e+]+)", text)
+        found = re.search(r"(?m)^" + re.escape(pattern) + r" ([0-9.e+]+)$", text)
         return float(found.group(1)) if found else 0.0
 
     loop, proc = (value(f'tierwise_routing_batches_total{{where="{w}"}}') for w in ("loop", "process"))
