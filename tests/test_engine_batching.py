@@ -194,3 +194,26 @@ def test_a_router_that_cannot_go_to_a_process_is_served_from_the_loop(fresh_stub
     assert engine.batcher.remote is None and "no router process" in capfd.readouterr().err
     answers = asyncio.run(_decide_together(engine.batcher, ["a", "a longer one"]))
     assert [a.decision.model for a in answers] == ["m0", "m1"]
+
+
+def test_a_stuck_router_process_is_stopped_and_its_batch_decided_in_the_loop(small_router, capfd):
+    import os
+    import signal
+
+    from tierwise.engine.router_process import RouterProcess
+
+    router, _, prompts = small_router
+    remote = RouterProcess(router, answer_timeout_s=0.5)
+    os.kill(remote._proc.pid, signal.SIGSTOP)  # alive, never answering
+    batcher = RouteBatcher(router, remote=remote)
+
+    async def go():
+        return await asyncio.gather(*(batcher.decide(p, 0.3, router.models) for p in prompts[:4]))
+
+    try:
+        got = asyncio.run(go())
+    finally:
+        remote.close()
+    assert remote.sent == 1 and not remote.alive and "did not answer within 0.5 s" in capfd.readouterr().err
+    assert [g.decision.model for g in got] == [router.route(p, 0.3).model for p in prompts[:4]]
+    assert all(g.route_ms >= 500 for g in got)  # the wait is on the record

@@ -83,9 +83,16 @@ class RouteBatcher:
         # round trip to its latency; batches (a busy loop) and requests arriving while one is out go there
         if remote is not None and remote.alive and (len(batch) > 1 or remote.busy) and remote.submit(
                 [q.text for q in batch], [q.knob for q in batch], [q.allowed for q in batch], [q.key for q in batch],
-                lambda rows: self._answered(batch, t, None if rows is None else remote.decisions(rows))):
+                lambda rows: self._from_process(batch, t, rows)):
             return
         self._answered(batch, t, self._here(batch))
+
+    def _from_process(self, batch: list[_Queued], t: float, rows: list | None) -> None:
+        try:
+            results = None if rows is None else self.remote.decisions(rows)
+        except Exception:  # noqa: BLE001 - an answer that does not fit this router: decide here
+            results = None
+        self._answered(batch, t, results)
 
     def _here(self, batch: list[_Queued]) -> list[Decision | str]:
         """The batch decided in this process."""
@@ -99,7 +106,7 @@ class RouteBatcher:
         return [self._one(q) for q in batch]
 
     def _answered(self, batch: list[_Queued], t: float, results: list[Decision | str] | None) -> None:
-        if results is None:  # the router process died with this batch: decide it here
+        if results is None:  # the router process died with this batch (or answered nonsense): decide it here
             results = self._here(batch)
         ms = (time.perf_counter() - t) * 1000
         for q, res in zip(batch, results):

@@ -35,7 +35,6 @@ class Plan:
     decision: Decision | None = None
     router_error: str | None = None  # the router failed; the chain starts at the most capable model
     route_ms: float = 0.0
-    batch: int = 0  # routed: how many requests the router call that decided this one decided
 
 
 def kind_of(model: str, names: Sequence[str], *, cascade: bool, cascade_default: bool) -> tuple[Kind, str | None]:
@@ -69,7 +68,7 @@ def fallback_chain(first: str, order: Sequence[str], allowed: Sequence[str]) -> 
 def routed(routed: Routed, cands: Candidates, order: Sequence[str], knob: Any = None) -> Plan:
     """The plan for the router's decision (``engine.batching``); a broken router answers with the most
     capable candidate."""
-    plan = Plan("routed", knob=knob, route_ms=routed.route_ms, batch=routed.batch)
+    plan = Plan("routed", knob=knob, route_ms=routed.route_ms)
     if routed.decision is None:
         plan.router_error = routed.error
         plan.chain = fallback_chain(cands.allowed[-1], order, cands.allowed)

@@ -27,6 +27,9 @@ from ..decision import Decision
 
 READY = b"ready"
 _START_TIMEOUT_S = 60.0
+# a batch unanswered this long means a stuck child (a decision takes well under a millisecond): it is
+# killed and the loop decides from then on, so no request waits on it for ever
+ANSWER_TIMEOUT_S = 10.0
 
 # one row of a batch's answer: (index, knob, guard note, scores, costs), or the error text of that row
 Row = "tuple[int, float, str | None, list[float], list[float]] | str"
@@ -74,8 +77,9 @@ def _serve(conn, blob: bytes) -> None:  # pragma: no cover - runs in the child (
 class RouterProcess:
     """A child process deciding for ``router`` (which must have ``route_many`` and pickle)."""
 
-    def __init__(self, router: Any):
+    def __init__(self, router: Any, answer_timeout_s: float = ANSWER_TIMEOUT_S):
         self.router = router
+        self.answer_timeout_s = float(answer_timeout_s)
         self.models = list(router.models)
         self.rule = router.rule
         self.name = router.name
@@ -88,8 +92,8 @@ class RouterProcess:
         if not self._conn.poll(_START_TIMEOUT_S) or self._recv() != READY:
             self.close()
             raise RuntimeError(f"the router process did not start within {_START_TIMEOUT_S:g} s")
-        # batches sent and not answered yet, oldest first: (rows, on_answer)
-        self._waiting: deque[tuple[list, Callable[[list], None]]] = deque()
+        # batches sent and not answered yet, oldest first: (number, on_answer)
+        self._waiting: deque[tuple[int, Callable[[list | None], None]]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.alive = True
         self.sent = 0  # batches sent
@@ -108,7 +112,8 @@ class RouterProcess:
     def submit(self, texts: Sequence[str], knobs: Sequence, allowed: Sequence, keys: Sequence,
                on_answer: Callable[[list], None]) -> bool:
         """Send one batch; ``on_answer(rows)`` is called from the event loop with the decisions
-        (``decisions``). False (nothing sent) once the child is gone."""
+        (``decisions``), or with None if the child dies or does not answer within ``answer_timeout_s``
+        (then the caller decides). False (nothing sent) once the child is gone."""
         if not self.alive:
             return False
         loop = asyncio.get_running_loop()
@@ -124,9 +129,17 @@ class RouterProcess:
         except (OSError, ValueError):
             self._died()
             return False
-        self._waiting.append((list(texts), on_answer))
         self.sent += 1
+        self._waiting.append((self.sent, on_answer))
+        loop.call_later(self.answer_timeout_s, self._check_answered, self.sent)
         return True
+
+    def _check_answered(self, number: int) -> None:
+        if self.alive and self._waiting and self._waiting[0][0] <= number:
+            print(f"tierwise: the router process did not answer within {self.answer_timeout_s:g} s; stopping it",
+                  file=sys.stderr, flush=True)
+            self._proc.kill()
+            self._died()
 
     def decisions(self, rows: list) -> list[Decision | str]:
         """The child's compact rows as decisions (or error texts)."""
