@@ -238,39 +238,49 @@ class Router:
         of a decision (numpy calls, the models' weights read from memory) is paid once per batch. The
         gateway batches the routed requests that arrive together (``engine.batching``).
         """
+        Q, C, ks, picked, notes = self._pick_many(texts, knobs, allowed, request_ids)
+        models, name, rule = self.models, self.name, self.rule
+        return [Decision(model=models[idx], index=idx, scores=dict(zip(models, q)), rule=rule, knob=k, router=name,
+                         costs=dict(zip(models, c)), mixed=note is not None and note.startswith("hull-mix"),
+                         guard=note)
+                for idx, k, note, q, c in zip(picked, ks, notes, Q.tolist(), C.tolist())]
+
+    def _pick_many(self, texts: Sequence[str], knobs: Sequence | None, allowed: Sequence | None,
+                   request_ids: Sequence | None) -> tuple[np.ndarray, np.ndarray, list[float], list[int], list]:
+        """(quality (n, m), expected cost (n, m), knob per row, model index per row, guard note per row)."""
         self._check_fitted()
         n = len(texts)
         if n == 0:
-            return []
+            return np.zeros((0, len(self.models))), np.zeros((0, len(self.models))), [], [], []
         X = self.featurizer.transform_one(texts[0]) if n == 1 else self.featurizer.transform(list(texts))
         Q = self.quality.predict(X)
         C = self.expected_cost(X, texts)
         ks = [self._knob(None if knobs is None else knobs[i]) for i in range(n)]
-        masks: dict[tuple, np.ndarray | None] = {}
-        picks: dict[tuple, list[int]] = {}  # (knob, candidate set) -> rows the learned rule decides
-        out: list = [None] * n
+        masks: dict[tuple | None, np.ndarray | None] = {}
+        mkeys = [None] * n
+        if allowed is not None:
+            for i, names in enumerate(allowed):
+                mkey = mkeys[i] = None if names is None else tuple(names)
+                if mkey not in masks:
+                    masks[mkey] = self._mask(names)
+        picked: list = [None] * n
+        notes: list = [None] * n
+        if self.guard is not None:
+            for i in range(n):
+                key = request_ids[i] if request_ids is not None and request_ids[i] is not None else texts[i]
+                picked[i], notes[i] = self._guarded_pick(ks[i], masks.get(mkeys[i]), key)
+        groups: dict[tuple, list[int]] = {}  # (knob, candidate set) -> rows the learned rule decides
         for i in range(n):
-            names = None if allowed is None else allowed[i]
-            mkey = None if names is None else tuple(names)
-            if mkey not in masks:
-                masks[mkey] = self._mask(names)
-            mask = masks[mkey]
-            key = request_ids[i] if request_ids is not None and request_ids[i] is not None else texts[i]
-            idx, note = self._guarded_pick(ks[i], mask, key)
-            out[i] = (idx, note)
-            if idx is None:
-                picks.setdefault((ks[i], mkey), []).append(i)
-        for (k, mkey), rows in picks.items():
-            chosen = choose(Q[rows], C[rows], self.rule, k, masks[mkey], scale=self.cost_scale)
+            if picked[i] is None:
+                groups.setdefault((ks[i], mkeys[i]), []).append(i)
+        for (k, mkey), rows in groups.items():
+            if len(rows) == n:
+                chosen = choose(Q, C, self.rule, k, masks.get(mkey), scale=self.cost_scale)
+            else:
+                chosen = choose(Q[rows], C[rows], self.rule, k, masks.get(mkey), scale=self.cost_scale)
             for i, idx in zip(rows, chosen.tolist()):
-                out[i] = (idx, out[i][1])
-        models, name, rule = self.models, self.name, self.rule
-        decisions = []
-        for i, (idx, note) in enumerate(out):
-            decisions.append(Decision(model=models[idx], index=idx, scores=dict(zip(models, Q[i].tolist())),
-                                      rule=rule, knob=ks[i], router=name, costs=dict(zip(models, C[i].tolist())),
-                                      mixed=note is not None and note.startswith("hull-mix"), guard=note))
-        return decisions
+                picked[i] = idx
+        return Q, C, ks, picked, notes
 
     def _mask(self, allowed: Sequence[str] | None) -> np.ndarray | None:
         """The candidates as a mask over ``models`` (None: every model allowed)."""
@@ -301,7 +311,8 @@ class Router:
     def route_batch(self, prompts: Sequence[str], knob: float | str | None = None) -> list[str]:
         """Models for many prompts at one knob (what ``route`` picks for each, with prompt-seeded guard coins)."""
         prompts = list(prompts)
-        return [d.model for d in self.route_many(prompts, [knob] * len(prompts))]
+        picked = self._pick_many(prompts, [knob] * len(prompts), None, None)[3]
+        return [self.models[i] for i in picked]
 
     def _knob(self, knob) -> float:
         if knob is None:
