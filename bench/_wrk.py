@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from _proc import wait_port
+from _proc import cpu_s, wait_port
 from tierwise.testing import free_port
 
 _ONE = """wrk.method = "POST"
@@ -47,8 +47,9 @@ def script(tmp: Path, bodies: list[dict], key: str | None = None) -> Path:
     return path
 
 
-def run(url: str, lua: Path, seconds: float, connections: int, warmup_s: int = 2) -> dict:
-    """Requests/s, p50 latency (ms), non-2xx count and requests done (and in the warm-up), from one wrk run.
+def run(url: str, lua: Path, seconds: float, connections: int, warmup_s: int = 2, pid: int | None = None) -> dict:
+    """Requests/s, p50 latency (ms), non-2xx count and requests done (and in the warm-up), from one wrk run;
+    with ``pid``, also that process tree's CPU ms per request during the run (``cpu_ms``).
 
     wrk counts a request when its answer is read; ones still in flight when it stops are not
     counted (but reach the gateway): at most ``connections`` per run."""
@@ -57,6 +58,7 @@ def run(url: str, lua: Path, seconds: float, connections: int, warmup_s: int = 2
         warm = subprocess.run(["wrk", "-t1", "-c8", f"-d{warmup_s}s", "-s", str(lua), url], capture_output=True,
                               text=True).stdout
     warm_done = re.search(r"(\d+) requests in", warm)
+    cpu0 = cpu_s(pid) if pid else 0.0
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{int(round(seconds))}s", "--latency", "-s",
                           str(lua), url], capture_output=True, text=True).stdout
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -68,7 +70,8 @@ def run(url: str, lua: Path, seconds: float, connections: int, warmup_s: int = 2
     return {"rps": float(found.group(1)),
             "p50_ms": float(lat.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[lat.group(2)] if lat else float("nan"),
             "non2xx": int(errors.group(1)) if errors else 0, "requests": int(done.group(1)) if done else 0,
-            "warmup_requests": int(warm_done.group(1)) if warm_done else 0}
+            "warmup_requests": int(warm_done.group(1)) if warm_done else 0,
+            "cpu_ms": (cpu_s(pid) - cpu0) * 1000 / max(1, int(done.group(1)) if done else 1) if pid else float("nan")}
 
 
 _ANSWER = json.dumps({"id": "chatcmpl-nginx", "object": "chat.completion", "created": 0, "model": "echo",

@@ -125,7 +125,8 @@ def _routing_line(port: int) -> str:
             f"{loop:.0f} in the loop)")
 
 
-def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path, rounds: int = 3) -> list[tuple[str, int, int]]:
+def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path, gateway, rounds: int = 3
+               ) -> list[tuple[str, int, int]]:
     """wrk, 32 connections, by name vs routed, each request a different prompt (of 500). With nginx
     installed, against a second gateway (same models and router) whose backend is nginx answering a
     canned completion: the Python stub would take a good part of the 2 cores from the gateway."""
@@ -153,7 +154,7 @@ def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path, round
                    for label, model in (("by name", name), ("routed", "tierwise"))}
         for _ in range(rounds):  # interleaved: the machine's drift between minutes hits both alike
             for label, lua in scripts.items():
-                runs[label].append(_wrk.run(url, lua, seconds, 32))
+                runs[label].append(_wrk.run(url, lua, seconds, 32, pid=(gw or gateway).pid))
         res = {label: sorted(rs, key=lambda x: x["rps"])[len(rs) // 2] for label, rs in runs.items()}  # median rounds
         for label, rs in runs.items():
             r = res[label]
@@ -164,6 +165,9 @@ def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path, round
                         f"{r['rps']:7.0f} req/s (median; rounds {each})  "
                         f"p50 {r['p50_ms']:.2f} ms  non-2xx {sum(x['non2xx'] for x in rs)}", counted,
                         0 if nginx else (32 + 8) * len(rs)))
+        cpu = {label: sorted(x["cpu_ms"] for x in rs)[len(rs) // 2] for label, rs in runs.items()}
+        out.append((f"CPU per request under wrk (the gateway process tree: event loop, log writer, router process; "
+                    f"median): by name {cpu['by name']:.3f} ms, routed {cpu['routed']:.3f} ms", 0, 0))
         out.append((_routing_line(port), 0, 0))
     finally:
         if gw is not None:
@@ -237,7 +241,7 @@ def main() -> int:
                                             args.load_requests, args.max_seconds))
             wall = time.perf_counter() - t0
             load_cpu = cpu_s(proc.pid) - cpu3
-            wrk_lines = (_wrk_phase(port, (names or ["m0"])[0], args.wrk_seconds, Path(tmp), cfg)
+            wrk_lines = (_wrk_phase(port, (names or ["m0"])[0], args.wrk_seconds, Path(tmp), cfg, proc)
                          if args.wrk_seconds else [])
         finally:
             out = stop_gateway(proc)

@@ -149,9 +149,11 @@ the Python stub does not take the cores being measured).
 Routed requests that arrive in the same event-loop turn are decided together (`engine/batching.py`);
 a trained router decides those batches in a process of its own (`router_process: auto`, on while the
 machine has a core more than the gateway has workers; `engine/router_process.py`), a request alone on
-an idle gateway in the loop. The last line of each block says where the wrk gateway's decisions were
-made and the mean batch. The "gateway CPU per request" line counts the router process too (it is a
-child of the gateway), so it shows what routing costs the machine, not only the event loop.
+an idle gateway in the loop. The "routing (wrk gateway)" line says where the wrk gateway's decisions
+were made and the mean batch. The CPU lines count the whole gateway process tree (event loop, log
+writer, router process): what routing costs the machine, not only the event loop. "Gateway CPU per
+request" is the sequential series (one request at a time: decisions in the loop); "CPU per request
+under wrk" is the throughput runs.
 
 Stand-in router (no training data):
 
