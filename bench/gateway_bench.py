@@ -193,6 +193,8 @@ def main() -> int:
     ap.add_argument("--wrk-seconds", type=float, default=10.0,
                     help="then wrk (C) with 32 connections for this long, by name vs routed, distinct prompts "
                          "(0: skip)")
+    ap.add_argument("--router-process", choices=("auto", "on", "off"), default="auto",
+                    help="the pyramid's router_process setting (where a trained router decides)")
     ap.add_argument("--stub-port", type=int, help=argparse.SUPPRESS)  # internal: run only the stub backend
     args = ap.parse_args()
     if args.stub_port:
@@ -220,6 +222,7 @@ def main() -> int:
                 router_path = default_router_path() if args.router == "default" else Path(args.router).resolve()
             names = Router.load(router_path).models
             extra = f"router: {router_path}\n"
+        extra += f"router_process: {args.router_process}\n"
         cfg = write_pyramid(Path(tmp) / "pyramid.yaml", stub_url, log, modes=("echo",) * (len(names) if names else 3),
                             names=names, extra=extra)
         print(f"router: {args.router}{' (' + ', '.join(names) + ')' if names else ''}")
