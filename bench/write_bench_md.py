@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def _gateway(router: str, requests: int) -> str:
+def _gateway(router: str, requests: int, *extra: str) -> str:
     out = subprocess.run([sys.executable, str(ROOT / "bench/gateway_bench.py"), "--router", router,
-                          "--requests", str(requests)], capture_output=True, text=True, timeout=1800)
+                          "--requests", str(requests), *extra], capture_output=True, text=True, timeout=1800)
     return (out.stdout + (f"\n(exit {out.returncode})\n" + out.stderr[-1500:] if out.returncode else "")).strip()
 
 
@@ -72,6 +72,7 @@ def main() -> None:
     gw_stand_in = _gateway("stand-in", args.requests)
     gw_default = _gateway("default", args.requests) if default_router_path().exists() else "(no shipped router)"
     gw_trained = _gateway("trained", args.requests)
+    gw_trained_loop = _gateway("trained", args.requests, "--router-process", "off")
     compared = _compare(args.compare, args.requests) if args.compare else "(skipped)"
     soaked = _soak(args.soak_seconds) if args.soak_seconds else "(skipped)"
     if args.workers_output:
@@ -172,6 +173,13 @@ neighbour search then uses its cell index):
 
 ```
 {gw_trained}
+```
+
+The same router deciding in the event loop (`router_process: off`; batched all the same), run right
+after the block above:
+
+```
+{gw_trained_loop}
 ```
 
 ## Before/after the engine layer (`bench/compare_gateway.py`)
