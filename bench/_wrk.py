@@ -67,11 +67,12 @@ def run(url: str, lua: Path, seconds: float, connections: int, warmup_s: int = 2
     lat = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     done = re.search(r"(\d+) requests in", out)
+    requests = int(done.group(1)) if done else 0
     return {"rps": float(found.group(1)),
             "p50_ms": float(lat.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[lat.group(2)] if lat else float("nan"),
-            "non2xx": int(errors.group(1)) if errors else 0, "requests": int(done.group(1)) if done else 0,
+            "non2xx": int(errors.group(1)) if errors else 0, "requests": requests,
             "warmup_requests": int(warm_done.group(1)) if warm_done else 0,
-            "cpu_ms": (cpu_s(pid) - cpu0) * 1000 / max(1, int(done.group(1)) if done else 1) if pid else float("nan")}
+            "cpu_ms": (cpu_s(pid) - cpu0) * 1000 / max(1, requests) if pid else float("nan")}
 
 
 _ANSWER = json.dumps({"id": "chatcmpl-nginx", "object": "chat.completion", "created": 0, "model": "echo",

@@ -81,6 +81,14 @@ class Decision:
     def score(self) -> float:
         return self.scores[self.model]
 
+    @classmethod
+    def of(cls, models: list[str], index: int, knob: float, guard: str | None, scores, costs, rule: str,
+           router: str) -> "Decision":
+        """A router's pick: model ``index`` of ``models``, with every model's score and expected cost."""
+        return cls(model=models[index], index=index, scores=dict(zip(models, scores)), rule=rule, knob=knob,
+                   router=router, costs=dict(zip(models, costs)),
+                   mixed=guard is not None and guard.startswith("hull-mix"), guard=guard)
+
 
 def cost_scale(cost: np.ndarray) -> float:
     """The cost the ``cost_weight`` knob is relative to: the dearest model's mean cost.

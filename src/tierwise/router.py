@@ -239,10 +239,7 @@ class Router:
         gateway batches the routed requests that arrive together (``engine.batching``).
         """
         Q, C, ks, picked, notes = self._pick_many(texts, knobs, allowed, request_ids)
-        models, name, rule = self.models, self.name, self.rule
-        return [Decision(model=models[idx], index=idx, scores=dict(zip(models, q)), rule=rule, knob=k, router=name,
-                         costs=dict(zip(models, c)), mixed=note is not None and note.startswith("hull-mix"),
-                         guard=note)
+        return [Decision.of(self.models, idx, k, note, q, c, self.rule, self.name)
                 for idx, k, note, q, c in zip(picked, ks, notes, Q.tolist(), C.tolist())]
 
     def _pick_many(self, texts: Sequence[str], knobs: Sequence | None, allowed: Sequence | None,

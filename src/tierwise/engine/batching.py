@@ -96,14 +96,8 @@ class RouteBatcher:
 
     def _here(self, batch: list[_Queued]) -> list[Decision | str]:
         """The batch decided in this process."""
-        many = getattr(self.router, "route_many", None)
-        if many is not None and len(batch) > 1:
-            try:
-                return list(many([q.text for q in batch], [q.knob for q in batch], [q.allowed for q in batch],
-                                 [q.key for q in batch]))
-            except Exception:  # noqa: BLE001 - decided again one by one: only the bad request fails
-                pass
-        return [self._one(q) for q in batch]
+        return decide_all(self.router, [q.text for q in batch], [q.knob for q in batch], [q.allowed for q in batch],
+                          [q.key for q in batch])
 
     def _answered(self, batch: list[_Queued], t: float, results: list[Decision | str] | None) -> None:
         if results is None:  # the router process died with this batch (or answered nonsense): decide it here
@@ -114,10 +108,22 @@ class RouteBatcher:
                 q.future.set_result(Routed(None, res, ms, len(batch)) if isinstance(res, str)
                                     else Routed(res, None, ms, len(batch)))
 
-    def _one(self, q: _Queued) -> Decision | str:
+
+def decide_all(router: Any, texts: Sequence[str], knobs: Sequence, allowed: Sequence, keys: Sequence
+               ) -> list[Decision | str]:
+    """Each request's decision, or the text of its router error: one ``route_many`` call for the lot; if
+    that fails (or the router has none), one ``route`` per request, so only a bad request fails."""
+    many = getattr(router, "route_many", None)
+    if many is not None and len(texts) > 1:
         try:
-            if q.key is None:
-                return self.router.route(q.text, knob=q.knob, allowed=q.allowed)
-            return self.router.route(q.text, knob=q.knob, allowed=q.allowed, request_id=q.key)
+            return list(many(texts, knobs, allowed, keys))
+        except Exception:  # noqa: BLE001 - decided again one by one below
+            pass
+    out: list[Decision | str] = []
+    for text, knob, names, key in zip(texts, knobs, allowed, keys):
+        try:
+            out.append(router.route(text, knob=knob, allowed=names) if key is None else
+                       router.route(text, knob=knob, allowed=names, request_id=key))
         except Exception as exc:  # a broken router must not take the gateway down; the record shows it
-            return f"router failed: {type(exc).__name__}: {exc}"[:300]
+            out.append(f"router failed: {type(exc).__name__}: {exc}"[:300])
+    return out

@@ -98,7 +98,7 @@ def wants_router_process(setting: str, router: Any, workers: int = 1) -> bool:
         return setting == "on"
     from .router_process import usable_cores
 
-    return is_trained(router) and getattr(router, "route_many", None) is not None and usable_cores() > workers
+    return is_trained(router) and usable_cores() > workers
 
 
 def default_knob(pyramid: "Pyramid", router: Any) -> Any:
@@ -143,7 +143,7 @@ def build_engine(cls, pyramid: "Pyramid", *, router: Any = None, backends: dict[
     if cascade_default is None:
         cascade_default = casc is not None and not is_trained(router)
     if router_process is None:
-        router_process = getattr(pyramid, "router_process", "auto") == "on"
+        router_process = pyramid.router_process == "on"
     return cls(slots, router, cascade=casc, cascade_default=cascade_default, default_knob=knob,
                router_process=router_process,
                max_pending=max_pending or pyramid.max_pending, max_pending_per_key=pyramid.max_pending_per_key,

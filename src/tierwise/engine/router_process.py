@@ -24,16 +24,13 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from ..decision import Decision
+from .batching import decide_all
 
 READY = b"ready"
 _START_TIMEOUT_S = 60.0
 # a batch unanswered this long means a stuck child (a decision takes well under a millisecond): it is
 # killed and the loop decides from then on, so no request waits on it for ever
 ANSWER_TIMEOUT_S = 10.0
-
-# one row of a batch's answer: (index, knob, guard note, scores, costs), or the error text of that row
-Row = "tuple[int, float, str | None, list[float], list[float]] | str"
-
 
 def usable_cores() -> int:
     try:
@@ -43,6 +40,7 @@ def usable_cores() -> int:
 
 
 def _compact(d: Decision) -> tuple:
+    """One row of a batch's answer (``Decision.of``'s arguments); a failed row is its error text."""
     return d.index, d.knob, d.guard, list(d.scores.values()), list(d.costs.values())
 
 
@@ -62,15 +60,7 @@ def _serve(conn, blob: bytes) -> None:  # pragma: no cover - runs in the child (
             texts, knobs, allowed, keys = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        try:
-            rows: list = [_compact(d) for d in router.route_many(texts, knobs, allowed, keys)]
-        except Exception:  # noqa: BLE001 - one by one: only the bad request fails
-            rows = []
-            for t, k, a, key in zip(texts, knobs, allowed, keys):
-                try:
-                    rows.append(_compact(router.route_many([t], [k], [a], [key])[0]))
-                except Exception as exc:  # noqa: BLE001
-                    rows.append(f"router failed: {type(exc).__name__}: {exc}"[:300])
+        rows = [d if isinstance(d, str) else _compact(d) for d in decide_all(router, texts, knobs, allowed, keys)]
         conn.send_bytes(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -78,7 +68,6 @@ class RouterProcess:
     """A child process deciding for ``router`` (which must have ``route_many`` and pickle)."""
 
     def __init__(self, router: Any, answer_timeout_s: float = ANSWER_TIMEOUT_S):
-        self.router = router
         self.answer_timeout_s = float(answer_timeout_s)
         self.models = list(router.models)
         self.rule = router.rule
@@ -123,9 +112,7 @@ class RouterProcess:
             self._loop = loop
             loop.add_reader(self._conn.fileno(), self._on_readable)
         try:
-            self._conn.send_bytes(pickle.dumps((list(texts), list(knobs), [list(a) if a is not None else None
-                                                                           for a in allowed], list(keys)),
-                                               protocol=pickle.HIGHEST_PROTOCOL))
+            self._conn.send_bytes(pickle.dumps((texts, knobs, allowed, keys), protocol=pickle.HIGHEST_PROTOCOL))
         except (OSError, ValueError):
             self._died()
             return False
@@ -143,17 +130,7 @@ class RouterProcess:
 
     def decisions(self, rows: list) -> list[Decision | str]:
         """The child's compact rows as decisions (or error texts)."""
-        models, name, rule = self.models, self.name, self.rule
-        out: list[Decision | str] = []
-        for row in rows:
-            if isinstance(row, str):
-                out.append(row)
-                continue
-            idx, knob, note, scores, costs = row
-            out.append(Decision(model=models[idx], index=idx, scores=dict(zip(models, scores)), rule=rule,
-                                knob=knob, router=name, costs=dict(zip(models, costs)),
-                                mixed=note is not None and note.startswith("hull-mix"), guard=note))
-        return out
+        return [row if isinstance(row, str) else Decision.of(self.models, *row, self.rule, self.name) for row in rows]
 
     def _on_readable(self) -> None:
         while self._conn.poll():  # (also true at end of file: the child is gone)
