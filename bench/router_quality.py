@@ -43,6 +43,7 @@ PAIR_KEYS = ("apgr", "cpt50", "cpt80", "cpt95")
 N_KEYS = ("aiq", "cost_to_match_best", "quality_at_25pct_cost", "max_quality", "knobs_under_zero", "max_under_zero")
 RESULTS_JSON = ROOT / "docs/results.json"
 PROBE_JSON = ROOT / "docs/probe_onboarding.json"
+GUARD_JSON = ROOT / "docs/guard_small_tables.json"
 
 
 def fmt(v, key):
@@ -213,12 +214,13 @@ def summary_section(merged: dict) -> list[str]:
 
 
 def write_page(merged: dict, out: Path = ROOT / "docs/results.md") -> None:
-    """docs/results.md from the stored results (this script's and bench/probe_onboarding.py's)."""
+    """docs/results.md from the stored results (this script's, bench/probe_onboarding.py's and bench/guard_small_tables.py's)."""
     ordered = [merged[k] for k in BENCHMARKS if k in merged]
     parts = [HEADER, "\n".join(summary_section(merged))]
     parts += [r["markdown"] for r in ordered if "markdown" in r]
-    if PROBE_JSON.exists():
-        parts.append(json.loads(PROBE_JSON.read_text())["markdown"])
+    for extra in (PROBE_JSON, GUARD_JSON):  # sections of bench/probe_onboarding.py and bench/guard_small_tables.py
+        if extra.exists():
+            parts.append(json.loads(extra.read_text())["markdown"])
     out.write_text("\n".join(parts) + "\n")
     print(f"wrote {out}", file=sys.stderr)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tierwise.calibration import HullGuard, best_quality_knobs, draw, hull_vertices, under_zero
+from tierwise.calibration import CrossFitZeroRouter, HullGuard, best_quality_knobs, draw, hull_vertices, under_zero
 from tierwise.evaluate import evaluate
 from tierwise.metrics import hull_quality, single_model_points, upper_hull
 from tierwise.router import Router
@@ -145,6 +145,29 @@ def test_guard_serves_the_best_model_where_the_router_best_is_worse():
     assert under_zero(Q, C, correct, cost)["knobs_under_zero"] == 0
     raw = under_zero(correct[np.arange(400), picks], cost[np.arange(400), picks], correct, cost)
     assert raw["knobs_under_zero"] == 1 and raw["max_under_zero"] > 0.15
+
+
+def test_guard_serves_no_mixture_the_table_cannot_pin_down():
+    # cheap A (0.3), middle B (0.6 in truth: on the chord of A and C), dear C (0.9); on these 300 rows B
+    # is lucky enough to be a hull vertex, but not on every fold: which two models to mix is noise here
+    rng = np.random.default_rng(6)
+    correct = (rng.random((300, 3)) < [0.3, 0.6, 0.9]).astype(float)
+    cost = np.tile([1.0, 2.0, 3.0], (300, 1))
+    zero = CrossFitZeroRouter(correct, cost)
+    assert list(hull_vertices(correct, cost)) == [0, 1, 2]
+    assert any(1 not in verts for _, verts, _ in zero.parts)  # a fold whose hull has no B
+    assert not zero.agrees(2.5, (1, 2)) and zero.agrees(None, (2, 2))
+    # a router that mixes A and C at random (quality 0.6 at cost 2.0 and 2.5): behind the table's hull
+    picks = np.stack([np.where(rng.random(300) < p, 2, 0) for p in (0.5, 0.75)])
+    knobs = np.array([0.2, 0.1])
+    in_sample = HullGuard.fit(knobs, picks, correct, cost, folds=0)
+    assert in_sample.guarded.all() and set(in_sample.lo) | set(in_sample.hi) >= {1}
+    guard = HullGuard.fit(knobs, picks, correct, cost)
+    assert not guard.guarded.any()  # the learned rule decides: no mixture of models the folds disagree on
+    # B plainly on the hull (0.8 against a chord at 0.6): every fold agrees, and the guard serves the mixture
+    plain = correct.copy()
+    plain[:, 1] = rng.random(300) < 0.8
+    assert HullGuard.fit(knobs, picks, plain, cost).guarded.all()
 
 
 def test_draw_is_uniform_and_stable():

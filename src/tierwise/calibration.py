@@ -5,9 +5,13 @@ the segment between them; so the convex hull of the single models' (mean cost, q
 *zero router*, is on offer without any learning. Where a learned router's out-of-fold curve falls
 under that hull at some knob, serving the hull's mixture there is better at the same cost.
 
-:meth:`HullGuard.fit` compares, knob by knob, the router's out-of-fold operating point with the hull
-at the same mean cost (a paired comparison on the same rows), and guards every knob where the router
-is not ahead by at least ``margin_se`` standard errors. At a guarded knob a request goes to the
+:meth:`HullGuard.fit` compares, knob by knob, the router's out-of-fold operating point with the zero
+router at the same mean cost (a paired comparison on the same rows), and guards every knob where the
+router is not ahead by at least ``margin_se`` standard errors. The zero router it compares with is
+cross-fitted (:class:`CrossFitZeroRouter`: each fold served by the hull of the others), and a knob
+is guarded only where every fold's hull would mix the same two models: on a small table the hull's
+vertices are partly the models that were lucky on its rows, and a mixture of them can be under the
+zero router of future traffic (``bench/guard_small_tables.py``). At a guarded knob a request goes to the
 dearer of the two hull neighbours with probability ``p`` (the hull's mixing ratio at the router's
 cost), else to the cheaper one; the coin is a hash of the request id or the prompt (:func:`draw`), so
 a decision is reproducible. Past the best single model the hull is flat: a guarded knob there serves
@@ -33,6 +37,7 @@ from .metrics import Curve, hull_quality, single_model_points, upper_hull
 # 1.25: the smallest of 1, 1.25, 1.5 with no knob under the zero router on any shipped table out of fold
 # (bench/router_quality.py; at 1.0 one knob of kNN on mmlu_pro was 0.003 under, by 2 SEs)
 DEFAULT_MARGIN_SE = 1.25
+ZERO_ROUTER_FOLDS = 5  # the zero router a guard compares with is cross-fitted over this many folds
 
 
 def hull_vertices(correct: np.ndarray, cost: np.ndarray) -> np.ndarray:
@@ -50,6 +55,54 @@ def hull_mixture(verts: np.ndarray, vertex_cost: np.ndarray, c: float) -> tuple[
     if s >= len(verts) - 1:  # at or past the best model: the hull is flat, serve it alone
         return int(verts[-1]), int(verts[-1]), 1.0
     return int(verts[s]), int(verts[s + 1]), float((c - vertex_cost[s]) / (vertex_cost[s + 1] - vertex_cost[s]))
+
+
+class CrossFitZeroRouter:
+    """Per row, what the zero router deployed from *other* rows gets: each fold is served by the hull
+    (or the best model) of the remaining folds. The hull of all rows knows every row's outcome, and on a
+    small table its vertices are partly the models that were lucky on these rows (measured in
+    ``bench/guard_small_tables.py``: a guard compared with it served mixtures that were under the
+    zero router of future traffic); this is the honest alternative a router must beat.
+    ``folds`` < 2 or too few rows: the hull of all rows."""
+
+    def __init__(self, correct: np.ndarray, cost: np.ndarray, folds: int = 5, seed: int = 0):
+        self.correct = correct
+        n = len(correct)
+        if folds < 2 or n < 2 * folds:
+            self.parts = [(np.ones(n, bool), hull_vertices(correct, cost), cost.mean(axis=0))]
+        else:
+            ids = np.arange(n) % folds
+            np.random.default_rng(seed).shuffle(ids)
+            self.parts = [(ids == f, hull_vertices(correct[ids != f], cost[ids != f]), cost[ids != f].mean(axis=0))
+                          for f in range(folds)]
+
+    def at(self, c: float) -> np.ndarray:
+        """(n,) each row's expected quality from the mixture its fold's zero router serves at mean cost ``c``."""
+        out = np.empty(len(self.correct))
+        for test, verts, means in self.parts:
+            mix = hull_mixture(verts, means[verts], c)
+            a, b, p = (verts[0], verts[0], 1.0) if mix is None else mix
+            out[test] = (1 - p) * self.correct[test, a] + p * self.correct[test, b]
+        return out
+
+    def agrees(self, c: float | None, pair: tuple[int, int]) -> bool:
+        """Whether every fold's zero router serves the same two models (``c`` None: the same best model)."""
+        for _, verts, means in self.parts:
+            if c is None:
+                mine = (int(verts[-1]), int(verts[-1]))
+            else:
+                mix = hull_mixture(verts, means[verts], c)
+                mine = (int(verts[0]), int(verts[0])) if mix is None else mix[:2]
+            if mine != tuple(pair):
+                return False
+        return True
+
+    def best(self) -> np.ndarray:
+        """(n,) each row's outcome from the model its fold's zero router calls best."""
+        out = np.empty(len(self.correct))
+        for test, verts, _ in self.parts:
+            out[test] = self.correct[test, verts[-1]]
+        return out
 
 
 def draw(key: str) -> float:
@@ -76,28 +129,34 @@ class HullGuard:
 
     @classmethod
     def fit(cls, knobs: np.ndarray, picks: np.ndarray, correct: np.ndarray, cost: np.ndarray,
-            margin_se: float = DEFAULT_MARGIN_SE, best_knobs: np.ndarray | None = None) -> "HullGuard":
+            margin_se: float = DEFAULT_MARGIN_SE, best_knobs: np.ndarray | None = None,
+            folds: int = ZERO_ROUTER_FOLDS) -> "HullGuard":
         """``picks`` (knobs, n): the learned rule's out-of-fold choices; ``correct``/``cost`` (n, m) realised;
-        ``best_knobs`` (knobs,) bool: the knob values that mean "best quality" (see :func:`best_quality_knobs`)."""
+        ``best_knobs`` (knobs,) bool: the knob values that mean "best quality" (see :func:`best_quality_knobs`).
+
+        The router is compared with the zero router *as it would be deployed* from these rows: each of
+        ``folds`` folds is served by the hull of the other folds (:class:`CrossFitZeroRouter`), so the
+        comparison does not favour the hull's lucky models (``folds=0``: the hull of all rows, in sample).
+        A guarded knob serves the hull of all rows."""
         knobs = np.asarray(knobs, dtype=float)
         rows = np.arange(correct.shape[0])
         verts = hull_vertices(correct, cost)
         vc = cost.mean(axis=0)[verts]
-        best = int(verts[-1])
+        zero = CrossFitZeroRouter(correct, cost, folds)
         lo, hi, p = np.full(len(knobs), -1), np.full(len(knobs), -1), np.zeros(len(knobs))
         for k, pick in enumerate(picks):
             if (pick == pick[0]).all() and pick[0] in verts:
                 continue  # one hull model for every row already: a mixture would serve the same
             got = correct[rows, pick]
-            if best_knobs is not None and best_knobs[k] and _behind(got - correct[:, best], margin_se):
-                lo[k], hi[k], p[k] = best, best, 1.0
+            if best_knobs is not None and best_knobs[k]:
+                best = int(verts[-1])
+                if zero.agrees(None, (best, best)) and _behind(got - zero.best(), margin_se):
+                    lo[k], hi[k], p[k] = best, best, 1.0
                 continue
-            mix = hull_mixture(verts, vc, cost[rows, pick].mean())
-            if mix is None:
-                continue
-            a, b, ratio = mix
-            if _behind(got - ((1 - ratio) * correct[:, a] + ratio * correct[:, b]), margin_se):
-                lo[k], hi[k], p[k] = a, b, ratio
+            c = cost[rows, pick].mean()
+            mix = hull_mixture(verts, vc, c)
+            if mix is not None and zero.agrees(c, mix[:2]) and _behind(got - zero.at(c), margin_se):
+                lo[k], hi[k], p[k] = mix
         return cls(knobs, lo, hi, p, float(margin_se))
 
     # ------------------------------------------------------------------ serving
