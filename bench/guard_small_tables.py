@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from router_quality import BENCHMARKS, GUARD_JSON, RESULTS_JSON, write_page  # noqa: E402
+from router_quality import GUARD_JSON, RESULTS_JSON, load_benchmark, write_page  # noqa: E402
 from tierwise.calibration import DEFAULT_MARGIN_SE, HullGuard, best_quality_knobs, under_zero  # noqa: E402
 from tierwise.evaluate import EVAL_KNOBS, evaluate  # noqa: E402
 from tierwise.decision import knob_grid  # noqa: E402
@@ -45,7 +45,6 @@ from tierwise.features import Featurizer  # noqa: E402
 from tierwise.metrics import router_picks  # noqa: E402
 from tierwise.router import Router  # noqa: E402
 from tierwise.routers.cost import table_cost_inputs  # noqa: E402
-from tierwise.table import load_table  # noqa: E402
 
 TABLES = ("mmlu_pro", "llmrouter_dc", "gsm8k", "mmlu")
 KINDS = ("knn", "mf", "ensemble")
@@ -158,9 +157,7 @@ def main() -> None:
     results: dict = {}
     t0 = time.time()
     for name in args.tables:
-        fname, source, _ = BENCHMARKS[name]
-        table = load_table(ROOT / "data/outcomes" / fname)
-        table = (table.with_source(source) if source else table).clean()
+        table = load_benchmark(name)
         say = lambda msg, name=name: print(f"[{name}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
         say(f"encoding {len(table)} prompts")
         X = featurizer.transform(table.prompts)

@@ -31,14 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from router_quality import BENCHMARKS, PROBE_JSON, RESULTS_JSON, write_page  # noqa: E402
+from router_quality import PROBE_JSON, RESULTS_JSON, load_benchmark, write_page  # noqa: E402
 from tierwise.decision import cost_scale, knob_grid  # noqa: E402
 from tierwise.evaluate import cross_val_predict, fold_ids  # noqa: E402
 from tierwise.features import Featurizer  # noqa: E402
 from tierwise.metrics import nmodel_metrics, router_curve, single_model_points, upper_hull, aiq  # noqa: E402
 from tierwise.routers.cost import cross_val_cost, table_cost_inputs  # noqa: E402
 from tierwise.routers.probe import CAUTION, cautious_logits, logits, place_posterior, select_probes, sigmoid  # noqa: E402
-from tierwise.table import load_table  # noqa: E402
 
 TABLES = ("mmlu_pro", "llmrouter_dc", "local")
 STRATEGIES = ("selected", "random", "mean of random probes")
@@ -147,9 +146,7 @@ def main() -> None:
     featurizer = Featurizer()
     results = {}
     for name in args.tables:
-        fname, source, _ = BENCHMARKS[name]
-        table = load_table(ROOT / "data/outcomes" / fname)
-        table = (table.with_source(source) if source else table).clean()
+        table = load_benchmark(name)
         say = lambda msg, name=name: print(f"[{name}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
         say(f"encoding {len(table)} prompts")
         X = featurizer.transform(table.prompts)
