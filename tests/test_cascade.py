@@ -140,6 +140,11 @@ def test_cli_eval_places_the_cascade_beside_the_routers(tmp_path):
     # logprob really predicts success in this table: the cascade beats mixing single models
     assert casc["aiq"] > routers["zero_router"]["aiq"]
     assert (tmp_path / "p.png").stat().st_size > 10_000
+    # the table view says that on 200 rows the count of knobs under the zero router is noise
+    shown = subprocess.run([sys.executable, "-m", "tierwise.cli", "eval", str(table), "--routers", "knn", "--folds", "3"],
+                           capture_output=True, text=True, timeout=600)
+    assert shown.returncode == 0, shown.stderr
+    assert "On 200 prompts '<zero' is mostly noise" in " ".join(shown.stdout.split())
 
 
 def test_thresholds_roundtrip_and_errors(tmp_path):

@@ -81,6 +81,10 @@ def _print_report(report, console) -> None:
     console.print("'<name> +hull' = the deployed router (hull guard fitted on the other folds); '<zero' = knobs "
                   "where a curve is under the zero router by more than 2 paired standard errors. Routers decide "
                   "with their out-of-fold expected cost per request; curves are measured with the table's cost.")
+    if report.n <= SMALL_TABLE_ROWS:
+        console.print(f"[yellow]On {report.n} prompts '<zero' is mostly noise: the zero router here is the hull of these "
+                      "very rows, partly the models that were lucky on them (bench/guard_small_tables.py: at 400-2,000 "
+                      "rows it did not predict the count on future traffic).[/yellow]")
     single = Table(title=f"single models (cost in {report.cost_unit})")
     single.add_column("model")
     single.add_column("quality", justify="right")
@@ -91,6 +95,7 @@ def _print_report(report, console) -> None:
     console.print(single)
 
 
+SMALL_TABLE_ROWS = 2000  # up to this many rows, `eval`'s count of knobs under the zero router is flagged as noisy
 COST_SIGNAL_HELP = {"tokens_out": "answer length (tokens_out|/outchars|) x fitted prices", "cost": "cost| per prompt",
                     "mean": "none: the model's mean cost"}
 COST_MODES = {"request": ("request",), "mean": ("mean",), "both": ("request", "mean")}
