@@ -35,7 +35,9 @@ import numpy as np
 from .metrics import Curve, hull_quality, single_model_points, upper_hull
 
 # 1.25: the smallest of 1, 1.25, 1.5 with no knob under the zero router on any shipped table out of fold
-# (bench/router_quality.py; at 1.0 one knob of kNN on mmlu_pro was 0.003 under, by 2 SEs)
+# (bench/router_quality.py; at 1.0 one knob of kNN on mmlu_pro was 0.003 under, by 2 SEs). On future traffic
+# after a small table (bench/guard_small_tables.py --margin-se), 0.5 and 0 helped llmrouter_dc at 400 rows and
+# hurt mmlu_pro at 800
 DEFAULT_MARGIN_SE = 1.25
 ZERO_ROUTER_FOLDS = 5  # the zero router a guard compares with is cross-fitted over this many folds
 
@@ -148,10 +150,10 @@ class HullGuard:
             if (pick == pick[0]).all() and pick[0] in verts:
                 continue  # one hull model for every row already: a mixture would serve the same
             got = correct[rows, pick]
-            if best_knobs is not None and best_knobs[k]:
-                best = int(verts[-1])
-                if zero.agrees(None, (best, best)) and _behind(got - zero.best(), margin_se):
-                    lo[k], hi[k], p[k] = best, best, 1.0
+            best = int(verts[-1])
+            if (best_knobs is not None and best_knobs[k] and zero.agrees(None, (best, best))
+                    and _behind(got - zero.best(), margin_se)):
+                lo[k], hi[k], p[k] = best, best, 1.0
                 continue
             c = cost[rows, pick].mean()
             mix = hull_mixture(verts, vc, c)
