@@ -6,7 +6,9 @@
 For each table, 5-fold CV; for each model M in turn ("the new model") and each fold: the router knows
 the other models (trained on the other folds), K probe prompts are picked from the training folds
 (``tierwise probe select``: medoids of the biggest k-means clusters of the placement's regressors; or at random), M's outcomes on them are revealed, M is
-placed (``routers.probe.place``), and the test fold is routed over all models. The pooled out-of-fold
+placed (``routers.probe.place``), and the test fold is routed over all models. Where M beat the best
+model the router knows on the same probes (``onboarding.beats_incumbent``), M alone serves the
+best-quality knob of that fold's rows, as ``--add-model`` does (``--no-best-rule``: never). The pooled out-of-fold
 AIQ, averaged over the held-out models, is compared with the full-data router (M's whole column known)
 and the zero router: gain captured = (AIQ_probe - AIQ_zero) / (AIQ_full - AIQ_zero).
 
@@ -35,7 +37,9 @@ from router_quality import PROBE_JSON, RESULTS_JSON, load_benchmark, write_page 
 from tierwise.decision import cost_scale, knob_grid  # noqa: E402
 from tierwise.evaluate import cross_val_predict, fold_ids  # noqa: E402
 from tierwise.features import Featurizer  # noqa: E402
-from tierwise.metrics import nmodel_metrics, router_curve, single_model_points, upper_hull, aiq  # noqa: E402
+from tierwise.calibration import best_quality_knobs  # noqa: E402
+from tierwise.metrics import aiq, curve_of_picks, nmodel_metrics, router_picks, single_model_points, upper_hull  # noqa: E402
+from tierwise.onboarding import beats_incumbent  # noqa: E402
 from tierwise.routers.cost import cross_val_cost, table_cost_inputs  # noqa: E402
 from tierwise.routers.probe import CAUTION, cautious_logits, logits, place_posterior, select_probes, sigmoid  # noqa: E402
 
@@ -45,7 +49,7 @@ WITHOUT = "router without the new model"
 
 
 def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: int, say,
-                     caution: float = CAUTION) -> dict:
+                     caution: float = CAUTION, best_rule: bool = True) -> dict:
     correct, cost = table.correct, table.cost
     n, m = correct.shape
     ids = fold_ids(n, folds, 0)
@@ -55,9 +59,15 @@ def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: 
     dcost = cross_val_cost(X, tin, cost, tout, ids, "request")
     grid, scale = knob_grid("cost_weight", 48), cost_scale(cost)
 
-    def aiq_of(pred):
-        return nmodel_metrics(router_curve(pred, correct, cost, "cost_weight", grid, decision_cost=dcost, scale=scale).points(),
-                              correct, cost)["aiq"]
+    at_best = best_quality_knobs("cost_weight", grid)
+
+    def aiq_of(pred, new: int | None = None, best_rows: np.ndarray | None = None):
+        """AIQ of the router deciding on ``pred``; on ``best_rows`` the best-quality knob serves model ``new``
+        alone (where `--add-model`'s best-quality rule fired for the fold of the row)."""
+        picks = router_picks(pred, dcost, "cost_weight", grid, scale)
+        if best_rows is not None and best_rows.any():
+            picks[np.ix_(at_best, best_rows)] = new
+        return nmodel_metrics(curve_of_picks(grid, picks, correct, cost).points(), correct, cost)["aiq"]
 
     singles = single_model_points(correct, cost)
     zero = aiq(upper_hull(singles), singles[:, 0].min(), singles[:, 0].max())
@@ -71,8 +81,10 @@ def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: 
         L = logits(P[:, others])
         runs = {"selected": 1, "random": seeds, "mean of random probes": seeds}
         preds = {(s, k, r): P.copy() for s in STRATEGIES for k in ks for r in range(runs[s])}
+        served = {key: np.zeros(n, bool) for key in preds}  # rows whose fold's rule gives M the best-quality knob
         for f in range(folds):
             pool, test = np.flatnonzero(ids != f), np.flatnonzero(ids == f)
+            incumbent = others[int(np.argmax(correct[pool][:, others].mean(axis=0)))]  # the best model the router knows
             cand = pool if len(pool) <= pool_cap else np.sort(rng.choice(pool, pool_cap, replace=False))
             randoms = [rng.permutation(pool)[:kmax] for _ in range(seeds)]
             for k in ks:
@@ -83,10 +95,14 @@ def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: 
                         w, b, S = place_posterior(L[rows], correct[rows, j])
                         preds[(strategy, k, r)][test, j] = sigmoid(
                             cautious_logits(L[test], w[None], np.array([b]), S[None], caution)[:, 0])
+                        takes_best = best_rule and beats_incumbent(correct[rows, j], correct[rows, incumbent])
+                        served[(strategy, k, r)][test] = takes_best
                         if strategy == "random":
                             preds[("mean of random probes", k, r)][test, j] = correct[rows, j].mean()
+                            served[("mean of random probes", k, r)][test] = takes_best
         # each random draw is its own router; their AIQs are averaged (not their predictions)
-        per_model[name] = {f"{s}@{k}": float(np.mean([aiq_of(preds[(s, k, r)]) for r in range(runs[s])]))
+        per_model[name] = {f"{s}@{k}": float(np.mean([aiq_of(preds[(s, k, r)], j, served[(s, k, r)])
+                                                      for r in range(runs[s])]))
                            for s in STRATEGIES for k in ks}
         without = P.copy()
         without[:, j] = 0.0  # never predicted to answer: the router as it was before the new model
@@ -97,7 +113,7 @@ def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: 
     gap = full - zero
     return {"n": n, "models": m, "kind": kind, "folds": folds, "full": full, "zero": zero, "ks": list(ks), "caution": caution,
             "mean_aiq": mean, "gain_captured": {k: (v - zero) / gap if gap > 0 else None for k, v in mean.items()},
-            "per_model": per_model, "random_seeds": seeds, "pool_cap": pool_cap}
+            "per_model": per_model, "random_seeds": seeds, "pool_cap": pool_cap, "best_rule": best_rule}
 
 
 def markdown(results: dict, args) -> str:
@@ -106,7 +122,11 @@ def markdown(results: dict, args) -> str:
              "is the new one: the router (kNN, trained on the other models) places it from K probe outcomes "
              "(`tierwise train --add-model`), picked by `tierwise probe select` (*selected*) or at random "
              f"(*random*, AIQ averaged over {args.seeds} draws); *mean of random probes* knows only the new model's average "
-             "quality on the probes. A placed model decides on its posterior mean minus "
+             "quality on the probes. "
+             + ("Where the new model beat the best model the router knows on the same probes, it alone serves the "
+                "best-quality knob (cost weight 0), as `--add-model` does when the probe table grades that model. "
+                if results[next(iter(results))].get("best_rule") else "Without `--add-model`'s best-quality rule. ")
+             + "A placed model decides on its posterior mean minus "
              f"{results[next(iter(results))].get('caution', CAUTION):g} posterior standard deviation(s) (as `--add-model` "
              "does); *router without the new model* never uses it (what the probes are worth is the difference). AIQ is "
              "the 5-fold out-of-fold AIQ over all models, averaged over the held-out "
@@ -141,6 +161,8 @@ def main() -> None:
     ap.add_argument("--pool-cap", type=int, default=3000, help="candidates the selection scans per fold")
     ap.add_argument("--caution", type=float, default=CAUTION,
                     help="posterior standard deviations a placed model's logit is lowered by (as `--add-model` does)")
+    ap.add_argument("--no-best-rule", action="store_true",
+                    help="without --add-model's best-quality rule (the new model never takes that knob alone)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ as they are")
     args = ap.parse_args()
     featurizer = Featurizer()
@@ -151,7 +173,7 @@ def main() -> None:
         say(f"encoding {len(table)} prompts")
         X = featurizer.transform(table.prompts)
         results[name] = onboarding_curve(table, X, args.kind, args.ks, args.folds, args.seeds, args.pool_cap, say,
-                                         args.caution)
+                                         args.caution, not args.no_best_rule)
     md = markdown(results, args)
     if args.no_write:
         print(md)

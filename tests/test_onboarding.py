@@ -130,3 +130,55 @@ def test_probed_artifacts_from_before_the_posterior_load_without_caution(split):
     mean = router.quality
     mean.caution = 0.0
     np.testing.assert_allclose(old.predict(X), mean.predict(X), atol=1e-9)
+
+
+def test_beats_incumbent_is_a_paired_test_on_the_probes():
+    from tierwise.onboarding import beats_incumbent
+
+    new, old = np.array([1, 1, 0, 1, 0, 1.0]), np.array([1, 0, 0, 1, 0, 0.0])
+    assert beats_incumbent(new, old) and not beats_incumbent(old, new) and not beats_incumbent(new, new)
+    assert not beats_incumbent(new, old, z=3.0)  # +2 of 6 is not 3 standard errors
+    assert not beats_incumbent(np.array([]), np.array([]))
+
+
+@pytest.fixture(scope="module")
+def shuffled():
+    t = load_table(DC).clean()
+    perm = np.random.default_rng(0).permutation(len(t))
+    return t, np.sort(perm[:800]), np.sort(perm[800:1400])
+
+
+def test_a_new_model_better_than_the_incumbent_takes_the_best_quality_knob(shuffled, tmp_path):
+    # the table's best model (nemotron-51b, 0.617) is the new one; the probe table grades every model, so the
+    # new model is compared with the router's best known model on the same prompts
+    t, base_rows, pool_rows = shuffled
+    best, weak = "llama-3.1-nemotron-51b-instruct", "codegemma-7b"
+    router = Router("knn").fit(t.with_models([m for m in t.models if m not in (best, weak)]).rows(base_rows))
+    pool = t.rows(pool_rows)
+    incumbent = router.calibration["best_single_model"]
+    probes = pool.rows(select(router, pool.prompts, 50))
+    rule = add_model(router, probes, best)["best_quality_knob"]
+    y, ref = probes.correct[:, probes.models.index(best)], probes.correct[:, probes.models.index(incumbent)]
+    assert rule["incumbent"] == incumbent and rule["serves_new"] and y.mean() > ref.mean()
+    assert rule["new_quality"] == pytest.approx(y.mean()) and rule["incumbent_quality"] == pytest.approx(ref.mean())
+    texts = pool.prompts[:40]
+    routed = [router.route(p, 0.0) for p in texts]  # cost weight 0: the best quality, whatever the cost
+    assert {d.model for d in routed} == {best} and all(d.mixed for d in routed)
+    assert len({router.route(p, 0.3).model for p in texts}) > 1  # elsewhere the learned rule still decides
+    again = Router.load(router.save(tmp_path / "b.tw"))
+    assert {again.route(p, 0.0).model for p in texts} == {best}
+    # a weaker model added next leaves the best-quality knob with the new best model
+    rule = add_model(again, pool.rows(select(again, pool.prompts, 50)), weak)["best_quality_knob"]
+    assert rule["incumbent"] == best and not rule["serves_new"]
+    assert {again.route(p, 0.0).model for p in texts} == {best}
+
+
+def test_without_the_incumbent_graded_on_the_probes_the_best_quality_rule_is_not_applied(shuffled):
+    t, base_rows, pool_rows = shuffled
+    best = "llama-3.1-nemotron-51b-instruct"
+    router = Router("knn").fit(t.with_models([m for m in t.models if m != best]).rows(base_rows))
+    pool = t.rows(pool_rows)
+    probes = pool.with_models([best]).rows(select(router, pool.prompts, 50))
+    rule = add_model(router, probes, best)["best_quality_knob"]
+    assert not rule["serves_new"] and f"correct|{router.calibration['best_single_model']}" in rule["why_not"]
+    assert router.guard is None

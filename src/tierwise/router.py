@@ -185,6 +185,7 @@ class Router:
             "raw_cost": raw.cost.tolist(),
             "raw_quality": raw.quality.tolist(),
             "best_single_quality": float(singles[:, 1].max()),
+            "best_single_model": self.models[int(np.argmax(singles[:, 1]))],
             "top_cost": float(singles[:, 0].max()),
             "rows": len(correct),
             "method": method,

@@ -35,6 +35,12 @@ def add_model(router_path: Optional[Path], name: str, probe: Optional[Path], out
         typer.secho(f"warning: {summary['warning']}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"wrote {out}: {router.name} over {router.models} ({name} placed from {summary['probes']} probes; "
                "the calibration curve predates it: retrain on a full table to recalibrate)", err=True)
+    best = summary["best_quality_knob"]
+    if best["serves_new"]:
+        typer.echo(f"{name} beat {best['incumbent']} on the same {best['probes']} probes ({best['new_quality']:.3f} vs "
+                   f"{best['incumbent_quality']:.3f}): the best-quality knob now serves {name} alone", err=True)
+    elif "why_not" in best:
+        typer.echo(f"note: {best['why_not']}", err=True)
     typer.echo(json.dumps(summary, indent=1))
 
 
