@@ -78,16 +78,32 @@ def test_add_model_places_it_and_survives_the_artifact(split, tmp_path):
 
 def test_cli_probe_select_and_train_add_model(split, tmp_path):
     base, pool = split
-    Router("knn").fit(base).save(tmp_path / "base.tw")
+    router = Router("knn").fit(base)
+    router.save(tmp_path / "base.tw")
+    incumbent = router.calibration["best_single_model"]
     pool_csv = tmp_path / "pool.csv"
     import pandas as pd
 
-    pd.DataFrame({"prompt": pool.prompts, f"correct|{NEW}": pool.correct[:, pool.models.index(NEW)],
-                  f"cost|{NEW}": pool.cost[:, pool.models.index(NEW)]}).to_csv(pool_csv, index=False)
+    columns = {"prompt": pool.prompts, f"correct|{NEW}": pool.correct[:, pool.models.index(NEW)],
+               f"cost|{NEW}": pool.cost[:, pool.models.index(NEW)]}
+    pd.DataFrame(columns).to_csv(pool_csv, index=False)
     cli = [sys.executable, "-m", "tierwise.cli"]
     sel = subprocess.run(cli + ["probe", "select", str(tmp_path / "base.tw"), str(pool_csv), "-k", "12"],
                          capture_output=True, text=True, timeout=300)
     assert sel.returncode == 0, sel.stderr
+    assert f"grade {incumbent} (correct|{incumbent}) on them too" in sel.stderr
+    # a pool that grades the incumbent (e.g. the training table): the probes carry its outcomes along
+    columns[f"correct|{incumbent}"] = pool.correct[:, pool.models.index(incumbent)]
+    pd.DataFrame(columns).to_csv(tmp_path / "pool2.csv", index=False)
+    sel2 = subprocess.run(cli + ["probe", "select", str(tmp_path / "base.tw"), str(tmp_path / "pool2.csv"), "-k", "12",
+                                 "--out", str(tmp_path / "probes2.jsonl")], capture_output=True, text=True, timeout=300)
+    assert sel2.returncode == 0 and f"the probes carry correct|{incumbent}" in sel2.stderr
+    add2 = subprocess.run(cli + ["train", "--router", str(tmp_path / "base.tw"), "--add-model", NEW, "--probe",
+                                 str(tmp_path / "probes2.jsonl"), "--out", str(tmp_path / "new2.tw")],
+                          capture_output=True, text=True, timeout=300)
+    assert add2.returncode == 0, add2.stderr
+    rule = json.loads(add2.stdout)["best_quality_knob"]
+    assert rule["incumbent"] == incumbent and rule["probes"] == 12 and "why_not" not in rule
     rows = [json.loads(line) for line in sel.stdout.splitlines()]
     assert len(rows) == 12 and [r["probe_rank"] for r in rows] == list(range(12))
     pd.DataFrame(rows).to_csv(tmp_path / "graded.csv", index=False)

@@ -97,6 +97,13 @@ def add_model(router, table, name: str) -> dict:
     return summary
 
 
+def recorded_incumbent(router) -> str | None:
+    """The best model the router knows, as recorded: by an earlier ``--add-model`` that gave a new model the
+    best-quality knob, else at training (None for artifacts from before it was recorded)."""
+    name = router.calibration.get("best_model") or router.calibration.get("best_single_model")
+    return name if name in router.models else None
+
+
 def beats_incumbent(y_new: np.ndarray, y_incumbent: np.ndarray, z: float = BEST_MARGIN_SE) -> bool:
     """Whether a new model's outcomes on the probes beat the incumbent best model's on the same probes by
     more than ``z`` paired standard errors (both (k,), graded in [0, 1])."""
@@ -110,9 +117,8 @@ def best_quality_rule(router, probes, name: str, X: np.ndarray) -> dict:
     """Whether ``name`` is to be served alone at the best-quality knob: on the probes it beat the best model
     the router knows (the incumbent; :func:`beats_incumbent`). Paired on the same prompts, so it needs the
     incumbent graded in the probe table too (``correct|<incumbent>``); without that the rule is not applied."""
-    cal = router.calibration
-    incumbent = cal.get("best_model") or cal.get("best_single_model")
-    if incumbent not in router.models:  # artifacts from before the name was kept: the best predicted on the probes
+    incumbent = recorded_incumbent(router)
+    if incumbent is None:  # artifacts from before the name was kept: the best predicted on the probes
         incumbent = router.models[int(np.argmax(router.quality.predict(X).mean(axis=0)))]
     out = {"incumbent": incumbent, "serves_new": False}
     if incumbent not in probes.models:

@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pick the K prompts whose outcomes place a new model best (most informative first): run the new
         model on them, grade, then `tierwise train --router R --add-model NAME --probe graded.csv`."""
-        from ..onboarding import select
+        from ..onboarding import recorded_incumbent, select
         from ..router import ArtifactError, Router
         from ..table import TableError, load_prompts
 
@@ -74,3 +74,11 @@ def register(app: typer.Typer) -> None:
         else:
             out.write_text(lines)
             typer.echo(f"wrote {len(picked)} probes to {out}", err=True)
+        incumbent = recorded_incumbent(router)
+        column = f"correct|{incumbent}"
+        if incumbent and all(column in records[i] for i in picked):
+            typer.echo(f"the probes carry {column} from {prompts.name}: grade the new model on them, and --add-model "
+                       f"lets it take the best-quality knob if it beats {incumbent}", err=True)
+        elif incumbent:
+            typer.echo(f"grade the new model on these prompts; grade {incumbent} ({column}) on them too to let the new "
+                       "model take the best-quality knob if it beats it", err=True)
