@@ -185,7 +185,8 @@ HEADER = (
     "when deployed: `<kind> (mean cost)` with each model's mean cost (the router before per-request cost),\n"
     "`<kind>` with its out-of-fold expected cost of each request (exact input tokens, predicted answer length or\n"
     "per-prompt cost; the mean where the table has no per-prompt signal), `<kind> +hull` as deployed: the hull\n"
-    "guard fitted on the other folds serves the mixture of two single models where the router is not ahead of it.\n"
+    "guard fitted on the other folds serves the mixture of two single models where the router is not ahead of it\n"
+    "(compared with the zero router cross-fitted within those folds, and only where all of them agree on the two models).\n"
     "`knobs_under_zero`: knob values (of 240) where the curve is under the zero router by more than 2 paired\n"
     "standard errors and 0.001; `max_under_zero`: the largest gap under it at any knob.\n\n"
 )
