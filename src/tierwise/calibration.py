@@ -78,33 +78,25 @@ class CrossFitZeroRouter:
             self.parts = [(ids == f, hull_vertices(correct[ids != f], cost[ids != f]), cost[ids != f].mean(axis=0))
                           for f in range(folds)]
 
-    def at(self, c: float) -> np.ndarray:
-        """(n,) each row's expected quality from the mixture its fold's zero router serves at mean cost ``c``."""
-        out = np.empty(len(self.correct))
+    def _served(self, c: float | None):
+        """Per fold: its rows and the mixture (lo, hi, P(hi)) its zero router serves at mean cost ``c`` (below
+        the cheapest model: that model; ``c`` None: the best model alone)."""
         for test, verts, means in self.parts:
-            mix = hull_mixture(verts, means[verts], c)
-            a, b, p = (verts[0], verts[0], 1.0) if mix is None else mix
+            mix = None if c is None else hull_mixture(verts, means[verts], c)
+            end = int(verts[-1] if c is None else verts[0])
+            yield (test, *((end, end, 1.0) if mix is None else mix))
+
+    def at(self, c: float | None) -> np.ndarray:
+        """(n,) each row's expected quality from what its fold's zero router serves at mean cost ``c``
+        (``c`` None: the outcome of the model it calls best)."""
+        out = np.empty(len(self.correct))
+        for test, a, b, p in self._served(c):
             out[test] = (1 - p) * self.correct[test, a] + p * self.correct[test, b]
         return out
 
     def agrees(self, c: float | None, pair: tuple[int, int]) -> bool:
         """Whether every fold's zero router serves the same two models (``c`` None: the same best model)."""
-        for _, verts, means in self.parts:
-            if c is None:
-                mine = (int(verts[-1]), int(verts[-1]))
-            else:
-                mix = hull_mixture(verts, means[verts], c)
-                mine = (int(verts[0]), int(verts[0])) if mix is None else mix[:2]
-            if mine != tuple(pair):
-                return False
-        return True
-
-    def best(self) -> np.ndarray:
-        """(n,) each row's outcome from the model its fold's zero router calls best."""
-        out = np.empty(len(self.correct))
-        for test, verts, _ in self.parts:
-            out[test] = self.correct[test, verts[-1]]
-        return out
+        return all((a, b) == tuple(pair) for _, a, b, _ in self._served(c))
 
 
 def draw(key: str) -> float:
@@ -144,15 +136,15 @@ class HullGuard:
         rows = np.arange(correct.shape[0])
         verts = hull_vertices(correct, cost)
         vc = cost.mean(axis=0)[verts]
+        best = int(verts[-1])
         zero = CrossFitZeroRouter(correct, cost, folds)
         lo, hi, p = np.full(len(knobs), -1), np.full(len(knobs), -1), np.zeros(len(knobs))
         for k, pick in enumerate(picks):
             if (pick == pick[0]).all() and pick[0] in verts:
                 continue  # one hull model for every row already: a mixture would serve the same
             got = correct[rows, pick]
-            best = int(verts[-1])
             if (best_knobs is not None and best_knobs[k] and zero.agrees(None, (best, best))
-                    and _behind(got - zero.best(), margin_se)):
+                    and _behind(got - zero.at(None), margin_se)):
                 lo[k], hi[k], p[k] = best, best, 1.0
                 continue
             c = cost[rows, pick].mean()

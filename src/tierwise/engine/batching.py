@@ -42,7 +42,6 @@ class _Queued:
     text: str
     knob: Any
     allowed: Sequence[str]
-    key: str | None
     future: asyncio.Future
 
 
@@ -58,11 +57,11 @@ class RouteBatcher:
         self.batches = 0  # router calls made (a batch of one included)
         self.decisions = 0
 
-    def decide(self, text: str, knob: Any, allowed: Sequence[str], key: str | None = None) -> "asyncio.Future[Routed]":
+    def decide(self, text: str, knob: Any, allowed: Sequence[str]) -> "asyncio.Future[Routed]":
         """A future for this request's decision, made at the loop's next turn with every other one queued."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._queue.append(_Queued(text, knob, allowed, key, fut))
+        self._queue.append(_Queued(text, knob, allowed, fut))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -82,7 +81,7 @@ class RouteBatcher:
         # a request alone while the router process idles is decided here: sending it would only add the
         # round trip to its latency; batches (a busy loop) and requests arriving while one is out go there
         if remote is not None and remote.alive and (len(batch) > 1 or remote.busy) and remote.submit(
-                [q.text for q in batch], [q.knob for q in batch], [q.allowed for q in batch], [q.key for q in batch],
+                [q.text for q in batch], [q.knob for q in batch], [q.allowed for q in batch],
                 lambda rows: self._from_process(batch, t, rows)):
             return
         self._answered(batch, t, self._here(batch))
@@ -96,8 +95,7 @@ class RouteBatcher:
 
     def _here(self, batch: list[_Queued]) -> list[Decision | str]:
         """The batch decided in this process."""
-        return decide_all(self.router, [q.text for q in batch], [q.knob for q in batch], [q.allowed for q in batch],
-                          [q.key for q in batch])
+        return decide_all(self.router, [q.text for q in batch], [q.knob for q in batch], [q.allowed for q in batch])
 
     def _answered(self, batch: list[_Queued], t: float, results: list[Decision | str] | None) -> None:
         if results is None:  # the router process died with this batch (or answered nonsense): decide it here
@@ -109,21 +107,19 @@ class RouteBatcher:
                                     else Routed(res, None, ms, len(batch)))
 
 
-def decide_all(router: Any, texts: Sequence[str], knobs: Sequence, allowed: Sequence, keys: Sequence
-               ) -> list[Decision | str]:
+def decide_all(router: Any, texts: Sequence[str], knobs: Sequence, allowed: Sequence) -> list[Decision | str]:
     """Each request's decision, or the text of its router error: one ``route_many`` call for the lot; if
     that fails (or the router has none), one ``route`` per request, so only a bad request fails."""
     many = getattr(router, "route_many", None)
     if many is not None and len(texts) > 1:
         try:
-            return list(many(texts, knobs, allowed, keys))
+            return list(many(texts, knobs, allowed, None))  # no request ids: guard coins are seeded by the prompt
         except Exception:  # noqa: BLE001 - decided again one by one below
             pass
     out: list[Decision | str] = []
-    for text, knob, names, key in zip(texts, knobs, allowed, keys):
+    for text, knob, names in zip(texts, knobs, allowed):
         try:
-            out.append(router.route(text, knob=knob, allowed=names) if key is None else
-                       router.route(text, knob=knob, allowed=names, request_id=key))
+            out.append(router.route(text, knob=knob, allowed=names))
         except Exception as exc:  # a broken router must not take the gateway down; the record shows it
             out.append(f"router failed: {type(exc).__name__}: {exc}"[:300])
     return out

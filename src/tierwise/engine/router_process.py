@@ -57,10 +57,10 @@ def _serve(conn, blob: bytes) -> None:  # pragma: no cover - runs in the child (
     conn.send_bytes(READY)
     while True:
         try:
-            texts, knobs, allowed, keys = pickle.loads(conn.recv_bytes())
+            texts, knobs, allowed = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        rows = [d if isinstance(d, str) else _compact(d) for d in decide_all(router, texts, knobs, allowed, keys)]
+        rows = [d if isinstance(d, str) else _compact(d) for d in decide_all(router, texts, knobs, allowed)]
         conn.send_bytes(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -98,7 +98,7 @@ class RouterProcess:
         except (EOFError, OSError):
             return None
 
-    def submit(self, texts: Sequence[str], knobs: Sequence, allowed: Sequence, keys: Sequence,
+    def submit(self, texts: Sequence[str], knobs: Sequence, allowed: Sequence,
                on_answer: Callable[[list], None]) -> bool:
         """Send one batch; ``on_answer(rows)`` is called from the event loop with the decisions
         (``decisions``), or with None if the child dies or does not answer within ``answer_timeout_s``
@@ -112,7 +112,7 @@ class RouterProcess:
             self._loop = loop
             loop.add_reader(self._conn.fileno(), self._on_readable)
         try:
-            self._conn.send_bytes(pickle.dumps((texts, knobs, allowed, keys), protocol=pickle.HIGHEST_PROTOCOL))
+            self._conn.send_bytes(pickle.dumps((texts, knobs, allowed), protocol=pickle.HIGHEST_PROTOCOL))
         except (OSError, ValueError):
             self._died()
             return False
