@@ -37,6 +37,8 @@ import math
 import subprocess
 import sys
 
+from _common import estimate_tokens, git
+
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 
 # name -> (size_b or None, input USD/1M, output USD/1M, price note)
@@ -61,12 +63,6 @@ MODELS: dict[str, tuple[float | None, float, float, str]] = {
     "FuseChat-Llama-3.2-1B-Instruct": (1, 0.1, 0.1, "together-ai-up-to-4b"),
 }
 
-
-def git(git_dir: str, *args: str, check: bool = True) -> bytes:
-    p = subprocess.run(["git", "--git-dir", git_dir, *args], capture_output=True)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)}: {p.stderr.decode(errors='replace').strip()}")
-    return p.stdout
 
 
 def present_blobs(git_dir: str, shas: list[str]) -> set[str]:
@@ -107,9 +103,6 @@ def win_prob(pref) -> float:
         return math.nan
     return v - 1.0
 
-
-def estimate_tokens(text: str) -> int:  # == tierwise.prices.estimate_tokens
-    return max(1, (len(text) + 3) // 4)
 
 
 def main(argv=None) -> int:
