@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--ks", nargs="*", type=int, default=[10, 30, 50, 100])
     ap.add_argument("--kind", default="knn")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--seeds", type=int, default=3,
+    ap.add_argument("--seeds", type=int, default=10,
                     help="random probe draws, and k-means starts of the selection, averaged per fold")
     ap.add_argument("--pool-cap", type=int, default=3000, help="candidates the selection scans per fold")
     ap.add_argument("--caution", type=float, default=CAUTION,
