@@ -157,6 +157,9 @@ def test_guard_serves_no_mixture_the_table_cannot_pin_down():
     assert list(hull_vertices(correct, cost)) == [0, 1, 2]
     assert any(1 not in verts for _, verts, _ in zero.parts)  # a fold whose hull has no B
     assert not zero.agrees(2.5, (1, 2)) and zero.agrees(None, (2, 2))
+    # the same mixtures' expected cost: every fold's mixture costs what was asked (per-model costs are fixed)
+    assert np.allclose(zero.at(2.5, cost), 2.5) and np.allclose(zero.at(None, cost), 3.0)
+    assert np.allclose(zero.at(0.5, cost), 1.0)  # below the cheapest model: that model
     # a router that mixes A and C at random (quality 0.6 at cost 2.0 and 2.5): behind the table's hull
     picks = np.stack([np.where(rng.random(300) < p, 2, 0) for p in (0.5, 0.75)])
     knobs = np.array([0.2, 0.1])

@@ -86,12 +86,14 @@ class CrossFitZeroRouter:
             end = int(verts[-1] if c is None else verts[0])
             yield (test, *((end, end, 1.0) if mix is None else mix))
 
-    def at(self, c: float | None) -> np.ndarray:
+    def at(self, c: float | None, values: np.ndarray | None = None) -> np.ndarray:
         """(n,) each row's expected quality from what its fold's zero router serves at mean cost ``c``
-        (``c`` None: the outcome of the model it calls best)."""
-        out = np.empty(len(self.correct))
+        (``c`` None: the outcome of the model it calls best); ``values`` (n, m), e.g. the cost matrix:
+        the expectation of those instead."""
+        v = self.correct if values is None else values
+        out = np.empty(len(v))
         for test, a, b, p in self._served(c):
-            out[test] = (1 - p) * self.correct[test, a] + p * self.correct[test, b]
+            out[test] = (1 - p) * v[test, a] + p * v[test, b]
         return out
 
     def agrees(self, c: float | None, pair: tuple[int, int]) -> bool:
