@@ -5,6 +5,8 @@ The zero router of that bar is RouterBench's: the hull of the single models on t
 knows every test row's outcome (on a small table with many models, partly the models that were lucky
 on these rows). The line "zero router, cross-fitted" gives the alternative a user could deploy: each
 fold served by the hull of the other folds (``calibration.CrossFitZeroRouter``), swept over its cost.
+"zero router per source" is what knowing the task alone is worth: for each ``source`` of the table its
+own hull of single models (in sample), the budget spent where it buys the most quality.
 
     python bench/heldout/alpaca_eval_table.py /path/to/alpaca_eval.git /tmp/alpaca_eval.csv.gz
     python bench/heldout/heldout_eval.py /tmp/alpaca_eval.csv.gz
@@ -27,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from tierwise.calibration import CrossFitZeroRouter  # noqa: E402
 from tierwise.evaluate import DEFAULT_ROUTERS, evaluate  # noqa: E402
-from tierwise.metrics import nmodel_metrics  # noqa: E402
+from tierwise.metrics import nmodel_metrics, single_model_points, upper_hull  # noqa: E402
 from tierwise.table import load_table  # noqa: E402
 
 
@@ -39,6 +41,19 @@ def crossfit_zero_aiq(correct: np.ndarray, cost: np.ndarray, folds: int, seed: i
     sweep = [*np.linspace(means.min(), means.max(), points), None]
     curve = np.array([(zr.at(c, cost).mean(), zr.at(c).mean()) for c in sweep])
     return nmodel_metrics(curve, correct, cost)["aiq"]
+
+
+def per_source_zero_aiq(correct: np.ndarray, cost: np.ndarray, source: np.ndarray) -> float:
+    """AIQ of the best mixtures of single models chosen per source (in sample): each source's hull, its
+    segments taken in order of quality bought per unit of cost (so the budget goes where it buys most)."""
+    start, steps = np.zeros(2), []
+    for s in np.unique(source):
+        rows = source == s
+        hull = upper_hull(single_model_points(correct[rows], cost[rows])) * rows.mean()
+        start += hull[0]
+        steps += [d for d in np.diff(hull, axis=0) if d[1] > 0]
+    steps.sort(key=lambda d: -d[1] / d[0])
+    return nmodel_metrics(np.cumsum([start, *steps], axis=0), correct, cost)["aiq"]
 
 
 def main() -> None:
@@ -62,6 +77,10 @@ def main() -> None:
         print(f"  zero router, cross-fitted AIQ {cf:.4f}  (the learned routers' gain over it: "
               + ", ".join(f"{k} {(r[k]['aiq'] - cf) / (oracle - cf):.1%}" for k in DEFAULT_ROUTERS if k in r and k != "random")
               + " of the oracle's gap)")
+        ps = per_source_zero_aiq(table.correct, table.cost, np.asarray(table.source))
+        if len(set(table.source)) > 1:
+                print(f"  zero router per source AIQ {ps:.4f}  ({len(set(table.source))} sources; "
+                  f"{(ps - zero) / (oracle - zero):.1%} of the oracle's gap: what knowing the task alone is worth)")
         for name, row in r.items():
             if name in ("zero_router", "oracle") or name.startswith("random"):
                 continue
