@@ -188,7 +188,11 @@ HEADER = (
     "guard fitted on the other folds serves the mixture of two single models where the router is not ahead of it\n"
     "(compared with the zero router cross-fitted within those folds, and only where all of them agree on the two models).\n"
     "`knobs_under_zero`: knob values (of 240) where the curve is under the zero router by more than 2 paired\n"
-    "standard errors and 0.001; `max_under_zero`: the largest gap under it at any knob.\n\n"
+    "standard errors and 0.001; `max_under_zero`: the largest gap under it at any knob.\n"
+    "References: `zero_router` is RouterBench's, the hull of the single models on every row (it knows each row's\n"
+    "outcome); `zero_router (cross-fitted)` chooses the same mixtures on the other folds; `zero_router per source`\n"
+    "serves each `source` with its own best single models, chosen on the other folds too (what knowing the task\n"
+    "alone is worth; tables with one source have none).\n\n"
 )
 
 

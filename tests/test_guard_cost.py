@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tierwise.calibration import CrossFitZeroRouter, HullGuard, best_quality_knobs, draw, hull_vertices, under_zero
-from tierwise.evaluate import evaluate
-from tierwise.metrics import hull_quality, single_model_points, upper_hull
+from tierwise.evaluate import ZERO_CROSSFIT, ZERO_PER_SOURCE, evaluate, per_source_zero_points
+from tierwise.metrics import hull_quality, nmodel_metrics, single_model_points, upper_hull
 from tierwise.router import Router
 from tierwise.routers.cost import CostModel
 from tierwise.table import OutcomeTable, load_table
@@ -76,6 +76,31 @@ def test_eval_reports_raw_and_deployed_and_the_deployed_is_not_under_zero(random
     assert raw["knobs_under_zero"] > 0 and deployed["knobs_under_zero"] == 0
     assert deployed["aiq"] >= zero["aiq"] - 0.005
     assert deployed["guarded_knobs"] > 0 and "knn (mean cost)" in rep.routers
+
+
+def test_eval_reports_the_zero_router_deployed_from_other_rows_and_per_source(random_table):
+    rep = evaluate(random_table, ["knn"], folds=4)
+    zero, crossfit = rep.routers["zero_router"]["aiq"], rep.routers[ZERO_CROSSFIT]["aiq"]
+    assert zero - 0.02 < crossfit <= zero + 1e-9  # the hull chosen on other rows: never better, near it here
+    assert ZERO_PER_SOURCE not in rep.routers  # one source: nothing to tell apart
+    # two sources, each with its own best model at about the same price: mixing single models cannot
+    # follow them (0.5 at any price), knowing the source can (0.9 from halfway: AIQ 0.8 over the price
+    # range), and a router that reads the prompt does
+    rng = np.random.default_rng(3)
+    n = 600
+    first = np.arange(n) < n // 2
+    prompts = [("integral derivative limit " if f else "poem sonnet rhyme ") + " ".join(rng.choice(WORDS, 5)) + f" #{i}"
+               for i, f in enumerate(first)]
+    p_ok = np.where(first[:, None], [0.9, 0.1], [0.1, 0.9])
+    table = OutcomeTable(prompts=prompts, models=["a", "b"], correct=(rng.random((n, 2)) < p_ok).astype(float),
+                         cost=np.tile([1.0, 1.1], (n, 1)), source=np.where(first, "math", "poetry").astype(object),
+                         contaminated=np.zeros(n, bool), path="<two sources>", cost_unit="units")
+    rep = evaluate(table, ["knn"], folds=4)
+    zero, per_source, knn = (rep.routers[k]["aiq"] for k in ("zero_router", ZERO_PER_SOURCE, "knn"))
+    assert zero < 0.55 and per_source == pytest.approx(0.8, abs=0.03) and knn > 0.75
+    one = np.full(n, "all", dtype=object)  # a single source: exactly the zero router
+    assert nmodel_metrics(per_source_zero_points(table.correct, table.cost, one), table.correct, table.cost)["aiq"] == \
+        pytest.approx(zero)
 
 
 def test_guarded_decisions_mix_the_hull_neighbours_reproducibly(guarded_router, random_table):

@@ -4,9 +4,9 @@ the learned routers' gain over the zero router as a share of the oracle's gap (#
 The zero router of that bar is RouterBench's: the hull of the single models on the whole table, which
 knows every test row's outcome (on a small table with many models, partly the models that were lucky
 on these rows). The line "zero router, cross-fitted" gives the alternative a user could deploy: each
-fold served by the hull of the other folds (``calibration.CrossFitZeroRouter``), swept over its cost.
-"zero router per source" is what knowing the task alone is worth: for each ``source`` of the table its
-own hull of single models (in sample), the budget spent where it buys the most quality.
+fold served by the hull of the other folds; "zero router per source" is what knowing the task alone is
+worth: each ``source`` served by its own best single models, chosen on the other folds too
+(``evaluate.crossfit_zero_points`` and ``per_source_zero_points``; ``tierwise eval`` reports both).
 
     python bench/heldout/alpaca_eval_table.py /path/to/alpaca_eval.git /tmp/alpaca_eval.csv.gz
     python bench/heldout/heldout_eval.py /tmp/alpaca_eval.csv.gz
@@ -25,35 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-import numpy as np  # noqa: E402
-
-from tierwise.calibration import CrossFitZeroRouter  # noqa: E402
-from tierwise.evaluate import DEFAULT_ROUTERS, evaluate  # noqa: E402
-from tierwise.metrics import nmodel_metrics, single_model_points, upper_hull  # noqa: E402
+from tierwise.evaluate import DEFAULT_ROUTERS, ZERO_CROSSFIT, ZERO_PER_SOURCE, evaluate  # noqa: E402
 from tierwise.table import load_table  # noqa: E402
-
-
-def crossfit_zero_aiq(correct: np.ndarray, cost: np.ndarray, folds: int, seed: int, points: int = 200) -> float:
-    """AIQ of the zero router deployed from other rows: per fold the hull of the other folds, at
-    ``points`` mean costs from the cheapest to the dearest model (and the best model alone)."""
-    zr = CrossFitZeroRouter(correct, cost, folds=folds, seed=seed)
-    means = cost.mean(axis=0)
-    sweep = [*np.linspace(means.min(), means.max(), points), None]
-    curve = np.array([(zr.at(c, cost).mean(), zr.at(c).mean()) for c in sweep])
-    return nmodel_metrics(curve, correct, cost)["aiq"]
-
-
-def per_source_zero_aiq(correct: np.ndarray, cost: np.ndarray, source: np.ndarray) -> float:
-    """AIQ of the best mixtures of single models chosen per source (in sample): each source's hull, its
-    segments taken in order of quality bought per unit of cost (so the budget goes where it buys most)."""
-    start, steps = np.zeros(2), []
-    for s in np.unique(source):
-        rows = source == s
-        hull = upper_hull(single_model_points(correct[rows], cost[rows])) * rows.mean()
-        start += hull[0]
-        steps += [d for d in np.diff(hull, axis=0) if d[1] > 0]
-    steps.sort(key=lambda d: -d[1] / d[0])
-    return nmodel_metrics(np.cumsum([start, *steps], axis=0), correct, cost)["aiq"]
 
 
 def main() -> None:
@@ -73,16 +46,16 @@ def main() -> None:
         print(f"{path.name}: {len(table)} prompts x {len(table.models)} models"
               + (f" (without {', '.join(args.drop)}*)" if args.drop else "")
               + f"; {args.folds}-fold CV (split seed {args.seed}); zero router AIQ {zero:.4f}, oracle {oracle:.4f}")
-        cf = crossfit_zero_aiq(table.correct, table.cost, args.folds, args.seed)
+        cf = r[ZERO_CROSSFIT]["aiq"]
         print(f"  zero router, cross-fitted AIQ {cf:.4f}  (the learned routers' gain over it: "
               + ", ".join(f"{k} {(r[k]['aiq'] - cf) / (oracle - cf):.1%}" for k in DEFAULT_ROUTERS if k in r and k != "random")
               + " of the oracle's gap)")
-        ps = per_source_zero_aiq(table.correct, table.cost, np.asarray(table.source))
-        if len(set(table.source)) > 1:
-                print(f"  zero router per source AIQ {ps:.4f}  ({len(set(table.source))} sources; "
+        if ZERO_PER_SOURCE in r:
+            ps = r[ZERO_PER_SOURCE]["aiq"]
+            print(f"  zero router per source AIQ {ps:.4f}  ({len(set(table.source))} sources; "
                   f"{(ps - zero) / (oracle - zero):.1%} of the oracle's gap: what knowing the task alone is worth)")
         for name, row in r.items():
-            if name in ("zero_router", "oracle") or name.startswith("random"):
+            if name.startswith(("zero_router", "oracle", "random")):
                 continue
             share = (row["aiq"] - zero) / (oracle - zero) if oracle > zero else float("nan")
             print(f"  {name:22s} AIQ {row['aiq']:.4f}  gain over zero {row['aiq'] - zero:+.4f} "

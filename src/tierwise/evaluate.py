@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .calibration import DEFAULT_MARGIN_SE, crossfit_rows, curve_of_rows, under_zero
+from .calibration import DEFAULT_MARGIN_SE, CrossFitZeroRouter, crossfit_rows, curve_of_rows, hull_vertices, under_zero
 from .decision import cost_scale, knob_grid
 from .metrics import (
     Curve,
@@ -35,6 +35,11 @@ from .table import OutcomeTable
 
 DEFAULT_ROUTERS = ("random", "knn", "mf", "ensemble")
 GUARD_SUFFIX = " +hull"
+# references beside the zero router (the hull of the single models on every row, RouterBench's): the same
+# chosen on other rows, and the best single models per source chosen on other rows (what knowing the task
+# alone is worth)
+ZERO_CROSSFIT = "zero_router (cross-fitted)"
+ZERO_PER_SOURCE = "zero_router per source"
 EVAL_KNOBS = 240  # the grid a trained router calibrates and serves on
 
 
@@ -197,10 +202,60 @@ def evaluate(
     if len(t.models) == 2:
         # a random mixture of the two models recovers the gap linearly: PGR(x) = x
         report.routers["zero_router"].update({"apgr": 0.5, "cpt50": 50.0, "cpt80": 80.0, "cpt95": 95.0})
+    report.routers[ZERO_CROSSFIT] = nmodel_metrics(crossfit_zero_points(correct, cost, folds, seed), correct, cost)
+    if len(set(t.source)) > 1:
+        report.routers[ZERO_PER_SOURCE] = nmodel_metrics(
+            per_source_zero_points(correct, cost, np.asarray(t.source), ids), correct, cost)
     orc = oracle_curve(correct, cost)
     report.curves["oracle"] = orc
     report.routers["oracle"] = metrics_for(correct, orc, correct, cost)
     return report
+
+
+def crossfit_zero_points(correct: np.ndarray, cost: np.ndarray, folds: int = 5, seed: int = 0,
+                         points: int = 200) -> np.ndarray:
+    """(cost, quality) points of the zero router deployed from other rows: each fold served by the hull
+    of the other folds (``calibration.CrossFitZeroRouter``), at ``points`` mean costs from the cheapest
+    model to the dearest, and its best model alone. On a small table with many models the zero router
+    of every row is flattered by the models that were lucky on these rows; this one is not."""
+    zero = CrossFitZeroRouter(correct, cost, folds=folds, seed=seed)
+    means = cost.mean(axis=0)
+    sweep = [*np.linspace(means.min(), means.max(), points), None]
+    return np.array([(zero.at(c, cost).mean(), zero.at(c).mean()) for c in sweep])
+
+
+def per_source_zero_points(correct: np.ndarray, cost: np.ndarray, source: np.ndarray, ids: np.ndarray | None = None
+                           ) -> np.ndarray:
+    """(cost, quality) points of the best single models chosen per source, cross-fitted: for each fold
+    ``ids`` (default: one fold, in sample), every source's hull of single models on the other folds. A
+    point is one exchange rate ``lam`` (quality per unit of cost): each source serves the vertex of its
+    hull where the hull's slope falls below ``lam``, so the budget goes where it buys most; the curve's
+    hull mixes neighbouring points. A router that only tells the sources apart gets this far."""
+    n = len(correct)
+    ids = np.zeros(n, dtype=int) if ids is None else np.asarray(ids)
+    plans = []  # per fold: its test rows and, per source, the hull vertices and the slopes between them
+    for f in np.unique(ids):
+        test = ids == f
+        train = ~test if (~test).any() else test
+        hulls = {}
+        for s in np.unique(source):
+            rows = train & (source == s)
+            rows = rows if rows.any() else train  # a source only in this fold: the fold's whole hull
+            verts = hull_vertices(correct[rows], cost[rows])
+            q, c = correct[rows][:, verts].mean(axis=0), cost[rows][:, verts].mean(axis=0)
+            hulls[s] = (verts, np.diff(q) / np.maximum(np.diff(c), 1e-300))
+        plans.append((test, hulls))
+    rates = np.unique(np.concatenate([sl for _, h in plans for _, sl in h.values()] + [[0.0, np.inf]]))
+    points = []
+    for lam in rates:
+        pick = np.empty(n, dtype=int)
+        for test, hulls in plans:
+            for s, (verts, slopes) in hulls.items():
+                rows = test & (source == s)
+                pick[rows] = verts[int(np.sum(slopes >= lam))] if len(slopes) else verts[0]
+        rows = np.arange(n)
+        points.append((cost[rows, pick].mean(), correct[rows, pick].mean()))
+    return np.array(points)
 
 
 def _add_curve(report: EvalReport, name: str, pred, knobs, Q, C, T, correct, cost) -> None:

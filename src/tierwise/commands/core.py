@@ -80,11 +80,14 @@ def _print_report(report, console) -> None:
     console.print(tab)
     console.print("'<name> +hull' = the deployed router (hull guard fitted on the other folds); '<zero' = knobs "
                   "where a curve is under the zero router by more than 2 paired standard errors. Routers decide "
-                  "with their out-of-fold expected cost per request; curves are measured with the table's cost.")
+                  "with their out-of-fold expected cost per request; curves are measured with the table's cost. "
+                  "'zero_router (cross-fitted)' = the same mixtures of single models chosen on the other folds; "
+                  "'zero_router per source' = each source served by its own best single models, chosen on the "
+                  "other folds too: what knowing the task alone is worth.")
     if report.n <= SMALL_TABLE_ROWS:
         console.print(f"[yellow]On {report.n} prompts '<zero' is mostly noise: the zero router here is the hull of these "
                       "very rows, partly the models that were lucky on them (bench/guard_small_tables.py: at 400-2,000 "
-                      "rows it did not predict the count on future traffic).[/yellow]")
+                      "rows it did not predict the count on future traffic); compare with 'zero_router (cross-fitted)'.[/yellow]")
     single = Table(title=f"single models (cost in {report.cost_unit})")
     single.add_column("model")
     single.add_column("quality", justify="right")
