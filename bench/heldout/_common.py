@@ -17,3 +17,18 @@ def git(git_dir: str, *args: str, check: bool = True) -> bytes:
     if check and p.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)}: {p.stderr.decode(errors='replace').strip()}")
     return p.stdout
+
+
+def price_notes(models: list[str], prices: dict[str, tuple]) -> dict[str, dict]:
+    """``{model: {input, output, note}}`` (USD per 1M tokens) for the provenance file, priced models only;
+    ``prices[m]`` is a converter's ``(size_b, input, output, note)``."""
+    return {m: {"input": prices[m][1], "output": prices[m][2], "note": prices[m][3]} for m in models if m in prices}
+
+
+def write_prices_yaml(path: str, models: list[str], prices: dict[str, tuple], source: str) -> None:
+    """The same prices as a tierwise price book (``tierwise eval --prices``)."""
+    with open(path, "w") as fh:
+        fh.write(f"# USD per 1M tokens; {source}\n")
+        fh.write("output_tokens: 256\nmodels:\n")
+        for m, p in price_notes(models, prices).items():
+            fh.write(f"  {m}: {{input: {p['input']}, output: {p['output']}}}  # {p['note']}\n")

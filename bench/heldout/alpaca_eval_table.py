@@ -37,7 +37,7 @@ import math
 import subprocess
 import sys
 
-from _common import estimate_tokens, git
+from _common import estimate_tokens, git, price_notes, write_prices_yaml
 
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 
@@ -183,15 +183,9 @@ def main(argv=None) -> int:
     if a.provenance:
         with open(a.provenance, "w") as fh:
             json.dump({"repo": "tatsu-lab/alpaca_eval", "annotator": a.annotator, "models": prov,
-                       "prices_usd_per_1m": {m: {"input": MODELS[m][1], "output": MODELS[m][2], "note": MODELS[m][3]}
-                                             for m in models if m in MODELS}}, fh, indent=1)
+                       "prices_usd_per_1m": price_notes(models, MODELS)}, fh, indent=1)
     if a.prices_yaml:
-        with open(a.prices_yaml, "w") as fh:
-            fh.write("# USD per 1M tokens; see docs/heldout.md (litellm price table via AgentOps-AI/tokencost)\n")
-            fh.write("output_tokens: 256\nmodels:\n")
-            for m in models:
-                if m in MODELS:
-                    fh.write(f"  {m}: {{input: {MODELS[m][1]}, output: {MODELS[m][2]}}}  # {MODELS[m][3]}\n")
+        write_prices_yaml(a.prices_yaml, models, MODELS, "see docs/heldout.md (litellm price table via AgentOps-AI/tokencost)")
     return 0
 
 

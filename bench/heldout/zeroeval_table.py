@@ -46,7 +46,7 @@ import math
 import re
 import sys
 
-from _common import estimate_tokens, git
+from _common import estimate_tokens, git, price_notes, write_prices_yaml
 
 COMMIT = "aa64adc5b008fe7be75a966afa2a6c490c1fb622"
 TASKS = ("math-l5", "crux")
@@ -215,15 +215,9 @@ def main(argv=None) -> int:
     if a.provenance:
         with open(a.provenance, "w") as fh:
             json.dump({"repo": "WildEval/ZeroEval", "commit": a.commit, "tasks": prov,
-                       "prices_usd_per_1m": {m: {"input": MODELS[m][1], "output": MODELS[m][2], "note": MODELS[m][3]}
-                                             for m in models if m in MODELS}}, fh, indent=1)
+                       "prices_usd_per_1m": price_notes(models, MODELS)}, fh, indent=1)
     if a.prices_yaml:
-        with open(a.prices_yaml, "w") as fh:
-            fh.write("# USD per 1M tokens; litellm price table via AgentOps-AI/tokencost (see zeroeval_table.py)\n")
-            fh.write("output_tokens: 256\nmodels:\n")
-            for m in models:
-                if m in MODELS:
-                    fh.write(f"  {m}: {{input: {MODELS[m][1]}, output: {MODELS[m][2]}}}  # {MODELS[m][3]}\n")
+        write_prices_yaml(a.prices_yaml, models, MODELS, "litellm price table via AgentOps-AI/tokencost (see zeroeval_table.py)")
     return 0
 
 
