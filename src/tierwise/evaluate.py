@@ -40,6 +40,7 @@ GUARD_SUFFIX = " +hull"
 # alone is worth)
 ZERO_CROSSFIT = "zero_router (cross-fitted)"
 ZERO_PER_SOURCE = "zero_router per source"
+MAX_SOURCES = 200  # more sources than this (or fewer than 10 rows each on average): no per-source reference
 EVAL_KNOBS = 240  # the grid a trained router calibrates and serves on
 
 
@@ -203,7 +204,7 @@ def evaluate(
         # a random mixture of the two models recovers the gap linearly: PGR(x) = x
         report.routers["zero_router"].update({"apgr": 0.5, "cpt50": 50.0, "cpt80": 80.0, "cpt95": 95.0})
     report.routers[ZERO_CROSSFIT] = nmodel_metrics(crossfit_zero_points(correct, cost, folds, seed), correct, cost)
-    if len(set(t.source)) > 1:
+    if 1 < len(set(t.source)) <= min(MAX_SOURCES, len(t) // 10):
         report.routers[ZERO_PER_SOURCE] = nmodel_metrics(
             per_source_zero_points(correct, cost, np.asarray(t.source), ids), correct, cost)
     orc = oracle_curve(correct, cost)
@@ -233,29 +234,30 @@ def per_source_zero_points(correct: np.ndarray, cost: np.ndarray, source: np.nda
     hull mixes neighbouring points. A router that only tells the sources apart gets this far."""
     n = len(correct)
     ids = np.zeros(n, dtype=int) if ids is None else np.asarray(ids)
-    plans = []  # per fold: its test rows and, per source, the hull vertices and the slopes between them
-    for f in np.unique(ids):
-        test = ids == f
-        train = ~test if (~test).any() else test
-        hulls = {}
-        for s in np.unique(source):
-            rows = train & (source == s)
+    names, src = np.unique(np.asarray(source), return_inverse=True)
+    folds, fold = np.unique(ids, return_inverse=True)
+    hits, spent = np.nan_to_num(correct), np.nan_to_num(cost)
+    groups = []  # per (fold, source) with test rows: its hull on the training rows, and its test rows' sums
+    for f in range(len(folds)):
+        train = fold != f
+        train = train if train.any() else ~train  # one fold: in sample
+        for s in range(len(names)):
+            test = (fold == f) & (src == s)
+            if not test.any():
+                continue
+            rows = train & (src == s)
             rows = rows if rows.any() else train  # a source only in this fold: the fold's whole hull
             verts = hull_vertices(correct[rows], cost[rows])
             q, c = correct[rows][:, verts].mean(axis=0), cost[rows][:, verts].mean(axis=0)
-            hulls[s] = (verts, np.diff(q) / np.maximum(np.diff(c), 1e-300))
-        plans.append((test, hulls))
-    rates = np.unique(np.concatenate([sl for _, h in plans for _, sl in h.values()] + [[0.0, np.inf]]))
-    points = []
-    for lam in rates:
-        pick = np.empty(n, dtype=int)
-        for test, hulls in plans:
-            for s, (verts, slopes) in hulls.items():
-                rows = test & (source == s)
-                pick[rows] = verts[int(np.sum(slopes >= lam))] if len(slopes) else verts[0]
-        rows = np.arange(n)
-        points.append((cost[rows, pick].mean(), correct[rows, pick].mean()))
-    return np.array(points)
+            groups.append((verts, np.diff(q) / np.maximum(np.diff(c), 1e-300),
+                           spent[test].sum(axis=0), hits[test].sum(axis=0)))
+    rates = np.unique(np.concatenate([g[1] for g in groups] + [[0.0, np.inf]]))
+    points = np.zeros((len(rates), 2))
+    for verts, slopes, cost_sum, hit_sum in groups:
+        # at exchange rate lam the group serves the vertex after every segment still worth lam (slopes fall)
+        pick = verts[np.searchsorted(-slopes, -rates, side="right")]
+        points += np.stack([cost_sum[pick], hit_sum[pick]], axis=1)
+    return points / n
 
 
 def _add_curve(report: EvalReport, name: str, pred, knobs, Q, C, T, correct, cost) -> None:
