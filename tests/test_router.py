@@ -211,3 +211,50 @@ def test_route_many_decides_each_row_as_route_does(fitted, small_table):
     assert fitted.route_batch(prompts[:5], 0.3) == [d.model for d in fitted.route_many(prompts[:5], [0.3] * 5)]
     with pytest.raises(ValueError, match="no allowed model"):
         fitted.route_many(prompts[:2], None, [["nope"], None])
+
+
+# --------------------------------------------------------------------------- the source member
+
+
+def _two_source_table(n: int = 400, seed: int = 0):
+    """Half the prompts are math (model a right 90%), half poetry (model b right 90%), told apart by words."""
+    from tierwise.table import OutcomeTable
+
+    rng = np.random.default_rng(seed)
+    first = np.arange(n) < n // 2
+    words = ["integral derivative limit sum", "poem sonnet rhyme verse"]
+    prompts = [f"{words[0] if f else words[1]} item {i} " + " ".join(rng.choice(list("abcdefgh"), 4)) for i, f in enumerate(first)]
+    correct = (rng.random((n, 2)) < np.where(first[:, None], [0.9, 0.1], [0.1, 0.9])).astype(float)
+    return OutcomeTable(prompts=prompts, models=["a", "b"], correct=correct, cost=np.tile([1.0, 1.1], (n, 1)),
+                        source=np.where(first, "math", "poetry").astype(object), contaminated=np.zeros(n, bool),
+                        path="<two sources>", cost_unit="units")
+
+
+def test_source_quality_learns_the_task_and_each_models_rate_there():
+    from tierwise.features import Featurizer
+    from tierwise.routers.source import SourceQuality
+
+    t = _two_source_table()
+    X = Featurizer().transform(t.prompts)
+    q = SourceQuality().fit(X, t.correct, groups=t.source)
+    assert q.labels == ["math", "poetry"] and q.W.shape[1] == 2  # the binary case as two columns
+    P = q.predict(X)
+    math = np.asarray(t.source) == "math"
+    assert P[math, 0].mean() > 0.8 and P[math, 1].mean() < 0.2 and P[~math, 1].mean() > 0.8
+    # without sources (or one): every prompt gets each model's overall rate
+    flat = SourceQuality().fit(X, t.correct, groups=None).predict(X[:3])
+    assert np.allclose(flat, t.correct.mean(axis=0))
+    # state round trip
+    params, arrays = q.get_state()
+    assert np.array_equal(SourceQuality.from_state(params, arrays).predict(X[:5]), P[:5])
+
+
+def test_ensemble_uses_the_source_member_only_with_two_sources(tmp_path):
+    t = _two_source_table()
+    r = Router("ensemble").fit(t)
+    assert r.quality.active == [0, 1, 2, 3]
+    loaded = Router.load(r.save(tmp_path / "two.tw"))
+    assert loaded.quality.active == [0, 1, 2, 3]
+    assert loaded.route("integral derivative limit sum item 7 a b c d").model == r.route("integral derivative limit sum item 7 a b c d").model
+    one = Router("ensemble").fit(t.with_source("math"))  # one source left: the member is left out
+    assert one.quality.active == [0, 1, 2]

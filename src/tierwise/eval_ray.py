@@ -30,11 +30,12 @@ def blas_threads() -> int:
     return max((int(i.get("num_threads") or 1) for i in threadpool_info() if i.get("user_api") == "blas"), default=1)
 
 
-def fit_predict_threads(job: FoldJob, X: np.ndarray, Y: np.ndarray, folds: np.ndarray, threads: int) -> np.ndarray:
+def fit_predict_threads(job: FoldJob, X: np.ndarray, Y: np.ndarray, folds: np.ndarray, groups: np.ndarray | None,
+                        threads: int) -> np.ndarray:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(threads):
-        return fit_predict(job, X, Y, folds)
+        return fit_predict(job, X, Y, folds, groups)
 
 
 @dataclass
@@ -46,13 +47,14 @@ class RayFoldRunner:
     progress: Callable[[str], None] | None = None
     every_s: float = 5.0  # at most one progress line this often
 
-    def __call__(self, jobs: list[FoldJob], X: np.ndarray, Y: np.ndarray, folds: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, jobs: list[FoldJob], X: np.ndarray, Y: np.ndarray, folds: np.ndarray,
+                 groups: np.ndarray | None = None) -> list[np.ndarray]:
         with ray_session(self.address, runtime_env=self.runtime_env) as session:
             ray = session.ray
             threads = self.threads or blas_threads()
             session.check_fits("each (router, fold) fit", threads, hint="pass --ray-threads N")
             task = ray.remote(num_cpus=threads, max_retries=self.max_retries)(fit_predict_threads)
-            inputs = [ray.put(a) for a in (X, Y, folds)]
+            inputs = [ray.put(a) for a in (X, Y, folds, groups)]
             refs = [task.remote(job, *inputs, threads) for job in jobs]
             self._wait(ray, refs)
             return ray.get(refs)

@@ -30,6 +30,7 @@ from .metrics import (
     upper_hull,
 )
 from .routers import make_quality_model
+from .routers.base import fit_quality
 from .routers.cost import cross_val_cost, table_cost_inputs
 from .table import OutcomeTable
 
@@ -88,29 +89,33 @@ class FoldJob:
     params: dict = field(default_factory=dict, hash=False, compare=False)
 
 
-def fit_predict(job: FoldJob, X: np.ndarray, Y: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """Predicted quality of the rows of ``job.fold``, by a model fitted on the other folds."""
+def fit_predict(job: FoldJob, X: np.ndarray, Y: np.ndarray, folds: np.ndarray, groups: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Predicted quality of the rows of ``job.fold``, by a model fitted on the other folds (``groups``: each
+    row's ``source``, for the models that use it)."""
     test = folds == job.fold
-    return make_quality_model(job.kind, **job.params).fit(X[~test], Y[~test]).predict(X[test])
+    model = make_quality_model(job.kind, **job.params)
+    return fit_quality(model, X[~test], Y[~test], None if groups is None else groups[~test]).predict(X[test])
 
 
 # runs fold jobs, returns their predictions in job order (tierwise.eval_ray.RayFoldRunner: one Ray task each)
-FoldRunner = Callable[[list[FoldJob], np.ndarray, np.ndarray, np.ndarray], list[np.ndarray]]
+FoldRunner = Callable[..., list[np.ndarray]]  # (jobs, X, Y, folds, groups)
 
 
-def cross_val_predict(kind: str, X: np.ndarray, Y: np.ndarray, folds: np.ndarray, **params) -> np.ndarray:
+def cross_val_predict(kind: str, X: np.ndarray, Y: np.ndarray, folds: np.ndarray, groups: np.ndarray | None = None,
+                      **params) -> np.ndarray:
     """Out-of-fold predicted quality for every row."""
     oof = np.empty(Y.shape, dtype=float)
     for f in np.unique(folds):
-        oof[folds == f] = fit_predict(FoldJob(kind, int(f), params), X, Y, folds)
+        oof[folds == f] = fit_predict(FoldJob(kind, int(f), params), X, Y, folds, groups)
     return oof
 
 
-def _run_fold_jobs(runner: FoldRunner, routers, params, X, Y, folds) -> dict[str, np.ndarray]:
+def _run_fold_jobs(runner: FoldRunner, routers, params, X, Y, folds, groups) -> dict[str, np.ndarray]:
     """Every (router, fold) fit through ``runner`` at once, pooled into out-of-fold predictions per router."""
     jobs = [FoldJob(kind, int(f), params[kind]) for kind in routers for f in np.unique(folds)]
     out: dict[str, np.ndarray] = {}
-    for job, pred in zip(jobs, runner(jobs, X, Y, folds)):
+    for job, pred in zip(jobs, runner(jobs, X, Y, folds, groups)):
         out.setdefault(job.kind, np.empty(Y.shape, dtype=float))[folds == job.fold] = pred
     return out
 
@@ -162,6 +167,7 @@ def evaluate(
         say(f"encoding {len(t)} prompts")
         features = featurizer.transform(t.prompts)
     correct, cost = t.correct, t.cost
+    groups = np.asarray(t.source)
     ids = fold_ids(len(t), folds, seed)
     report = EvalReport(models=list(t.models), n=len(t), folds=folds, cost_unit=t.cost_unit)
     report.singles = single_model_points(correct, cost)
@@ -178,11 +184,11 @@ def evaluate(
     pooled = None
     if runner is not None:
         say(f"cross-validating {', '.join(routers)}: {len(routers) * folds} (router, fold) fits at once")
-        pooled = _run_fold_jobs(runner, routers, params, features, correct, ids)
+        pooled = _run_fold_jobs(runner, routers, params, features, correct, ids, groups)
     for kind in routers:
         if pooled is None:
             say(f"cross-validating {kind}")
-        pred = pooled[kind] if pooled is not None else cross_val_predict(kind, features, correct, ids, **params[kind])
+        pred = pooled[kind] if pooled is not None else cross_val_predict(kind, features, correct, ids, groups, **params[kind])
         report.oof[kind] = pred
         for i, mode in enumerate(cost_modes):
             picks = router_picks(pred, decision_cost[mode], rule, grid, scale)

@@ -28,7 +28,7 @@ from .decision import RULES, TARGET_HELP, Decision, choose, parse_target
 from .errors import TierwiseError
 from .prices import estimate_tokens
 from .routers import QualityModel, make_quality_model
-from .routers.base import QUALITY_MODELS
+from .routers.base import QUALITY_MODELS, fit_quality
 from .routers.cost import CostModel, cross_val_cost, table_cost_inputs
 
 ARTIFACT_FORMAT = "tierwise-router"
@@ -122,6 +122,7 @@ class Router:
         self.costs = t.mean_cost()
         X = self.featurizer.transform(t.prompts) if X is None else X
         tin, cost, tout = table_cost_inputs(t)
+        groups = np.asarray(t.source)  # each row's source: the models that learn it (``routers.source``) use it
         rng = np.random.default_rng(seed)
         complete = np.isfinite(t.correct).all(axis=1)
         order = rng.permutation(np.flatnonzero(complete))
@@ -142,14 +143,14 @@ class Router:
         elif n_hold >= 10:
             hold = order[:n_hold]
             train = np.setdiff1d(np.arange(len(t)), hold)
-            qm = make_quality_model(self.kind, **self.params).fit(X[train], t.correct[train])
+            qm = fit_quality(make_quality_model(self.kind, **self.params), X[train], t.correct[train], groups[train])
             pred = qm.predict(X[hold])
             cm = CostModel(cost_mode).fit(X[train], tin[train], cost[train], None if tout is None else tout[train])
             dcost = cm.predict(X[hold], tin[hold])
         if pred is not None:
             self._calibrate_on(pred, dcost, t.correct[hold], cost[hold], guard, margin_se,
                                "cross-validated predictions" if oof is not None else f"{holdout:.0%} holdout")
-        self.quality = make_quality_model(self.kind, **self.params).fit(X, t.correct)
+        self.quality = fit_quality(make_quality_model(self.kind, **self.params), X, t.correct, groups)
         self.cost_model = CostModel(cost_mode).fit(X, tin, cost, tout)
         self.metadata.update(
             {

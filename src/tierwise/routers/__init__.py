@@ -6,4 +6,4 @@ calibration work the same way for every router.
 """
 
 from .base import QualityModel, make_quality_model, QUALITY_MODELS  # noqa: F401
-from . import baselines, knn, neural, ensemble, probe  # noqa: F401  (register the kinds)
+from . import baselines, knn, neural, source, ensemble, probe  # noqa: F401  (register the kinds)

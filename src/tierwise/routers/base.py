@@ -29,6 +29,7 @@ class QualityModel(ABC):
     """Predicts P(model answers well | prompt features) for every model at once."""
 
     kind: str = ""
+    uses_groups = False  # fit() also takes ``groups``: each row's ``source`` (see :func:`fit_quality`)
 
     @abstractmethod
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "QualityModel":
@@ -46,6 +47,12 @@ class QualityModel(ABC):
     @abstractmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> "QualityModel": ...
 
+    @classmethod
+    def usable(cls, groups, **params) -> bool:
+        """Whether fitting on rows with these ``source`` labels is worth it (an ensemble leaves out a member
+        that is not)."""
+        return True
+
 
 def column_means(Y: np.ndarray) -> np.ndarray:
     """Per-model mean outcome ignoring missing cells (0.5 for a model with no data)."""
@@ -57,3 +64,8 @@ def column_means(Y: np.ndarray) -> np.ndarray:
 def unit_rows(X: np.ndarray) -> np.ndarray:
     """Each row scaled to unit length (all-zero rows stay zero)."""
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-8)
+
+
+def fit_quality(model: "QualityModel", X: np.ndarray, Y: np.ndarray, groups=None) -> "QualityModel":
+    """``model.fit(X, Y)``, with each row's ``source`` label (``groups``) for the models that use one."""
+    return model.fit(X, Y, groups=groups) if model.uses_groups else model.fit(X, Y)

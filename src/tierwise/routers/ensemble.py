@@ -2,8 +2,11 @@
 
 Measured on the shipped tables (see ``bench/router_quality.py``): neighbours in embedding space
 know *which topics* a model is weak at, a two-tower MF over embedding + surface features shares
-that knowledge across models, and a logistic model on the surface statistics alone knows *how
-hard* a prompt looks (length, how many numbers). Their errors differ, so averaging their
+that knowledge across models, a logistic model on the surface statistics alone knows *how
+hard* a prompt looks (length, how many numbers), and, where the table names two or more sources,
+``routers.source`` knows which task a prompt is and how each model does on it (added when the
+source-level reference of ``tierwise eval`` was above every router on mmlu and mmlu_pro; it helps there
+and is within noise elsewhere; a table with one source is unchanged). Their errors differ, so averaging their
 probabilities beats each of them, most on small tables where any single view overfits.
 """
 
@@ -12,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..features import SURFACE_NAMES
-from .base import QualityModel, make_quality_model, register, QUALITY_MODELS
+from .base import QualityModel, fit_quality, make_quality_model, register, QUALITY_MODELS
 
 VIEWS = ("all", "embedding", "surface")
-DEFAULT_MEMBERS = (("knn", "embedding", {}), ("mf", "all", {}), ("linear", "surface", {}))
+DEFAULT_MEMBERS = (("knn", "embedding", {}), ("mf", "all", {}), ("linear", "surface", {}), ("source", "all", {}))
 
 
 def _view(X: np.ndarray, view: str) -> np.ndarray:
@@ -29,26 +32,33 @@ def _view(X: np.ndarray, view: str) -> np.ndarray:
 
 @register("ensemble")
 class EnsembleQuality(QualityModel):
+    uses_groups = True
+
     def __init__(self, members=DEFAULT_MEMBERS):
         self.members = [(str(kind), str(view), dict(params)) for kind, view, params in members]
         for kind, view, _ in self.members:
             if view not in VIEWS:
                 raise ValueError(f"unknown feature view {view!r}; choose one of {VIEWS}")
         self.models: list[QualityModel] = []
+        self.active: list[int] = []  # the members fitted (a member that uses sources needs two or more)
 
-    def fit(self, X, Y):
-        self.models = [make_quality_model(kind, **params).fit(_view(X, view), Y) for kind, view, params in self.members]
+    def fit(self, X, Y, groups=None):
+        self.active = [i for i, (kind, _, params) in enumerate(self.members)
+                       if not QUALITY_MODELS[kind].uses_groups or QUALITY_MODELS[kind].usable(groups, **params)]
+        self.models = [fit_quality(make_quality_model(self.members[i][0], **self.members[i][2]),
+                                   _view(X, self.members[i][1]), Y, groups) for i in self.active]
         return self
 
     def predict(self, X):
         out = None
-        for model, (_, view, _) in zip(self.models, self.members):
+        for model, i in zip(self.models, self.active):
+            view = self.members[i][1]
             p = model.predict(_view(X, view))
             out = p.astype(np.float64) if out is None else out + p
         return out / len(self.models)
 
     def get_state(self):
-        params = {"members": [list(m) for m in self.members], "states": []}
+        params = {"members": [list(m) for m in self.members], "active": self.active, "states": []}
         arrays: dict[str, np.ndarray] = {}
         for i, model in enumerate(self.models):
             p, a = model.get_state()
@@ -59,7 +69,9 @@ class EnsembleQuality(QualityModel):
     @classmethod
     def from_state(cls, params, arrays):
         obj = cls([tuple(m) for m in params["members"]])
-        for i, ((kind, _, _), p) in enumerate(zip(obj.members, params["states"])):
+        obj.active = list(params.get("active", range(len(obj.members))))  # artifacts before sources: every member
+        for i, (member, p) in enumerate(zip(obj.active, params["states"])):
+            kind = obj.members[member][0]
             prefix = f"m{i}."
             sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             obj.models.append(QUALITY_MODELS[kind].from_state(p, sub))
