@@ -1,6 +1,7 @@
 """Router: fit / score / route, knob targets, artifact round-trips, the stand-in, CLI eval/train."""
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -249,12 +250,30 @@ def test_source_quality_learns_the_task_and_each_models_rate_there():
     assert np.array_equal(SourceQuality.from_state(params, arrays).predict(X[:5]), P[:5])
 
 
-def test_ensemble_uses_the_source_member_only_with_two_sources(tmp_path):
+def test_task_ensemble_uses_the_source_member_only_with_two_sources(tmp_path):
     t = _two_source_table()
-    r = Router("ensemble").fit(t)
+    assert Router("ensemble").fit(t).quality.active == [0, 1, 2]  # the default ensemble has no source member
+    r = Router("task-ensemble").fit(t)
     assert r.quality.active == [0, 1, 2, 3]
     loaded = Router.load(r.save(tmp_path / "two.tw"))
     assert loaded.quality.active == [0, 1, 2, 3]
     assert loaded.route("integral derivative limit sum item 7 a b c d").model == r.route("integral derivative limit sum item 7 a b c d").model
-    one = Router("ensemble").fit(t.with_source("math"))  # one source left: the member is left out
+    one = Router("task-ensemble").fit(t.with_source("math"))  # one source left: the member is left out
     assert one.quality.active == [0, 1, 2]
+
+
+def test_cli_train_auto_tries_the_task_ensemble_only_with_sources(tmp_path):
+    t = _two_source_table(n=200)
+    import pandas as pd
+
+    frame = pd.DataFrame({"prompt": t.prompts, "source": t.source,
+                          **{f"correct|{m}": t.correct[:, j] for j, m in enumerate(t.models)},
+                          **{f"cost|{m}": t.cost[:, j] for j, m in enumerate(t.models)}})
+    frame.to_csv(tmp_path / "two.csv", index=False)
+    frame.assign(source="one").to_csv(tmp_path / "one.csv", index=False)
+    for name, tried in (("two", True), ("one", False)):
+        out = subprocess.run([sys.executable, "-m", "tierwise.cli", "train", str(tmp_path / f"{name}.csv"), "--out",
+                              str(tmp_path / f"{name}.tw"), "--kind", "auto"], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "COLUMNS": "200"})  # rich wraps its log lines at the terminal width
+        assert out.returncode == 0, out.stderr
+        assert ("task-ensemble" in " ".join(out.stderr.split())) == tried

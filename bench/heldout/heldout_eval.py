@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tierwise.evaluate import DEFAULT_ROUTERS, ZERO_CROSSFIT, ZERO_PER_SOURCE, evaluate  # noqa: E402
+from tierwise.evaluate import ZERO_CROSSFIT, ZERO_PER_SOURCE, evaluate, routers_for  # noqa: E402
 from tierwise.table import load_table  # noqa: E402
 
 
@@ -40,7 +40,8 @@ def main() -> None:
         table = load_table(path).clean()
         if args.drop:
             table = table.with_models([m for m in table.models if not any(m.startswith(d) for d in args.drop)])
-        rep = evaluate(table, DEFAULT_ROUTERS, folds=args.folds, seed=args.seed)
+        kinds = routers_for(table)
+        rep = evaluate(table, kinds, folds=args.folds, seed=args.seed)
         r = rep.routers
         zero, oracle = r["zero_router"]["aiq"], r["oracle"]["aiq"]
         print(f"{path.name}: {len(table)} prompts x {len(table.models)} models"
@@ -48,7 +49,7 @@ def main() -> None:
               + f"; {args.folds}-fold CV (split seed {args.seed}); zero router AIQ {zero:.4f}, oracle {oracle:.4f}")
         cf = r[ZERO_CROSSFIT]["aiq"]
         print(f"  zero router, cross-fitted AIQ {cf:.4f}  (the learned routers' gain over it: "
-              + ", ".join(f"{k} {(r[k]['aiq'] - cf) / (oracle - cf):.1%}" for k in DEFAULT_ROUTERS if k in r and k != "random")
+              + ", ".join(f"{k} {(r[k]['aiq'] - cf) / (oracle - cf):.1%}" for k in kinds if k != "random")
               + " of the oracle's gap)")
         if ZERO_PER_SOURCE in r:
             ps = r[ZERO_PER_SOURCE]["aiq"]

@@ -35,6 +35,14 @@ from .routers.cost import cross_val_cost, table_cost_inputs
 from .table import OutcomeTable
 
 DEFAULT_ROUTERS = ("random", "knn", "mf", "ensemble")
+TASK_ROUTERS = ("task-ensemble",)  # added to the defaults where a table has two or more sources (routers.source)
+
+
+def routers_for(table: OutcomeTable, routers: Sequence[str] = DEFAULT_ROUTERS) -> tuple[str, ...]:
+    """``routers``, plus the ones that learn the source where ``table`` has sources to learn."""
+    from .routers.source import SourceQuality
+
+    return tuple(routers) + (TASK_ROUTERS if SourceQuality.usable(table.source) else ())
 GUARD_SUFFIX = " +hull"
 # references beside the zero router (the hull of the single models on every row, RouterBench's): the same
 # chosen on other rows, and the best single models per source chosen on other rows (what knowing the task

@@ -110,7 +110,8 @@ def eval_command(
     models: Optional[str] = typer.Option(None, help="Comma-separated subset of models (default: all)."),
     prices: Optional[Path] = typer.Option(None, help="Price table (YAML/CSV, USD per 1M tokens) for tables without cost columns."),
     folds: int = typer.Option(5, min=2, help="Cross-validation folds."),
-    routers: str = typer.Option("random,knn,mf,ensemble", help="Router kinds to evaluate."),
+    routers: str = typer.Option("random,knn,mf,ensemble", help="Router kinds to evaluate (with the default, "
+                                "task-ensemble too where the table has two or more sources)."),
     rule: str = typer.Option("cost_weight", help="Decision rule swept for the curves: cost_weight | threshold."),
     seed: int = typer.Option(0, help="Fold assignment seed."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
@@ -127,11 +128,13 @@ def eval_command(
     """Cross-validate routers and print APGR/CPT (two models) or AIQ/cost-to-match (N models)."""
     from rich.console import Console
 
-    from ..evaluate import evaluate, plot_report
+    from ..evaluate import DEFAULT_ROUTERS, evaluate, plot_report, routers_for
 
     console = Console(stderr=True)
     t = _load(table, source, models, prices)
     kinds = [k.strip() for k in routers.split(",") if k.strip()]
+    if tuple(kinds) == DEFAULT_ROUTERS:
+        kinds = list(routers_for(t.clean()))
     if cost not in COST_MODES:
         _fail(f"--cost must be one of {sorted(COST_MODES)}")
     runner = _ray_fold_runner(ray_address, ray_threads, ray_runtime_env, console, as_json) if ray or ray_address else None
@@ -176,8 +179,10 @@ AUTO_KINDS = ("knn", "mf", "linear", "ensemble")
 def train_command(
     table: Optional[Path] = typer.Argument(None, help="Outcome table to learn from (not with --add-model)."),
     out: Path = typer.Option(..., help="Where to write the router artifact (.tw)."),
-    kind: str = typer.Option("ensemble", help="Router kind: ensemble | mf | knn | linear | prior | random, or "
-                             "'auto' = the one of knn, mf, linear, ensemble with the best cross-validated AIQ."),
+    kind: str = typer.Option("ensemble", help="Router kind: ensemble | task-ensemble (plus which source a prompt "
+                             "looks like) | mf | knn | linear | source | prior | random, or 'auto' = the one of knn, "
+                             "mf, linear, ensemble (and task-ensemble, given two or more sources) with the best "
+                             "cross-validated AIQ."),
     source: Optional[str] = typer.Option(None, help="Keep rows whose `source` starts with this prefix."),
     models: Optional[str] = typer.Option(None, help="Comma-separated subset of models."),
     prices: Optional[Path] = typer.Option(None, help="Price table for tables without cost columns."),
@@ -215,6 +220,7 @@ def train_command(
     from ..evaluate import evaluate
     from ..features import Featurizer
     from ..router import Router
+    from ..routers.source import SourceQuality
 
     console = Console(stderr=True)
     t = _load(table, source, models, prices)
@@ -232,6 +238,8 @@ def train_command(
     X = featurizer.transform(train_rows.prompts)
     cv_metrics = None
     candidates = AUTO_KINDS if kind == "auto" else (kind,)
+    if kind == "auto" and SourceQuality.usable(train_rows.source):  # sources that may be tasks: try them too
+        candidates += ("task-ensemble",)
     if kind == "auto" and not cv:
         _fail("--kind auto picks by cross-validation: give --cv 2 or more")
     if cost not in ("auto", "request", "mean"):

@@ -3,11 +3,13 @@
 Measured on the shipped tables (see ``bench/router_quality.py``): neighbours in embedding space
 know *which topics* a model is weak at, a two-tower MF over embedding + surface features shares
 that knowledge across models, a logistic model on the surface statistics alone knows *how
-hard* a prompt looks (length, how many numbers), and, where the table names two or more sources,
-``routers.source`` knows which task a prompt is and how each model does on it (added when the
-source-level reference of ``tierwise eval`` was above every router on mmlu and mmlu_pro; it helps there
-and is within noise elsewhere; a table with one source is unchanged). Their errors differ, so averaging their
+hard* a prompt looks (length, how many numbers). Their errors differ, so averaging their
 probabilities beats each of them, most on small tables where any single view overfits.
+
+``task-ensemble`` adds ``routers.source`` (which source of the table a prompt looks like, and how each
+model does there), for tables whose sources are tasks: on the shipped mmlu, mmlu_pro and local tables
+it is ahead of the ensemble, on AlpacaEval (sources: instruction collections) behind it (docs/results.md,
+docs/heldout.md). ``tierwise train --kind auto`` tries it on tables with two or more sources.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from ..features import SURFACE_NAMES
 from .base import QualityModel, fit_quality, make_quality_model, register, QUALITY_MODELS
 
 VIEWS = ("all", "embedding", "surface")
-DEFAULT_MEMBERS = (("knn", "embedding", {}), ("mf", "all", {}), ("linear", "surface", {}), ("source", "all", {}))
+DEFAULT_MEMBERS = (("knn", "embedding", {}), ("mf", "all", {}), ("linear", "surface", {}))
+TASK_MEMBERS = DEFAULT_MEMBERS + (("source", "all", {}),)
 
 
 def _view(X: np.ndarray, view: str) -> np.ndarray:
@@ -76,3 +79,11 @@ class EnsembleQuality(QualityModel):
             sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             obj.models.append(QUALITY_MODELS[kind].from_state(p, sub))
         return obj
+
+
+@register("task-ensemble")
+class TaskEnsembleQuality(EnsembleQuality):
+    """The ensemble plus ``routers.source`` (left out where the table has fewer than two sources)."""
+
+    def __init__(self, members=TASK_MEMBERS):
+        super().__init__(members)
