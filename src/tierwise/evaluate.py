@@ -36,13 +36,6 @@ from .table import OutcomeTable
 
 DEFAULT_ROUTERS = ("random", "knn", "mf", "ensemble")
 TASK_ROUTERS = ("task-ensemble",)  # added to the defaults where a table has two or more sources (routers.source)
-
-
-def routers_for(table: OutcomeTable, routers: Sequence[str] = DEFAULT_ROUTERS) -> tuple[str, ...]:
-    """``routers``, plus the ones that learn the source where ``table`` has sources to learn."""
-    from .routers.source import SourceQuality
-
-    return tuple(routers) + (TASK_ROUTERS if SourceQuality.usable(table.source) else ())
 GUARD_SUFFIX = " +hull"
 # references beside the zero router (the hull of the single models on every row, RouterBench's): the same
 # chosen on other rows, and the best single models per source chosen on other rows (what knowing the task
@@ -51,6 +44,13 @@ ZERO_CROSSFIT = "zero_router (cross-fitted)"
 ZERO_PER_SOURCE = "zero_router per source"
 MAX_SOURCES = 200  # more sources than this (or fewer than 10 rows each on average): no per-source reference
 EVAL_KNOBS = 240  # the grid a trained router calibrates and serves on
+
+
+def routers_for(table: OutcomeTable, routers: Sequence[str] = DEFAULT_ROUTERS) -> tuple[str, ...]:
+    """``routers``, plus the ones that learn the source where ``table`` has sources to learn."""
+    from .routers.source import SourceQuality
+
+    return tuple(routers) + (TASK_ROUTERS if SourceQuality.usable(table.source) else ())
 
 
 @dataclass
@@ -218,9 +218,9 @@ def evaluate(
         # a random mixture of the two models recovers the gap linearly: PGR(x) = x
         report.routers["zero_router"].update({"apgr": 0.5, "cpt50": 50.0, "cpt80": 80.0, "cpt95": 95.0})
     report.routers[ZERO_CROSSFIT] = nmodel_metrics(crossfit_zero_points(correct, cost, folds, seed), correct, cost)
-    if 1 < len(set(t.source)) <= min(MAX_SOURCES, len(t) // 10):
+    if 1 < len(set(groups)) <= min(MAX_SOURCES, len(t) // 10):
         report.routers[ZERO_PER_SOURCE] = nmodel_metrics(
-            per_source_zero_points(correct, cost, np.asarray(t.source), ids), correct, cost)
+            per_source_zero_points(correct, cost, groups, ids), correct, cost)
     orc = oracle_curve(correct, cost)
     report.curves["oracle"] = orc
     report.routers["oracle"] = metrics_for(correct, orc, correct, cost)
