@@ -253,16 +253,18 @@ def test_eval_on_ray_equals_local(tmp_path):
     for j, m in enumerate(models):
         frame[f"correct|{m}"] = (rng.random(n) < skill[:, j]).astype(float)
         frame[f"cost|{m}"] = 0.001 * 10 ** j * (1 + 0.1 * rng.random(n))
+    frame["source"] = np.where(X[:, 0] > 0, "first", "second")  # the source model gets its labels on the workers too
     frame.to_csv(tmp_path / "t.csv", index=False)
     table = load_table(tmp_path / "t.csv")
-    routers = ("knn", "mf", "linear")
+    routers = ("knn", "mf", "linear", "source")
     local = evaluate(table, routers, folds=3, features=X)
     lines: list[str] = []
     remote = evaluate(table, routers, folds=3, features=X, runner=RayFoldRunner(progress=lines.append))
     for kind in routers:
         assert np.array_equal(local.oof[kind], remote.oof[kind]), kind
     assert remote.routers == local.routers
-    assert lines and lines[-1] == "9/9 (router, fold) fits done"
+    assert lines and lines[-1] == "12/12 (router, fold) fits done"
+    assert not np.allclose(local.oof["source"], local.oof["source"].mean(axis=0))  # it did learn the two sources
 
 
 # ------------------------------------------------------------------------------------------
