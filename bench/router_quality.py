@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tierwise.evaluate import evaluate, plot_report, routers_for  # noqa: E402
+from tierwise.evaluate import DEFAULT_ROUTERS, TASK_ROUTERS, evaluate, plot_report, routers_for  # noqa: E402
 from tierwise.features import Featurizer  # noqa: E402
 from tierwise.table import load_table  # noqa: E402
 
@@ -37,7 +37,7 @@ BENCHMARKS = {
     "llmrouter_dc": ("llmrouter_dc.csv.gz", None, None),
     "local": ("../local/local_pyramid.csv.gz", None, None),
 }
-ROUTERS = ("random", "knn", "mf", "ensemble", "task-ensemble")
+ROUTERS = DEFAULT_ROUTERS + TASK_ROUTERS  # row order of the page
 LEARNED = ("knn", "mf", "ensemble")
 PAIR_KEYS = ("apgr", "cpt50", "cpt80", "cpt95")
 N_KEYS = ("aiq", "cost_to_match_best", "quality_at_25pct_cost", "max_quality", "knobs_under_zero", "max_under_zero")
@@ -116,7 +116,7 @@ def main() -> None:
         table = table.clean()
         t0 = time.time()
         X = featurizer.transform(table.prompts)
-        report = evaluate(table, routers_for(table, ROUTERS[:-1]), folds=args.folds, features=X, cost_modes=("request", "mean"),
+        report = evaluate(table, routers_for(table), folds=args.folds, features=X, cost_modes=("request", "mean"),
                           progress=lambda m: print(f"[{name}] {m}", file=sys.stderr))
         if all(f"logprob|{m}" in table.extra for m in table.models[:-1]):  # collected tables: the cascade too
             from tierwise.cascade import cascade_cv_curve

@@ -42,6 +42,14 @@ DEFAULT_MARGIN_SE = 1.25
 ZERO_ROUTER_FOLDS = 5  # the zero router a guard compares with is cross-fitted over this many folds
 
 
+def fold_ids(n: int, folds: int, seed: int = 0) -> np.ndarray:
+    """Each of ``n`` rows' fold (0 .. folds-1), balanced and shuffled by ``seed``: the one CV split."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(n) % folds
+    rng.shuffle(ids)
+    return ids
+
+
 def hull_vertices(correct: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Model indices of the zero router's hull vertices, cheapest first (ending at the best model)."""
     singles = single_model_points(correct, cost)
@@ -73,8 +81,7 @@ class CrossFitZeroRouter:
         if folds < 2 or n < 2 * folds:
             self.parts = [(np.ones(n, bool), hull_vertices(correct, cost), cost.mean(axis=0))]
         else:
-            ids = np.arange(n) % folds
-            np.random.default_rng(seed).shuffle(ids)
+            ids = fold_ids(n, folds, seed)
             self.parts = [(ids == f, hull_vertices(correct[ids != f], cost[ids != f]), cost[ids != f].mean(axis=0))
                           for f in range(folds)]
 

@@ -18,7 +18,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .calibration import DEFAULT_MARGIN_SE, CrossFitZeroRouter, crossfit_rows, curve_of_rows, hull_vertices, under_zero
+from .calibration import (
+    DEFAULT_MARGIN_SE,
+    CrossFitZeroRouter,
+    crossfit_rows,
+    curve_of_rows,
+    fold_ids,
+    hull_vertices,
+    under_zero,
+)
 from .decision import cost_scale, knob_grid
 from .metrics import (
     Curve,
@@ -79,13 +87,6 @@ class EvalReport:
                 m: {"quality": float(q), "cost": float(c)} for m, (c, q) in zip(self.models, self.singles)
             },
         }
-
-
-def fold_ids(n: int, folds: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    ids = np.arange(n) % folds
-    rng.shuffle(ids)
-    return ids
 
 
 @dataclass(frozen=True)

@@ -217,10 +217,9 @@ def train_command(
 
     import numpy as np
 
-    from ..evaluate import evaluate
+    from ..evaluate import evaluate, routers_for
     from ..features import Featurizer
     from ..router import Router
-    from ..routers.source import SourceQuality
 
     console = Console(stderr=True)
     t = _load(table, source, models, prices)
@@ -237,9 +236,7 @@ def train_command(
     console.log(f"encoding {len(train_rows)} prompts")
     X = featurizer.transform(train_rows.prompts)
     cv_metrics = None
-    candidates = AUTO_KINDS if kind == "auto" else (kind,)
-    if kind == "auto" and SourceQuality.usable(train_rows.source):  # sources that may be tasks: try them too
-        candidates += ("task-ensemble",)
+    candidates = routers_for(train_rows, AUTO_KINDS) if kind == "auto" else (kind,)  # + task-ensemble given sources
     if kind == "auto" and not cv:
         _fail("--kind auto picks by cross-validation: give --cv 2 or more")
     if cost not in ("auto", "request", "mean"):
