@@ -3,7 +3,7 @@
 Outcome tables often say where a prompt comes from (``source``: a benchmark subject, an app feature, a
 prompt set). Telling the sources apart is worth something on its own: on the shipped mmlu_pro and mmlu
 tables, serving each source with its own best single models (``evaluate.per_source_zero_points``,
-chosen on other folds) is above every router that reads only the prompt. The source is not known at
+chosen on other folds) is above every router that does not learn the source. The source is not known at
 request time, so this model learns it: a multinomial logistic regression on the prompt features gives
 P(source | prompt), and the predicted quality is that mixture of the per-source success rates (each
 shrunk toward the model's overall rate). Prediction is one small product and a softmax: numpy only.
