@@ -13,6 +13,8 @@
   per-request cost and the folds are the learned routers'. It is the most a router that predicts how
   hard a prompt is (and nothing else about it) could gain. ``... per source``: the same fitted per
   ``source`` (the task), so it knows the task as well.
+* **how well the prompt predicts that difficulty**: the correlation between each prompt's difficulty and
+  its out-of-fold prediction by ridge regression on the features (the static encoder's, and MiniLM's).
 
     python bench/heldout/ceilings.py /tmp/alpaca_eval.csv.gz /tmp/zeroeval.csv.gz --minilm
     python bench/heldout/ceilings.py /tmp/alpaca_eval.csv.gz --drop FuseChat
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from tierwise.evaluate import ZERO_CROSSFIT, evaluate, fold_ids, metrics_for  # noqa: E402
+from tierwise.features import Featurizer  # noqa: E402
 from tierwise.metrics import router_curve  # noqa: E402
 from tierwise.table import load_table  # noqa: E402
 
@@ -53,6 +56,17 @@ def difficulty_oracle(correct: np.ndarray, folds: np.ndarray, source: np.ndarray
                 coef, *_ = np.linalg.lstsq(F[tr], correct[tr], rcond=None)
                 pred[te] = F[te] @ coef
     return pred
+
+
+def difficulty_r(X: np.ndarray, correct: np.ndarray, folds: np.ndarray) -> float:
+    """Correlation of each prompt's difficulty (mean outcome) with its out-of-fold ridge prediction from ``X``."""
+    from sklearn.linear_model import RidgeCV
+
+    z, zhat = correct.mean(axis=1), np.zeros(len(correct))
+    for f in np.unique(folds):
+        tr, te = folds != f, folds == f
+        zhat[te] = RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(X[tr], z[tr]).predict(X[te])
+    return float(np.corrcoef(z, zhat)[0, 1])
 
 
 def minilm_features(prompts: list[str]) -> np.ndarray:
@@ -82,7 +96,8 @@ def main() -> None:
         t = load_table(path).clean()
         if args.drop:
             t = t.with_models([m for m in t.models if not any(m.startswith(d) for d in args.drop)])
-        rep = evaluate(t, KINDS, folds=args.folds, seed=args.seed, guard=False)
+        X = Featurizer().transform(t.prompts)
+        rep = evaluate(t, KINDS, folds=args.folds, seed=args.seed, guard=False, features=X)
         ids = fold_ids(len(t), args.folds, args.seed)
         oracles = {"difficulty oracle": difficulty_oracle(t.correct, ids),
                    "difficulty oracle per source": difficulty_oracle(t.correct, ids, np.asarray(t.source))}
@@ -93,9 +108,13 @@ def main() -> None:
               + (f" (without {', '.join(args.drop)}*)" if args.drop else "") + f"; {args.folds}-fold CV, seed {args.seed}")
         print("  static encoder (shipped):  " + shares(rep.routers, KINDS))
         print("  told the difficulty:       " + shares(rep.routers, list(oracles)))
+        r = f"static encoder r = {difficulty_r(X, t.correct, ids):.2f}"
         if args.minilm:
-            full = evaluate(t, KINDS, folds=args.folds, seed=args.seed, guard=False, features=minilm_features(list(t.prompts)))
-            print("  full MiniLM (torch):       " + shares(full.routers, KINDS), flush=True)
+            M = minilm_features(list(t.prompts))
+            full = evaluate(t, KINDS, folds=args.folds, seed=args.seed, guard=False, features=M)
+            print("  full MiniLM (torch):       " + shares(full.routers, KINDS))
+            r += f", full MiniLM r = {difficulty_r(M, t.correct, ids):.2f}"
+        print(f"  difficulty predicted from the prompt (out of fold, ridge): {r}", flush=True)
 
 
 if __name__ == "__main__":
