@@ -175,8 +175,12 @@ def _wrk_phase(port: int, name: str, seconds: float, tmp: Path, cfg: Path, gatew
         if nginx is not None:
             nginx.terminate()
             nginx.wait(10)
+    # each round's routed run against the by-name run just before it: the machine's drift between rounds
+    # cancels in the pair, and the spread of the pairs says how far one ratio can be trusted
+    paired = sorted(r["rps"] / b["rps"] for b, r in zip(runs["by name"], runs["routed"]))
     out.append((f"routed / by name throughput: {res['routed']['rps'] / res['by name']['rps']:.0%} "
-                f"({len(texts)} distinct prompts in rotation)", 0, 0))
+                f"({len(texts)} distinct prompts in rotation); round by round {paired[len(paired) // 2]:.0%} "
+                f"(median; {min(paired):.0%} to {max(paired):.0%})", 0, 0))
     return out
 
 
@@ -193,6 +197,8 @@ def main() -> int:
     ap.add_argument("--wrk-seconds", type=float, default=10.0,
                     help="then wrk (C) with 32 connections for this long, by name vs routed, distinct prompts "
                          "(0: skip)")
+    ap.add_argument("--wrk-rounds", type=int, default=3,
+                    help="interleaved (by name, routed) wrk rounds; the medians and the round-by-round ratio are reported")
     ap.add_argument("--router-process", choices=("auto", "on", "off"), default="auto",
                     help="the pyramid's router_process setting (where a trained router decides)")
     ap.add_argument("--stub-port", type=int, help=argparse.SUPPRESS)  # internal: run only the stub backend
@@ -244,8 +250,8 @@ def main() -> int:
                                             args.load_requests, args.max_seconds))
             wall = time.perf_counter() - t0
             load_cpu = cpu_s(proc.pid) - cpu3
-            wrk_lines = (_wrk_phase(port, (names or ["m0"])[0], args.wrk_seconds, Path(tmp), cfg, proc)
-                         if args.wrk_seconds else [])
+            wrk_lines = (_wrk_phase(port, (names or ["m0"])[0], args.wrk_seconds, Path(tmp), cfg, proc,
+                                    max(1, args.wrk_rounds)) if args.wrk_seconds else [])
         finally:
             out = stop_gateway(proc)
             stub_proc.terminate()

@@ -115,6 +115,12 @@ def main() -> None:
             print("  full MiniLM (torch):       " + shares(full.routers, KINDS))
             r += f", full MiniLM r = {difficulty_r(M, t.correct, ids):.2f}"
         print(f"  difficulty predicted from the prompt (out of fold, ridge): {r}", flush=True)
+        source = np.asarray(t.source)
+        if 1 < len(set(source)) <= 5:  # a few tasks: how well it is predicted within each (static encoder)
+            print("    within one source: " + ", ".join(
+                f"{s} (mean outcome {t.correct[source == s].mean():.2f}) r = "
+                f"{difficulty_r(X[source == s], t.correct[source == s], fold_ids(int((source == s).sum()), args.folds, args.seed)):.2f}"
+                for s in sorted(set(source))), flush=True)
 
 
 if __name__ == "__main__":
