@@ -46,13 +46,14 @@ from tierwise.routers.probe import CAUTION, cautious_logits, logits, place_poste
 TABLES = ("mmlu_pro", "llmrouter_dc", "local")
 STRATEGIES = ("selected", "random", "mean of random probes")
 WITHOUT = "router without the new model"
+SMALL_TABLE = 1000  # rows: below this the page averages 5 fold splits (split_seeds_for)
 
 
 def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: int, say,
-                     caution: float = CAUTION, best_rule: bool = True) -> dict:
+                     caution: float = CAUTION, best_rule: bool = True, split_seed: int = 0) -> dict:
     correct, cost = table.correct, table.cost
     n, m = correct.shape
-    ids = fold_ids(n, folds, 0)
+    ids = fold_ids(n, folds, split_seed)
     say(f"cross-validating {kind}")
     P = cross_val_predict(kind, X, correct, ids)
     tin, _, tout = table_cost_inputs(table)
@@ -74,7 +75,7 @@ def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: 
     full = aiq_of(P)
     kmax = max(ks)
     per_model: dict[str, dict] = {}
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(split_seed)
     for j, name in enumerate(table.models):
         t0 = time.time()
         others = [i for i in range(m) if i != j]
@@ -115,7 +116,33 @@ def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: 
     gap = full - zero
     return {"n": n, "models": m, "kind": kind, "folds": folds, "full": full, "zero": zero, "ks": list(ks), "caution": caution,
             "mean_aiq": mean, "gain_captured": {k: (v - zero) / gap if gap > 0 else None for k, v in mean.items()},
-            "per_model": per_model, "random_seeds": seeds, "pool_cap": pool_cap, "best_rule": best_rule}
+            "per_model": per_model, "random_seeds": seeds, "pool_cap": pool_cap, "best_rule": best_rule,
+            "split_seeds": [split_seed]}
+
+
+def pooled(curves: list[dict]) -> dict:
+    """Several fold splits' curves of one table as one: AIQs averaged; the gain captured of the averages, and
+    its standard error over the splits (``gain_se``)."""
+    if len(curves) == 1:
+        return curves[0]
+    out = dict(curves[0])
+    out["full"] = float(np.mean([c["full"] for c in curves]))
+    out["mean_aiq"] = {k: float(np.mean([c["mean_aiq"][k] for c in curves])) for k in curves[0]["mean_aiq"]}
+    gap = out["full"] - out["zero"]
+    out["gain_captured"] = {k: (v - out["zero"]) / gap if gap > 0 else None for k, v in out["mean_aiq"].items()}
+    per_split = [c["gain_captured"] for c in curves]
+    out["gain_se"] = {k: (float(np.std([g[k] for g in per_split], ddof=1) / np.sqrt(len(curves)))
+                          if all(g[k] is not None for g in per_split) else None) for k in out["mean_aiq"]}
+    out["split_seeds"] = [c["split_seeds"][0] for c in curves]
+    out["per_split"] = [{"split_seed": c["split_seeds"][0], "full": c["full"], "gain_captured": c["gain_captured"]}
+                        for c in curves]
+    return out
+
+
+def split_seeds_for(n: int, requested: int | None) -> int:
+    """Fold splits to average: as asked, else 5 on tables under ``SMALL_TABLE`` rows (where one split's test
+    folds are too few prompts for the percentages to settle) and 1 on larger ones."""
+    return requested if requested else (5 if n < SMALL_TABLE else 1)
 
 
 def markdown(results: dict, args) -> str:
@@ -132,23 +159,23 @@ def markdown(results: dict, args) -> str:
              f"{results[next(iter(results))].get('caution', CAUTION):g} posterior standard deviation(s) (as `--add-model` "
              "does); *router without the new model* never uses it (what the probes are worth is the difference). AIQ is "
              "the 5-fold out-of-fold AIQ over all models, averaged over the held-out "
-             "models; gain captured = (AIQ - zero router) / (full-data router - zero router).", ""]
+             "models; gain captured = (AIQ - zero router) / (full-data router - zero router). On tables of fewer than "
+             f"{SMALL_TABLE:,} prompts every figure is the mean over 5 splits of the prompts into folds (the *splits* "
+             "column), and the gain captured is followed by its standard error over those splits.", ""]
     ks = args.ks
-    lines += ["| table | prompts x models | full-data router | zero router | probes | "
-              + " | ".join(f"K={k}" for k in ks) + " |", "|---|---|---:|---:|---|" + "---:|" * len(ks)]
+    lines += ["| table | prompts x models | splits | full-data router | zero router | probes | "
+              + " | ".join(f"K={k}" for k in ks) + " |", "|---|---|---:|---:|---:|---|" + "---:|" * len(ks)]
+
+    def cell(r: dict, key: str) -> str:
+        g, se = r["gain_captured"][key], r.get("gain_se", {}).get(key)
+        return f"{r['mean_aiq'][key]:.4f}" + ("" if g is None else f" ({g:.0%}" + ("" if se is None else f" ± {se:.0%}") + ")")
+
     for name, r in results.items():
-        size = f"{r['n']:,} x {r['models']}"
+        head = f"| {name} | {r['n']:,} x {r['models']} | {len(r.get('split_seeds', [0]))} | {r['full']:.4f} | {r['zero']:.4f}"
         for s in STRATEGIES:
-            cells = []
-            for k in ks:
-                g = r["gain_captured"][f"{s}@{k}"]
-                cells.append(f"{r['mean_aiq'][f'{s}@{k}']:.4f}" + ("" if g is None else f" ({g:.0%})"))
-            lines.append(f"| {name} | {size} | {r['full']:.4f} | {r['zero']:.4f} | {s} | " + " | ".join(cells) + " |")
+            lines.append(f"{head} | {s} | " + " | ".join(cell(r, f"{s}@{k}") for k in ks) + " |")
         if WITHOUT in r["mean_aiq"]:
-            g = r["gain_captured"][WITHOUT]
-            cell = f"{r['mean_aiq'][WITHOUT]:.4f}" + ("" if g is None else f" ({g:.0%})")
-            lines.append(f"| {name} | {size} | {r['full']:.4f} | {r['zero']:.4f} | {WITHOUT} (no probes) | "
-                         + " | ".join([cell] * len(ks)) + " |")
+            lines.append(f"{head} | {WITHOUT} (no probes) | " + " | ".join([cell(r, WITHOUT)] * len(ks)) + " |")
     lines += ["", "AIQ (gain captured). A gain near 0 of the full router over the zero router makes the percentage noisy.", ""]
     return "\n".join(lines)
 
@@ -166,6 +193,8 @@ def main() -> None:
                     help="posterior standard deviations a placed model's logit is lowered by (as `--add-model` does)")
     ap.add_argument("--no-best-rule", action="store_true",
                     help="without --add-model's best-quality rule (the new model never takes that knob alone)")
+    ap.add_argument("--split-seeds", type=int, default=None,
+                    help=f"fold splits averaged per table (default: 5 under {SMALL_TABLE:,} rows, else 1)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ as they are")
     args = ap.parse_args()
     featurizer = Featurizer()
@@ -175,8 +204,9 @@ def main() -> None:
         say = lambda msg, name=name: print(f"[{name}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
         say(f"encoding {len(table)} prompts")
         X = featurizer.transform(table.prompts)
-        results[name] = onboarding_curve(table, X, args.kind, args.ks, args.folds, args.seeds, args.pool_cap, say,
-                                         args.caution, not args.no_best_rule)
+        results[name] = pooled([onboarding_curve(table, X, args.kind, args.ks, args.folds, args.seeds, args.pool_cap,
+                                                 say, args.caution, not args.no_best_rule, split_seed)
+                                for split_seed in range(split_seeds_for(len(table), args.split_seeds))])
     md = markdown(results, args)
     if args.no_write:
         print(md)
