@@ -122,7 +122,7 @@ def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: 
 
 def pooled(curves: list[dict]) -> dict:
     """Several fold splits' curves of one table as one: AIQs averaged; the gain captured of the averages, and
-    its standard error over the splits (``gain_se``)."""
+    its standard error over the splits (``gain_se``); ``per_model`` stays the first split's."""
     if len(curves) == 1:
         return curves[0]
     out = dict(curves[0])
@@ -159,9 +159,10 @@ def markdown(results: dict, args) -> str:
              f"{results[next(iter(results))].get('caution', CAUTION):g} posterior standard deviation(s) (as `--add-model` "
              "does); *router without the new model* never uses it (what the probes are worth is the difference). AIQ is "
              "the 5-fold out-of-fold AIQ over all models, averaged over the held-out "
-             "models; gain captured = (AIQ - zero router) / (full-data router - zero router). On tables of fewer than "
-             f"{SMALL_TABLE:,} prompts every figure is the mean over 5 splits of the prompts into folds (the *splits* "
-             "column), and the gain captured is followed by its standard error over those splits.", ""]
+             "models; gain captured = (AIQ - zero router) / (full-data router - zero router). Where the *splits* column "
+             "is more than 1 (by default on tables of fewer than "
+             f"{SMALL_TABLE:,} prompts, 5 splits), every figure is the mean over that many splits of the prompts into "
+             "folds, and the gain captured is followed by its standard error over those splits.", ""]
     ks = args.ks
     lines += ["| table | prompts x models | splits | full-data router | zero router | probes | "
               + " | ".join(f"K={k}" for k in ks) + " |", "|---|---|---:|---:|---:|---|" + "---:|" * len(ks)]
