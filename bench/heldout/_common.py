@@ -1,4 +1,5 @@
-"""What the held-out table converters share: reading a bare git mirror, and tierwise's own token estimate."""
+"""What the held-out scripts share: reading a bare git mirror, tierwise's own token estimate (the converters),
+and loading a converted table with some models left out (the evaluations)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from tierwise.prices import estimate_tokens  # noqa: E402,F401  (re-exported: the converters' tokens_in)
+from tierwise.table import load_table  # noqa: E402
+
+
+def load_heldout(path, drop=()):
+    """The table at ``path``, cleaned, without the models whose name starts with any of ``drop``."""
+    table = load_table(path).clean()
+    return table.with_models([m for m in table.models if not any(m.startswith(d) for d in drop)]) if drop else table
 
 
 def git(git_dir: str, *args: str, check: bool = True) -> bytes:

@@ -34,10 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _common import load_heldout  # noqa: E402
 from tierwise.evaluate import ZERO_CROSSFIT, evaluate, fold_ids, metrics_for  # noqa: E402
 from tierwise.features import Featurizer  # noqa: E402
 from tierwise.metrics import router_curve  # noqa: E402
-from tierwise.table import load_table  # noqa: E402
 
 KINDS = ("knn", "mf", "ensemble")
 
@@ -93,9 +93,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     for path in args.tables:
-        t = load_table(path).clean()
-        if args.drop:
-            t = t.with_models([m for m in t.models if not any(m.startswith(d) for d in args.drop)])
+        t = load_heldout(path, args.drop)
         X = Featurizer().transform(t.prompts)
         rep = evaluate(t, KINDS, folds=args.folds, seed=args.seed, guard=False, features=X)
         ids = fold_ids(len(t), args.folds, args.seed)

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _common import load_heldout  # noqa: E402
 from tierwise.evaluate import ZERO_CROSSFIT, ZERO_PER_SOURCE, evaluate, routers_for  # noqa: E402
-from tierwise.table import load_table  # noqa: E402
 
 
 def main() -> None:
@@ -37,9 +37,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the fold split")
     args = ap.parse_args()
     for path in args.tables:
-        table = load_table(path).clean()
-        if args.drop:
-            table = table.with_models([m for m in table.models if not any(m.startswith(d) for d in args.drop)])
+        table = load_heldout(path, args.drop)
         kinds = routers_for(table)
         rep = evaluate(table, kinds, folds=args.folds, seed=args.seed)
         r = rep.routers
