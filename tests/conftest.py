@@ -57,6 +57,17 @@ def gateway(tmp_path_factory) -> Callable[..., Gateway]:
 
 
 @pytest.fixture(scope="session")
+def small_table():
+    """The first 600 fully graded rows of the shipped llmrouter_dc table (9 models): quick to train on."""
+    import numpy as np
+
+    from tierwise.table import load_table
+
+    t = load_table(Path(__file__).resolve().parents[1] / "data/outcomes/llmrouter_dc.csv.gz").clean()
+    return t.rows(np.arange(600))
+
+
+@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A throwaway redis-server on a free loopback port (Debian's redis-server; skipped without it)."""
     import shutil

@@ -18,12 +18,6 @@ GSM = REPO / "data/outcomes/routellm.csv.gz"
 
 
 @pytest.fixture(scope="module")
-def small_table():
-    t = load_table(REPO / "data/outcomes/llmrouter_dc.csv.gz").clean()
-    return t.rows(np.arange(600))
-
-
-@pytest.fixture(scope="module")
 def fitted(small_table):
     return Router("ensemble").fit(small_table)
 
