@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import threading
 import time
 
@@ -15,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from tierwise.backends import BackendError, UpstreamRejected, build_backend
 from tierwise.backends.openai_http import OpenAIBackend
-from tierwise.config import ModelConfig, default_pyramid
+from tierwise.config import ModelConfig
 
 MSGS = [{"role": "user", "content": "Say hello."}]
 

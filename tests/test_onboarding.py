@@ -12,7 +12,7 @@ import pytest
 
 from tierwise.onboarding import add_model, select
 from tierwise.router import Router
-from tierwise.routers.probe import logits, place, select_probes, sigmoid
+from tierwise.routers.probe import place, select_probes, sigmoid
 from tierwise.table import load_table
 
 REPO = Path(__file__).resolve().parents[1]

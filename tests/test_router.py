@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from tierwise.router import ArtifactError, Router, conversation_text
-from tierwise.table import load_table
 
 REPO = Path(__file__).resolve().parents[1]
 GSM = REPO / "data/outcomes/routellm.csv.gz"

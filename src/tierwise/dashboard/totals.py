@@ -5,7 +5,7 @@ through their partial indexes, and the models' mean predicted quality over the l
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from .sql import Reader, Scope, routed, time_index
 
