@@ -141,6 +141,10 @@ def test_cli_eval_json_and_train(tmp_path):
     for name in ("random", "knn", "zero_router", "oracle"):
         assert {"apgr", "cpt50", "cpt80", "cpt95", "aiq"} <= set(data["routers"][name])
     assert data["routers"]["oracle"]["aiq"] > data["routers"]["zero_router"]["aiq"]
+    r = data["routers"]  # the share of the oracle's gap closed: 0 at the zero router, 1 at the oracle
+    assert r["zero_router"]["gap_closed"] == 0 and r["oracle"]["gap_closed"] == pytest.approx(1)
+    zero, oracle = r["zero_router"]["aiq"], r["oracle"]["aiq"]
+    assert r["knn"]["gap_closed"] == pytest.approx((r["knn"]["aiq"] - zero) / (oracle - zero))
     assert (tmp_path / "p.png").stat().st_size > 10_000
     bad = subprocess.run([sys.executable, "-m", "tierwise.cli", "eval", str(tmp_path / "nope.csv")], capture_output=True, text=True)
     assert bad.returncode == 2 and "nope.csv: file not found" in bad.stderr

@@ -52,11 +52,11 @@ def main() -> None:
         if ZERO_PER_SOURCE in r:
             ps = r[ZERO_PER_SOURCE]["aiq"]
             print(f"  zero router per source AIQ {ps:.4f}  ({len(set(table.source))} sources; "
-                  f"{(ps - zero) / (oracle - zero):.1%} of the oracle's gap: what knowing the task alone is worth)")
+                  f"{r[ZERO_PER_SOURCE]['gap_closed']:.1%} of the oracle's gap: what knowing the task alone is worth)")
         for name, row in r.items():
             if name.startswith(("zero_router", "oracle", "random")):
                 continue
-            share = (row["aiq"] - zero) / (oracle - zero) if oracle > zero else float("nan")
+            share = row.get("gap_closed", float("nan"))
             print(f"  {name:22s} AIQ {row['aiq']:.4f}  gain over zero {row['aiq'] - zero:+.4f} "
                   f"= {share:6.1%} of the oracle's gap  knobs under zero {row.get('knobs_under_zero', '-')}")
 

@@ -225,7 +225,17 @@ def evaluate(
     orc = oracle_curve(correct, cost)
     report.curves["oracle"] = orc
     report.routers["oracle"] = metrics_for(correct, orc, correct, cost)
+    for row in report.routers.values():
+        _add_gap_closed(report, row)
     return report
+
+
+def _add_gap_closed(report: EvalReport, row: dict) -> None:
+    """``row["gap_closed"]``: the share of the oracle's AIQ gap over the zero router that ``row`` closes (0 = the
+    zero router, 1 = the oracle; RouterBench's yardstick, #10's held-out bar)."""
+    zero, oracle = report.routers["zero_router"]["aiq"], report.routers["oracle"]["aiq"]
+    if "aiq" in row and oracle > zero:
+        row["gap_closed"] = (row["aiq"] - zero) / (oracle - zero)
 
 
 def crossfit_zero_points(correct: np.ndarray, cost: np.ndarray, folds: int = 5, seed: int = 0,
@@ -288,6 +298,7 @@ def add_points_row(report: EvalReport, name: str, points, table: OutcomeTable) -
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
     report.extra_points[name] = pts
     report.routers[name] = nmodel_metrics(pts, table.correct, table.cost)
+    _add_gap_closed(report, report.routers[name])
 
 
 def plot_report(report: EvalReport, path: str, title: str = "") -> None:

@@ -59,11 +59,11 @@ def _print_report(report, console) -> None:
     tab = Table(title=f"{report.n} prompts, {len(report.models)} models, {report.folds}-fold CV")
     tab.add_column("router")
     cols = ["apgr", "cpt50", "cpt80", "cpt95"] if pair else []
-    cols += ["aiq", "cost_to_match_best", "quality_at_10pct_cost", "quality_at_25pct_cost", "quality_at_50pct_cost",
-             "knobs_under_zero"]
+    cols += ["aiq", "gap_closed", "cost_to_match_best", "quality_at_10pct_cost", "quality_at_25pct_cost",
+             "quality_at_50pct_cost", "knobs_under_zero"]
     for c in cols:
-        tab.add_column(c.replace("quality_at_", "q@").replace("pct_cost", "%cost").replace("knobs_under_zero", "<zero"),
-                       justify="right")
+        tab.add_column(c.replace("quality_at_", "q@").replace("pct_cost", "%cost").replace("knobs_under_zero", "<zero")
+                       .replace("gap_closed", "gap closed"), justify="right")
     for name, m in report.routers.items():
         row = [name]
         for c in cols:
@@ -72,13 +72,17 @@ def _print_report(report, console) -> None:
                 row.append("not reached" if c == "cost_to_match_best" else "-")
             elif c.startswith("cpt"):
                 row.append(f"{v:.1f}%")
+            elif c == "gap_closed":
+                row.append(f"{v:.1%}")
             elif c == "knobs_under_zero":
                 row.append(str(v))
             else:
                 row.append(f"{v:.3f}")
         tab.add_row(*row)
     console.print(tab)
-    console.print("'<name> +hull' = the deployed router (hull guard fitted on the other folds); '<zero' = knobs "
+    console.print("'gap closed' = the share of the AIQ gap between the zero router and the oracle that a router "
+                  "closes (RouterBench's yardstick). "
+                  "'<name> +hull' = the deployed router (hull guard fitted on the other folds); '<zero' = knobs "
                   "where a curve is under the zero router by more than 2 paired standard errors. Routers decide "
                   "with their out-of-fold expected cost per request; curves are measured with the table's cost. "
                   "'zero_router (cross-fitted)' = the same mixtures of single models chosen on the other folds; "
