@@ -58,14 +58,9 @@ class StackedEnsemble(EnsembleQuality):
         return sum(w * m.predict(_view(X, self.members[i][1])) for w, m, i in zip(self.weights, self.models, self.active))
 
 
-@register("stacked (inner split 0)")
-class Stacked0(StackedEnsemble):
-    inner_seed = 0
-
-
-@register("stacked (inner split 1)")
-class Stacked1(StackedEnsemble):
-    inner_seed = 1
+INNER_SPLITS = (0, 1)
+for _seed in INNER_SPLITS:  # one router kind per inner split
+    register(f"stacked (inner split {_seed})")(type(f"Stacked{_seed}", (StackedEnsemble,), {"inner_seed": _seed}))
 
 
 def main() -> None:
@@ -74,7 +69,7 @@ def main() -> None:
     ap.add_argument("--drop", action="append", default=[], help="leave out models whose name starts with this")
     ap.add_argument("--seeds", type=int, default=2, help="outer fold splits")
     args = ap.parse_args()
-    kinds = ("ensemble", "stacked (inner split 0)", "stacked (inner split 1)")
+    kinds = ("ensemble", *(f"stacked (inner split {seed})" for seed in INNER_SPLITS))
     print(f"{'table':44s} split  " + "  ".join(f"{k:>23s}" for k in kinds))
     for path in args.tables:
         table = load_heldout(path, args.drop)
