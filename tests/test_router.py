@@ -274,3 +274,24 @@ def test_cli_train_auto_tries_the_task_ensemble_only_with_sources(tmp_path):
                              env={**os.environ, "COLUMNS": "200"})  # rich wraps its log lines at the terminal width
         assert out.returncode == 0, out.stderr
         assert ("task-ensemble" in " ".join(out.stderr.split())) == tried
+
+
+def test_per_source_reference_uses_the_task_routers_sources():
+    """``evaluate``'s 'zero_router per source' and the task router read sources by one rule: small ones pooled."""
+    import dataclasses
+
+    from tierwise.evaluate import ZERO_PER_SOURCE, evaluate, routers_for
+
+    t = _two_source_table()
+    rep = evaluate(t, ["knn"], folds=3, guard=False)
+    assert rep.routers[ZERO_PER_SOURCE]["aiq"] > rep.routers["zero_router"]["aiq"]  # math -> a, poetry -> b
+    # 40 one-row sources beside the two big ones: pooled, the reference is the same
+    noisy = dataclasses.replace(t, source=np.array([s if i >= 40 else f"tiny{i}" for i, s in enumerate(t.source)],
+                                                   dtype=object))
+    again = evaluate(noisy, ["knn"], folds=3, guard=False).routers[ZERO_PER_SOURCE]["aiq"]
+    assert again == pytest.approx(rep.routers[ZERO_PER_SOURCE]["aiq"], abs=0.02)
+    assert "task-ensemble" in routers_for(noisy)
+    # only sources too small to learn: no reference, and no task router
+    tiny = dataclasses.replace(t, source=np.array([f"s{i % 50}" for i in range(len(t))], dtype=object))
+    assert ZERO_PER_SOURCE not in evaluate(tiny, ["knn"], folds=3, guard=False).routers
+    assert "task-ensemble" not in routers_for(tiny)

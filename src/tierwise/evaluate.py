@@ -40,6 +40,7 @@ from .metrics import (
 from .routers import make_quality_model
 from .routers.base import fit_quality
 from .routers.cost import cross_val_cost, table_cost_inputs
+from .routers.source import usable_groups
 from .table import OutcomeTable
 
 DEFAULT_ROUTERS = ("random", "knn", "mf", "ensemble")
@@ -50,7 +51,6 @@ GUARD_SUFFIX = " +hull"
 # alone is worth)
 ZERO_CROSSFIT = "zero_router (cross-fitted)"
 ZERO_PER_SOURCE = "zero_router per source"
-MAX_SOURCES = 200  # more sources than this (or fewer than 10 rows each on average): no per-source reference
 EVAL_KNOBS = 240  # the grid a trained router calibrates and serves on
 
 
@@ -219,9 +219,10 @@ def evaluate(
         # a random mixture of the two models recovers the gap linearly: PGR(x) = x
         report.routers["zero_router"].update({"apgr": 0.5, "cpt50": 50.0, "cpt80": 80.0, "cpt95": 95.0})
     report.routers[ZERO_CROSSFIT] = nmodel_metrics(crossfit_zero_points(correct, cost, folds, seed), correct, cost)
-    if 1 < len(set(groups)) <= min(MAX_SOURCES, len(t) // 10):
+    tasks = usable_groups(groups)  # the sources a task router would learn (small ones pooled)
+    if tasks is not None:
         report.routers[ZERO_PER_SOURCE] = nmodel_metrics(
-            per_source_zero_points(correct, cost, groups, ids), correct, cost)
+            per_source_zero_points(correct, cost, tasks, ids), correct, cost)
     orc = oracle_curve(correct, cost)
     report.curves["oracle"] = orc
     report.routers["oracle"] = metrics_for(correct, orc, correct, cost)

@@ -19,10 +19,13 @@ import numpy as np
 from .base import QualityModel, column_means, register
 
 OTHER = "\x00other"  # the pooled small sources
+MIN_ROWS = 10  # a source with fewer rows is pooled into OTHER
+MAX_GROUPS = 64  # beyond the biggest this many sources, the rest are pooled too
 
 
-def usable_groups(groups, min_rows: int, max_groups: int) -> np.ndarray | None:
-    """Each row's group after pooling the small ones (None: fewer than two groups remain)."""
+def usable_groups(groups, min_rows: int = MIN_ROWS, max_groups: int = MAX_GROUPS) -> np.ndarray | None:
+    """Each row's group after pooling the small ones (None: fewer than two groups remain). The one rule for
+    "a table has sources to learn": the task router's, and ``evaluate``'s per-source reference."""
     if groups is None:
         return None
     g = np.asarray(groups).astype(str).astype(object)
@@ -36,7 +39,7 @@ def usable_groups(groups, min_rows: int, max_groups: int) -> np.ndarray | None:
 class SourceQuality(QualityModel):
     uses_groups = True
 
-    def __init__(self, C: float = 1.0, prior_weight: float = 5.0, min_rows: int = 10, max_groups: int = 64):
+    def __init__(self, C: float = 1.0, prior_weight: float = 5.0, min_rows: int = MIN_ROWS, max_groups: int = MAX_GROUPS):
         self.C, self.prior_weight = float(C), float(prior_weight)
         self.min_rows, self.max_groups = int(min_rows), int(max_groups)
         self.labels: list[str] = []
