@@ -33,7 +33,7 @@ from _common import load_heldout  # noqa: E402
 from tierwise.decision import cost_scale, knob_grid  # noqa: E402
 from tierwise.evaluate import EVAL_KNOBS, evaluate, fold_ids  # noqa: E402
 from tierwise.features import Featurizer  # noqa: E402
-from tierwise.metrics import curve_of_picks, nmodel_metrics, router_picks  # noqa: E402
+from tierwise.metrics import nmodel_metrics, router_curve  # noqa: E402
 from tierwise.routers.cost import CostModel, _ridge, table_cost_inputs  # noqa: E402
 
 FOLDS, VARIANTS = 5, ("log", "shared")
@@ -93,8 +93,8 @@ def main() -> None:
             corr = np.mean([np.corrcoef(np.log(dc[:, j]), np.log(cost[:, j] + 1e-12))[0, 1] for j in range(cost.shape[1])])
             cells = []
             for k in ("mf", "ensemble"):
-                picks = router_picks(rep.oof[k], dc, "cost_weight", grid, scale)
-                a = nmodel_metrics(curve_of_picks(grid, picks, t.correct, cost).points(), t.correct, cost)["aiq"]
+                curve = router_curve(rep.oof[k], t.correct, cost, knobs=grid, decision_cost=dc, scale=scale)
+                a = nmodel_metrics(curve.points(), t.correct, cost)["aiq"]
                 cells.append(f"{k} {(a - zero) / (oracle - zero):6.1%}")
             print(f"  {name:10s} corr {corr:4.2f}  " + "  ".join(cells), flush=True)
 
