@@ -56,9 +56,7 @@ EVAL_KNOBS = 240  # the grid a trained router calibrates and serves on
 
 def routers_for(table: OutcomeTable, routers: Sequence[str] = DEFAULT_ROUTERS) -> tuple[str, ...]:
     """``routers``, plus the ones that learn the source where ``table`` has sources to learn."""
-    from .routers.source import SourceQuality
-
-    return tuple(routers) + (TASK_ROUTERS if SourceQuality.usable(table.source) else ())
+    return tuple(routers) + (TASK_ROUTERS if usable_groups(table.source) is not None else ())
 
 
 @dataclass
