@@ -43,6 +43,17 @@ def test_select_probes_returns_k_distinct_prompts_in_a_nested_order():
     assert len(select_probes(P[:7], 30)) == 7
 
 
+def test_select_probes_when_candidates_repeat():
+    """Many identical candidates (a kNN router predicts the same on near prompts) leave k-means clusters
+    empty: the selection still returns k distinct prompts, one per kind first."""
+    rng = np.random.default_rng(2)
+    kinds = sigmoid(rng.normal(0, 1, (6, 3)))
+    P = kinds[rng.integers(0, 6, 300)]
+    picks = select_probes(P, 50)
+    assert len(set(picks.tolist())) == 50
+    assert len({tuple(row) for row in P[picks[:6]]}) == 6  # the first six probes: one of each kind
+
+
 @pytest.fixture(scope="module")
 def split():
     t = load_table(DC).clean()

@@ -139,10 +139,18 @@ def select_probes(P: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     k = min(int(k), len(Z))
     n_clusters = min(max(k, CLUSTERS), len(Z))
     km = KMeans(n_clusters, n_init=1, random_state=seed).fit(Z)
-    picks = []
-    for c in np.argsort(-np.bincount(km.labels_, minlength=n_clusters), kind="stable")[:k]:
+    # members of each non-empty cluster, nearest its centre first (k-means leaves clusters empty when
+    # candidates repeat, e.g. a kNN router's predictions on similar prompts)
+    ranked = []
+    for c in np.argsort(-np.bincount(km.labels_, minlength=n_clusters), kind="stable"):
         members = np.flatnonzero(km.labels_ == c)
-        picks.append(int(members[np.argmin(((Z[members] - km.cluster_centers_[c]) ** 2).sum(axis=1))]))
+        if len(members):
+            ranked.append(members[np.argsort(((Z[members] - km.cluster_centers_[c]) ** 2).sum(axis=1), kind="stable")])
+    picks = [int(members[0]) for members in ranked[:k]]
+    depth = 1
+    while len(picks) < k:  # fewer non-empty clusters than k: each cluster's next-nearest member, biggest first
+        picks += [int(members[depth]) for members in ranked if depth < len(members)][: k - len(picks)]
+        depth += 1
     return np.array(picks, dtype=int)
 
 
