@@ -12,10 +12,15 @@ best-quality knob of that fold's rows, as ``--add-model`` does (``--no-best-rule
 AIQ, averaged over the held-out models, is compared with the full-data router (M's whole column known)
 and the zero router: gain captured = (AIQ_probe - AIQ_zero) / (AIQ_full - AIQ_zero).
 
+Every router decides with the cost the full-data router would be trained to decide with: ``--cost auto``
+(the default) picks, per table and fold split, each request's expected cost or each model's mean cost by
+the full-data router's out-of-fold AIQ, the rule ``tierwise train --cost auto`` applies (on the local table
+it picks the mean: the router there is shipped deciding with it).
+
 The router kind is kNN by default: its per-model predictions do not depend on the other models'
 outcomes, so "the router without M" is exactly the full router minus M's column (no retraining, and
 M's outcomes cannot leak into the other models' predictions). Every model decides with its
-out-of-fold expected cost per request (for M its cost is known: a price, as `--add-model` fits it).
+out-of-fold expected cost (for M its cost is known: a price, as `--add-model` fits it).
 Writes docs/probe_onboarding.json and refreshes docs/results.md (bench/router_quality.write_page).
 """
 
@@ -50,29 +55,33 @@ SMALL_TABLE = 1000  # rows: below this the page averages 5 fold splits (split_se
 
 
 def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: int, say,
-                     caution: float = CAUTION, best_rule: bool = True, split_seed: int = 0) -> dict:
+                     caution: float = CAUTION, best_rule: bool = True, split_seed: int = 0, cost_mode: str = "auto") -> dict:
     correct, cost = table.correct, table.cost
     n, m = correct.shape
     ids = fold_ids(n, folds, split_seed)
     say(f"cross-validating {kind}")
     P = cross_val_predict(kind, X, correct, ids)
     tin, _, tout = table_cost_inputs(table)
-    dcost = cross_val_cost(X, tin, cost, tout, ids, "request")
     grid, scale = knob_grid("cost_weight", 48), cost_scale(cost)
-
     at_best = best_quality_knobs("cost_weight", grid)
 
-    def aiq_of(pred, new: int | None = None, best_rows: np.ndarray | None = None):
+    def aiq_of(pred, new: int | None = None, best_rows: np.ndarray | None = None, dcost=None):
         """AIQ of the router deciding on ``pred``; on ``best_rows`` the best-quality knob serves model ``new``
         alone (where `--add-model`'s best-quality rule fired for the fold of the row)."""
-        picks = router_picks(pred, dcost, "cost_weight", grid, scale)
+        picks = router_picks(pred, dcosts[mode] if dcost is None else dcost, "cost_weight", grid, scale)
         if best_rows is not None and best_rows.any():
             picks[np.ix_(at_best, best_rows)] = new
         return nmodel_metrics(curve_of_picks(grid, picks, correct, cost).points(), correct, cost)["aiq"]
 
+    modes = ("request", "mean") if cost_mode == "auto" else (cost_mode,)
+    dcosts = {md: cross_val_cost(X, tin, cost, tout, ids, md) for md in modes}
+    full_by_mode = {md: aiq_of(P, dcost=dcosts[md]) for md in modes}
+    mode = max(modes, key=lambda md: (full_by_mode[md], md == "request"))  # a tie: per-request, as `train` keeps it
+    say(f"deciding with {mode} cost (full-data router AIQ: "
+        + ", ".join(f"{md} {a:.4f}" for md, a in full_by_mode.items()) + ")")
     singles = single_model_points(correct, cost)
     zero = aiq(upper_hull(singles), singles[:, 0].min(), singles[:, 0].max())
-    full = aiq_of(P)
+    full = full_by_mode[mode]
     kmax = max(ks)
     per_model: dict[str, dict] = {}
     rng = np.random.default_rng(split_seed)
@@ -115,6 +124,7 @@ def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: 
     mean = {key: float(np.mean([v[key] for v in per_model.values()])) for key in next(iter(per_model.values()))}
     gap = full - zero
     return {"n": n, "models": m, "kind": kind, "folds": folds, "full": full, "zero": zero, "ks": list(ks), "caution": caution,
+            "cost_mode": mode, "full_by_cost_mode": full_by_mode,
             "mean_aiq": mean, "gain_captured": {k: (v - zero) / gap if gap > 0 else None for k, v in mean.items()},
             "per_model": per_model, "random_seeds": seeds, "pool_cap": pool_cap, "best_rule": best_rule,
             "split_seeds": [split_seed]}
@@ -134,6 +144,7 @@ def pooled(curves: list[dict]) -> dict:
     out["gain_se"] = {k: (float(np.std([g[k] for g in per_split], ddof=1) / np.sqrt(len(curves)))
                           if all(g[k] is not None for g in per_split) else None) for k in out["mean_aiq"]}
     out["split_seeds"] = [c["split_seeds"][0] for c in curves]
+    out["cost_mode"] = "/".join(sorted({c["cost_mode"] for c in curves}))
     out["per_split"] = [{"split_seed": c["split_seeds"][0], "full": c["full"], "gain_captured": c["gain_captured"]}
                         for c in curves]
     return out
@@ -155,7 +166,9 @@ def markdown(results: dict, args) -> str:
              + ("Where the new model beat the best model the router knows on the same probes, it alone serves the "
                 "best-quality knob (cost weight 0), as `--add-model` does when the probe table grades that model. "
                 if results[next(iter(results))].get("best_rule") else "Without `--add-model`'s best-quality rule. ")
-             + "A placed model decides on its posterior mean minus "
+             + "Every router decides with the cost the full-data router is trained to decide with (*cost*: each "
+             "request's expected cost or each model's mean, picked by the full-data router's out-of-fold AIQ as "
+             "`tierwise train --cost auto` picks it). A placed model decides on its posterior mean minus "
              f"{results[next(iter(results))].get('caution', CAUTION):g} posterior standard deviation(s) (as `--add-model` "
              "does); *router without the new model* never uses it (what the probes are worth is the difference). AIQ is "
              "the 5-fold out-of-fold AIQ over all models, averaged over the held-out "
@@ -164,15 +177,16 @@ def markdown(results: dict, args) -> str:
              f"{SMALL_TABLE:,} prompts, 5 splits), every figure is the mean over that many splits of the prompts into "
              "folds, and the gain captured is followed by its standard error over those splits.", ""]
     ks = args.ks
-    lines += ["| table | prompts x models | splits | full-data router | zero router | probes | "
-              + " | ".join(f"K={k}" for k in ks) + " |", "|---|---|---:|---:|---:|---|" + "---:|" * len(ks)]
+    lines += ["| table | prompts x models | splits | cost | full-data router | zero router | probes | "
+              + " | ".join(f"K={k}" for k in ks) + " |", "|---|---|---:|---|---:|---:|---|" + "---:|" * len(ks)]
 
     def cell(r: dict, key: str) -> str:
         g, se = r["gain_captured"][key], r.get("gain_se", {}).get(key)
         return f"{r['mean_aiq'][key]:.4f}" + ("" if g is None else f" ({g:.0%}" + ("" if se is None else f" ± {se:.0%}") + ")")
 
     for name, r in results.items():
-        head = f"| {name} | {r['n']:,} x {r['models']} | {len(r.get('split_seeds', [0]))} | {r['full']:.4f} | {r['zero']:.4f}"
+        head = (f"| {name} | {r['n']:,} x {r['models']} | {len(r.get('split_seeds', [0]))} | {r.get('cost_mode', 'request')} "
+                f"| {r['full']:.4f} | {r['zero']:.4f}")
         for s in STRATEGIES:
             lines.append(f"{head} | {s} | " + " | ".join(cell(r, f"{s}@{k}") for k in ks) + " |")
         if WITHOUT in r["mean_aiq"]:
@@ -192,6 +206,8 @@ def main() -> None:
     ap.add_argument("--pool-cap", type=int, default=3000, help="candidates the selection scans per fold")
     ap.add_argument("--caution", type=float, default=CAUTION,
                     help="posterior standard deviations a placed model's logit is lowered by (as `--add-model` does)")
+    ap.add_argument("--cost", choices=("auto", "request", "mean"), default="auto",
+                    help="cost every router decides with (auto: as `tierwise train --cost auto` picks it for the full-data router)")
     ap.add_argument("--no-best-rule", action="store_true",
                     help="without --add-model's best-quality rule (the new model never takes that knob alone)")
     ap.add_argument("--split-seeds", type=int, default=None,
@@ -206,7 +222,7 @@ def main() -> None:
         say(f"encoding {len(table)} prompts")
         X = featurizer.transform(table.prompts)
         results[name] = pooled([onboarding_curve(table, X, args.kind, args.ks, args.folds, args.seeds, args.pool_cap,
-                                                 say, args.caution, not args.no_best_rule, split_seed)
+                                                 say, args.caution, not args.no_best_rule, split_seed, args.cost)
                                 for split_seed in range(split_seeds_for(len(table), args.split_seeds))])
     md = markdown(results, args)
     if args.no_write:
