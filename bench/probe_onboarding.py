@@ -51,7 +51,8 @@ from tierwise.routers.probe import CAUTION, cautious_logits, logits, place_poste
 TABLES = ("mmlu_pro", "llmrouter_dc", "local")
 STRATEGIES = ("selected", "random", "mean of random probes")
 WITHOUT = "router without the new model"
-SMALL_TABLE = 1000  # rows: below this the page averages 5 fold splits (split_seeds_for)
+SMALL_TABLE = 1000  # rows: below this the page averages SMALL_TABLE_SPLITS fold splits (split_seeds_for)
+SMALL_TABLE_SPLITS = 20  # the local table: 5 splits left a standard error of 4-7 points on the gain captured, 20 about 3
 
 
 def onboarding_curve(table, X, kind: str, ks, folds: int, seeds: int, pool_cap: int, say,
@@ -151,9 +152,9 @@ def pooled(curves: list[dict]) -> dict:
 
 
 def split_seeds_for(n: int, requested: int | None) -> int:
-    """Fold splits to average: as asked, else 5 on tables under ``SMALL_TABLE`` rows (where one split's test
-    folds are too few prompts for the percentages to settle) and 1 on larger ones."""
-    return requested if requested else (5 if n < SMALL_TABLE else 1)
+    """Fold splits to average: as asked, else ``SMALL_TABLE_SPLITS`` on tables under ``SMALL_TABLE`` rows
+    (where one split's test folds are too few prompts for the percentages to settle) and 1 on larger ones."""
+    return requested if requested else (SMALL_TABLE_SPLITS if n < SMALL_TABLE else 1)
 
 
 def markdown(results: dict, args) -> str:
@@ -174,7 +175,7 @@ def markdown(results: dict, args) -> str:
              "the 5-fold out-of-fold AIQ over all models, averaged over the held-out "
              "models; gain captured = (AIQ - zero router) / (full-data router - zero router). Where the *splits* column "
              "is more than 1 (by default on tables of fewer than "
-             f"{SMALL_TABLE:,} prompts, 5 splits), every figure is the mean over that many splits of the prompts into "
+             f"{SMALL_TABLE:,} prompts, {SMALL_TABLE_SPLITS} splits), every figure is the mean over that many splits of the prompts into "
              "folds, and the gain captured is followed by its standard error over those splits.", ""]
     ks = args.ks
     lines += ["| table | prompts x models | splits | cost | full-data router | zero router | probes | "
@@ -211,7 +212,7 @@ def main() -> None:
     ap.add_argument("--no-best-rule", action="store_true",
                     help="without --add-model's best-quality rule (the new model never takes that knob alone)")
     ap.add_argument("--split-seeds", type=int, default=None,
-                    help=f"fold splits averaged per table (default: 5 under {SMALL_TABLE:,} rows, else 1)")
+                    help=f"fold splits averaged per table (default: {SMALL_TABLE_SPLITS} under {SMALL_TABLE:,} rows, else 1)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ as they are")
     args = ap.parse_args()
     featurizer = Featurizer()
