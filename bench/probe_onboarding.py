@@ -146,7 +146,8 @@ def pooled(curves: list[dict]) -> dict:
                           if all(g[k] is not None for g in per_split) else None) for k in out["mean_aiq"]}
     out["split_seeds"] = [c["split_seeds"][0] for c in curves]
     out["cost_mode"] = "/".join(sorted({c["cost_mode"] for c in curves}))
-    out["per_split"] = [{"split_seed": c["split_seeds"][0], "full": c["full"], "gain_captured": c["gain_captured"]}
+    out["per_split"] = [{"split_seed": c["split_seeds"][0], "cost_mode": c["cost_mode"], "full": c["full"],
+                         "gain_captured": c["gain_captured"]}
                         for c in curves]
     return out
 
@@ -169,7 +170,7 @@ def markdown(results: dict, args) -> str:
                 if results[next(iter(results))].get("best_rule") else "Without `--add-model`'s best-quality rule. ")
              + "Every router decides with the cost the full-data router is trained to decide with (*cost*: each "
              "request's expected cost or each model's mean, picked by the full-data router's out-of-fold AIQ as "
-             "`tierwise train --cost auto` picks it). A placed model decides on its posterior mean minus "
+             "`tierwise train --cost auto` picks it; *mean/request*: the fold splits did not all pick the same). A placed model decides on its posterior mean minus "
              f"{results[next(iter(results))].get('caution', CAUTION):g} posterior standard deviation(s) (as `--add-model` "
              "does); *router without the new model* never uses it (what the probes are worth is the difference). AIQ is "
              "the 5-fold out-of-fold AIQ over all models, averaged over the held-out "
