@@ -3,6 +3,7 @@ and loading a converted table with some models left out (the evaluations)."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from tierwise.prices import estimate_tokens  # noqa: E402,F401  (re-exported: the converters' tokens_in)
 from tierwise.table import load_table  # noqa: E402
+
+
+def table_parser(doc: str) -> argparse.ArgumentParser:
+    """The evaluations' command line: converted tables, and ``--drop`` to leave models out by name prefix."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("tables", nargs="+", type=Path)
+    ap.add_argument("--drop", action="append", default=[], help="leave out models whose name starts with this")
+    return ap
 
 
 def load_heldout(path, drop=()):

@@ -25,7 +25,6 @@ cross-fitted zero router (see heldout_eval.py).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from _common import load_heldout  # noqa: E402
+from _common import load_heldout, table_parser  # noqa: E402
 from tierwise.evaluate import ZERO_CROSSFIT, evaluate, fold_ids, metrics_for  # noqa: E402
 from tierwise.features import Featurizer  # noqa: E402
 from tierwise.metrics import router_curve  # noqa: E402
@@ -85,9 +84,7 @@ def shares(routers: dict, names) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("tables", nargs="+", type=Path)
-    ap.add_argument("--drop", action="append", default=[], help="leave out models whose name starts with this")
+    ap = table_parser(__doc__)
     ap.add_argument("--minilm", action="store_true", help="also the routers on full MiniLM embeddings (needs torch)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)

@@ -20,7 +20,6 @@ the oracle's gap over the zero router when the router decides with:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from _common import load_heldout  # noqa: E402
+from _common import load_heldout, table_parser  # noqa: E402
 from tierwise.decision import cost_scale, knob_grid  # noqa: E402
 from tierwise.evaluate import EVAL_KNOBS, evaluate, fold_ids  # noqa: E402
 from tierwise.features import Featurizer  # noqa: E402
@@ -67,9 +66,7 @@ def oof_cost(variant: str, X, tin, cost, tout, ids) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("tables", nargs="+", type=Path)
-    ap.add_argument("--drop", action="append", default=[], help="leave out models whose name starts with this")
+    ap = table_parser(__doc__)
     args = ap.parse_args()
     for path in args.tables:
         t = load_heldout(path, args.drop)

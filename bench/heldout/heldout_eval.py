@@ -18,21 +18,18 @@ their docstrings for sources and licenses); nothing here was used to choose any 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from _common import load_heldout  # noqa: E402
+from _common import load_heldout, table_parser  # noqa: E402
 from tierwise.evaluate import ZERO_CROSSFIT, ZERO_PER_SOURCE, evaluate, routers_for  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("tables", nargs="+", type=Path)
-    ap.add_argument("--drop", action="append", default=[], help="leave out models whose name starts with this")
+    ap = table_parser(__doc__)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0, help="seed of the fold split")
     args = ap.parse_args()

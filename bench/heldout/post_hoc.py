@@ -21,7 +21,6 @@ the pruned ones the mean number of candidates kept.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-from _common import load_heldout  # noqa: E402
+from _common import load_heldout, table_parser  # noqa: E402
 from tierwise.decision import cost_scale, knob_grid  # noqa: E402
 from tierwise.evaluate import EVAL_KNOBS, evaluate, fold_ids  # noqa: E402
 from tierwise.features import Featurizer  # noqa: E402
@@ -73,9 +72,7 @@ def pruned(Q: np.ndarray, y: np.ndarray, cost: np.ndarray, ids: np.ndarray, n_se
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("tables", nargs="+", type=Path)
-    ap.add_argument("--drop", action="append", default=[], help="leave out models whose name starts with this")
+    ap = table_parser(__doc__)
     args = ap.parse_args()
     for path in args.tables:
         t = load_heldout(path, args.drop)

@@ -13,7 +13,6 @@ Figures are shares of the oracle's gap over the zero router, as in heldout_eval.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from _common import load_heldout  # noqa: E402
+from _common import load_heldout, table_parser  # noqa: E402
 from tierwise.evaluate import evaluate, fold_ids  # noqa: E402
 from tierwise.routers.base import fit_quality, make_quality_model, register  # noqa: E402
 from tierwise.routers.ensemble import EnsembleQuality, _view  # noqa: E402
@@ -64,9 +63,7 @@ for _seed in INNER_SPLITS:  # one router kind per inner split
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("tables", nargs="+", type=Path)
-    ap.add_argument("--drop", action="append", default=[], help="leave out models whose name starts with this")
+    ap = table_parser(__doc__)
     ap.add_argument("--seeds", type=int, default=2, help="outer fold splits")
     args = ap.parse_args()
     kinds = ("ensemble", *(f"stacked (inner split {seed})" for seed in INNER_SPLITS))
