@@ -15,7 +15,7 @@ and the zero router: gain captured = (AIQ_probe - AIQ_zero) / (AIQ_full - AIQ_ze
 Every router decides with the cost the full-data router would be trained to decide with: ``--cost auto``
 (the default) picks, per table and fold split, each request's expected cost or each model's mean cost by
 the full-data router's out-of-fold AIQ, the rule ``tierwise train --cost auto`` applies (on the local table
-it picks the mean: the router there is shipped deciding with it).
+it picks the mean in most splits, as the shipped local router decides with it).
 
 The router kind is kNN by default: its per-model predictions do not depend on the other models'
 outcomes, so "the router without M" is exactly the full router minus M's column (no retraining, and
