@@ -136,7 +136,9 @@ embedding + surface statistics -> every model's predicted quality -> decision ru
 one thread (BLAS limited to 1). *Repeated*: one prompt {args.iterations} times (every cache warm).
 *Distinct*: {router['distinct_prompts']} different prompts, none seen before (the tokenizer's
 memo of words in steady state, as under real traffic). *Cold*: that memo emptied before each
-decision (every word tokenized afresh: the worst case).
+decision (every word tokenized afresh: the worst case). Each cell is timed in {router.get('rounds', 1)}
+interleaved rounds (every cell takes a turn before any takes its next): this machine's speed drifts over
+seconds, and a slow spell then falls on every cell alike rather than on the cell that ran in it.
 
 {chr(10).join(rows)}
 

@@ -180,10 +180,10 @@ def test_pyramid_target_knob_resolves_on_the_router_calibration(fitted):
 def test_cli_bench_times_repeated_distinct_and_cold_prompts_and_table_sizes():
     out = subprocess.run(
         [sys.executable, "-m", "tierwise.cli", "bench", "--table", str(REPO / "data/outcomes/llmrouter_dc.csv.gz"),
-         "--iterations", "40", "--rows", "1000,5000", "--json"], capture_output=True, text=True, timeout=900)
+         "--iterations", "40", "--rows", "1000,5000", "--rounds", "2", "--json"], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert len(data["cells"]) == 9 and data["distinct_prompts"] == 50
+    assert len(data["cells"]) == 9 and data["distinct_prompts"] == 50 and data["rounds"] == 2
     for c in data["cells"]:
         assert 0 < c["p50_ms"] <= c["p99_ms"] and 0 < c["distinct_p50_ms"] <= c["distinct_p99_ms"]
         assert c["cold_p50_ms"] > 0

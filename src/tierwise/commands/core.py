@@ -315,6 +315,9 @@ def bench_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     rows: str = typer.Option("1000,10000,100000", help="Training-table sizes for the rows sweep (comma-separated; "
                              "'' skips it)."),
+    rounds: Optional[int] = typer.Option(None, min=1, help="Interleaved timing rounds (default 5): every cell takes a "
+                                         "turn before any takes its next, so a slow spell of a shared machine falls on "
+                                         "all cells alike."),
 ) -> None:
     """Router decision latency (encode + score + choose), p50/p99, by prompt length and model count,
     for a repeated prompt, distinct prompts and a cold tokenizer; then by training-table size."""
@@ -330,7 +333,8 @@ def bench_command(
         _fail(f"--rows {rows!r}: expected comma-separated row counts, e.g. 1000,10000,100000")
     if any(r < 100 for r in row_counts):
         _fail(f"--rows {rows!r}: each training-table size must be at least 100 rows")
-    run_router_bench(table, kind=kind, iterations=iterations, as_json=as_json, row_counts=row_counts)
+    run_router_bench(table, kind=kind, iterations=iterations, as_json=as_json, row_counts=row_counts,
+                     **({} if rounds is None else {"rounds": rounds}))
 
 
 def register(app: typer.Typer) -> None:
