@@ -199,7 +199,11 @@ def test_fast_path_gives_the_tokenizers_ids_on_every_shipped_prompt(enc):
     prompts += ["[MASK] is a token", "tab\tand\x0bvertical", "under_score snake_case x=1;y==2", "ÉCOLE café", "a" * 150,
                 "日本語のテキスト mixed with English", "naïve  double  spaces ", "a\u00a0b non-breaking", "x\u2028y",
                 "“curly quotes” — dashes… and emoji 🚀!", "[CLS][SEP] joined", "\x00null\x1funit sep",
-                "lines\nand\r\nreturns\tand tabs\n\n  indented", "\nleading and trailing whitespace\t\n"]
+                "lines\nand\r\nreturns\tand tabs\n\n  indented", "\nleading and trailing whitespace\t\n",
+                "“multi-line”\nnon-ASCII — text\r\nwith\ttabs\n\n  and é", "ctrl\x0b\nand\x1f\tnewline ü\n"]
     assert enc._fast_ascii and sum(p.isascii() for p in prompts) > 1000 and sum(not p.isascii() for p in prompts) > 50
     for p in prompts:
         assert enc._token_ids(p).tolist() == enc._tok.encode(p, add_special_tokens=False).ids, p[:80]
+    # non-ASCII text is cut at newlines and tabs too: a multi-line prompt's lines do not fuse into chunks
+    # seen for the first time (each one a call into ``tokenizers``)
+    assert not any(c in chunk for chunk in enc._chunk_ids for c in "\n\t\r")

@@ -190,8 +190,10 @@ class StaticEncoder:
         tokenises the same alone as in context; a chunk is computed once (plain ASCII by the
         lower-case/split rule, anything else by ``tokenizers`` itself) and then looked up, stored as
         packed int32 bytes so a prompt's ids are one ``bytes.join``. Plain ASCII text is cut at every
-        whitespace character (what BERT treats as whitespace there); other text only at ASCII spaces
-        (Python's and BERT's ideas of Unicode whitespace differ).
+        whitespace character (what BERT treats as whitespace there); other text at ASCII spaces, tabs,
+        newlines and carriage returns, which BERT's normaliser turns into spaces (Python's and BERT's
+        ideas of other Unicode whitespace differ): a multi-line prompt with one non-ASCII character is
+        otherwise cut only at spaces, and every "word\nword" is a chunk seen for the first time.
         """
         if not self._fast_ascii:
             return np.asarray(self._tok.encode(piece, add_special_tokens=False).ids, dtype=np.int32)
@@ -199,7 +201,10 @@ class StaticEncoder:
         if len(memo) > _CHUNK_MEMO_MAX:
             self._chunk_old, self._chunk_ids = memo, {}
             memo = self._chunk_ids
-        chunks = piece.split() if piece.isascii() and not _ASCII_CONTROL.search(piece) else piece.split(" ")
+        if piece.isascii() and not _ASCII_CONTROL.search(piece):
+            chunks = piece.split()
+        else:
+            chunks = piece.replace("\n", " ").replace("\t", " ").replace("\r", " ").split(" ")
         parts = list(map(memo.get, chunks))
         try:
             return np.frombuffer(b"".join(parts), dtype=np.int32)
