@@ -321,7 +321,7 @@ def bench_command(
 ) -> None:
     """Router decision latency (encode + score + choose), p50/p99, by prompt length and model count,
     for a repeated prompt, distinct prompts and a cold tokenizer; then by training-table size."""
-    from ..bench import run_router_bench
+    from ..bench import ROUNDS, run_router_bench
     from ..promptsets import data_dir
 
     table = table or data_dir() / "mmlu_pro.csv.gz"
@@ -334,7 +334,7 @@ def bench_command(
     if any(r < 100 for r in row_counts):
         _fail(f"--rows {rows!r}: each training-table size must be at least 100 rows")
     run_router_bench(table, kind=kind, iterations=iterations, as_json=as_json, row_counts=row_counts,
-                     **({} if rounds is None else {"rounds": rounds}))
+                     rounds=ROUNDS if rounds is None else rounds)
 
 
 def register(app: typer.Typer) -> None:
