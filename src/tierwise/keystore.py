@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .decision_log import _Dialect
+from .decision_log.dialect import Dialect
 from .errors import ConfigError
 from .gateway.guard import key_hash
 from .quota import KeyPolicy
@@ -42,7 +42,7 @@ class StoredKey:
 
 class KeyStore:
     def __init__(self, url: str):
-        self._d = _Dialect(str(url))
+        self._d = Dialect(str(url))
         self.url = str(url)
         con = self._d.connect()
         try:

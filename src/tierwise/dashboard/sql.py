@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from ..decision_log import _Dialect
+from ..decision_log.dialect import Dialect
 
 __all__ = ["Reader", "Scope", "FORWARDED", "answered", "routed", "time_index", "is_small", "SMALL_RANGE"]
 
@@ -71,7 +71,7 @@ class Reader:
 
     def __init__(self, url: str):
         self.url = url
-        self._dialect = _Dialect(url)
+        self._dialect = Dialect(url)
         self.postgres = self._dialect.postgres
         self._local = threading.local()
         self._all: list[Any] = []

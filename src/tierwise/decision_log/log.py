@@ -1,4 +1,4 @@
-"""Decision log: one row per gateway request, plus user feedback, in SQLite (default) or Postgres.
+"""The decision log's writer: one row per gateway request, plus user feedback and stored Responses turns.
 
 Why a background writer: the gateway must never wait on disk. ``record()`` only puts the row on a
 queue; one thread drains the queue in batches every ``interval_s`` (one transaction per batch), so
@@ -26,200 +26,25 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import queue
-import sqlite3
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import DEFAULT_RESPONSES_TTL_DAYS  # the YAML key responses_ttl_days
-from .engine.record import COLUMNS as _COLUMNS
-from .engine.record import RequestRecord, from_row as _row_to_dict, prompt_hash, to_row
-from .errors import LogError
-from .prices import token_cost
+from ..config import DEFAULT_LOG, DEFAULT_RESPONSES_TTL_DAYS  # the YAML keys log, responses_ttl_days
+from ..engine.record import COLUMNS as _COLUMNS
+from ..engine.record import RequestRecord, from_row as _row_to_dict, to_row
+from ..errors import LogError
+from .dialect import Dialect
 
-__all__ = ["DecisionLog", "LogError", "RequestRecord", "open_log", "prompt_hash", "summarize"]
-
-DEFAULT_LOG = "tierwise-log.sqlite"
 DEFAULT_MAX_QUEUE = 100_000  # rows waiting for the writer before new ones are dropped (and counted)
+_PRUNE_EVERY_S = 3600.0
 
 
 def _warn(message: str) -> None:
     print(f"tierwise: {message}", file=sys.stderr, flush=True)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-    id TEXT PRIMARY KEY,
-    ts DOUBLE PRECISION NOT NULL,
-    prompt_hash TEXT NOT NULL,
-    prompt TEXT,
-    requested_model TEXT,
-    router TEXT,
-    rule TEXT,
-    knob DOUBLE PRECISION,
-    scores TEXT,
-    chosen TEXT,
-    model TEXT,
-    fallbacks TEXT,
-    tokens_in INTEGER,
-    tokens_out INTEGER,
-    latency_ms DOUBLE PRECISION,
-    route_ms DOUBLE PRECISION,
-    cost_usd DOUBLE PRECISION,
-    status INTEGER NOT NULL,
-    error TEXT,
-    stream INTEGER,
-    cascade_chain TEXT,
-    candidates TEXT,
-    excluded TEXT,
-    needs TEXT,
-    upstream_id TEXT,
-    usage_estimated INTEGER,
-    surface TEXT,
-    key_hash TEXT,
-    budget_used DOUBLE PRECISION,
-    guard TEXT
-);
-CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
-CREATE TABLE IF NOT EXISTS feedback (
-    request_id TEXT NOT NULL,
-    ts DOUBLE PRECISION NOT NULL,
-    score DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
-CREATE TABLE IF NOT EXISTS responses (
-    id TEXT PRIMARY KEY,
-    ts DOUBLE PRECISION NOT NULL,
-    key_hash TEXT,
-    messages TEXT NOT NULL,
-    response TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS responses_ts ON responses (ts);
-"""
-
-_PRUNE_EVERY_S = 3600.0
-_dump = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-
-
-def _dump_rows(rows: list[tuple], *, keyed: bool) -> str:
-    """A batch of rows as one JSON array (of arrays, or of objects keyed by column for Postgres)."""
-    return _dump([dict(zip(_COLUMNS, r)) for r in rows] if keyed else rows)
-
-
-class _Dialect:
-    """The few SQL differences between SQLite and Postgres."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.postgres = url.startswith(("postgresql://", "postgres://"))
-        self.ph = "%s" if self.postgres else "?"
-        cols = ", ".join(_COLUMNS)
-        self._insert_rows = (f"INSERT INTO requests ({cols}) VALUES ({', '.join([self.ph] * len(_COLUMNS))}) "
-                             "ON CONFLICT (id) DO NOTHING")
-        if self.postgres:
-            self._insert_json = (f"INSERT INTO requests ({cols}) SELECT {cols} FROM json_populate_recordset("
-                                 "NULL::requests, %s::json) ON CONFLICT (id) DO NOTHING")
-        else:  # the SELECT needs its WHERE for SQLite to parse the upsert
-            picks = ", ".join(f"value ->> {i}" for i in range(len(_COLUMNS)))
-            self._insert_json = (f"INSERT INTO requests ({cols}) SELECT {picks} FROM json_each(?) WHERE true "
-                                 "ON CONFLICT (id) DO NOTHING")
-
-    def insert_requests(self, cur, rows: list[tuple]) -> None:
-        """Insert request rows (``ON CONFLICT (id) DO NOTHING``) in ONE statement: the batch goes in as
-        one JSON array that the database takes apart. The writer is a thread: ``executemany`` gives the
-        GIL back for every row and, while the event loop is busy, waits up to a switch interval (5 ms)
-        for it again each time; measured: 211 rows/s against a busy loop, vs 18,000 like this."""
-        try:
-            payload = _dump_rows(rows, keyed=self.postgres)
-        except ValueError:  # a NaN/inf that JSON cannot carry: row by row, the slow way
-            cur.executemany(self._insert_rows, rows)
-            return
-        cur.execute(self._insert_json, (payload,))
-
-    def connect(self):
-        if self.postgres:
-            try:
-                import psycopg
-            except ImportError:
-                raise LogError(
-                    f"log {self.url.split('@')[-1]}: a postgres log needs psycopg: pip install 'tierwise[postgres]'"
-                ) from None
-            try:
-                return psycopg.connect(self.url)
-            except Exception as exc:
-                raise LogError(f"log {self.url.split('@')[-1]}: cannot connect ({exc})") from None
-        path = Path(self.url.removeprefix("sqlite:///"))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
-            con.execute("PRAGMA busy_timeout=30000")
-        except (sqlite3.Error, OSError) as exc:
-            raise LogError(f"log {path}: cannot open SQLite database ({exc})") from None
-        return con
-
-    def file_id(self) -> tuple[int, int] | None:
-        """The SQLite file's (device, inode), to notice it being deleted or replaced under us."""
-        if self.postgres:
-            return None
-        try:
-            st = os.stat(self.url.removeprefix("sqlite:///"))
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
-
-    def create(self, con) -> None:
-        for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-            con.execute(stmt)
-        self._migrate(con)
-        covers = {k: "" for k in _SQLITE_COVERS} if self.postgres else _SQLITE_COVERS
-        for stmt in filter(None, (s.strip() for s in _INDEXES.format(**covers).split(";"))):  # after the columns
-            con.execute(stmt)
-        con.commit()
-
-    def _migrate(self, con) -> None:
-        """Add columns newer than an existing log's table (nullable, so old rows stay valid)."""
-        if self.postgres:
-            for col, kind in _ADDED:
-                con.execute(f"ALTER TABLE requests ADD COLUMN IF NOT EXISTS {col} {kind}")
-            return
-        have = {row[1] for row in con.execute("PRAGMA table_info(requests)")}
-        for col, kind in _ADDED:
-            if col in have:
-                continue
-            try:
-                con.execute(f"ALTER TABLE requests ADD COLUMN {col} {kind}")
-            except sqlite3.OperationalError as exc:  # another process migrated it just now
-                if "duplicate column" not in str(exc).lower():
-                    raise
-
-
-# columns added after the first release, migrated on open
-_ADDED = (("cascade_chain", "TEXT"), ("candidates", "TEXT"), ("excluded", "TEXT"), ("needs", "TEXT"),
-          ("upstream_id", "TEXT"), ("usage_estimated", "INTEGER"), ("surface", "TEXT"),
-          ("key_hash", "TEXT"), ("budget_used", "DOUBLE PRECISION"), ("guard", "TEXT"))
-
-# The dashboard's aggregations (tierwise.dashboard, docs/dashboard.md) walk these in order, so none
-# sorts rows: covering indexes for the overview's GROUP BY, per-bucket counts and percentiles (ORDER BY
-# ... OFFSET), a client key's own rows, and partial ones for the rare fallback and cascade rows (in
-# SQLite covering their JSON too; Postgres caps an index entry at ~2.7 kB, so there they stay narrow).
-_INDEXES = """
-CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key_hash, ts);
-CREATE INDEX IF NOT EXISTS requests_model_ts ON requests (model, ts, status, key_hash);
-CREATE INDEX IF NOT EXISTS requests_groups ON requests (model, status, surface, ts, key_hash, cost_usd, tokens_in,
-    tokens_out);
-CREATE INDEX IF NOT EXISTS requests_latency ON requests (status, latency_ms, model, ts, key_hash);
-CREATE INDEX IF NOT EXISTS requests_model_latency ON requests (status, model, latency_ms, ts, key_hash);
-CREATE INDEX IF NOT EXISTS requests_route ON requests (route_ms, ts, key_hash);
-CREATE INDEX IF NOT EXISTS requests_fallbacks ON requests (ts, key_hash{fallbacks}) WHERE fallbacks NOT IN ('[]', '');
-CREATE INDEX IF NOT EXISTS requests_cascade ON requests (ts, key_hash{cascade}) WHERE cascade_chain IS NOT NULL;
-"""
-_SQLITE_COVERS = {"fallbacks": ", fallbacks",
-                  "cascade": ", status, model, surface, tokens_in, tokens_out, cascade_chain"}
 
 
 class DecisionLog:
@@ -231,7 +56,7 @@ class DecisionLog:
     next batch, reported, and recreated. ``health()`` has the counters (``/health``, ``/metrics``).
     """
 
-    def __init__(self, url: str | Path = DEFAULT_LOG, *, store_prompts: bool = False, batch: int = 512,
+    def __init__(self, url: str | Path, *, store_prompts: bool = False, batch: int = 512,
                  interval_s: float = 0.05, responses_ttl_days: float = DEFAULT_RESPONSES_TTL_DAYS,
                  max_queue: int = DEFAULT_MAX_QUEUE):
         self.url = str(url)
@@ -244,7 +69,7 @@ class DecisionLog:
         self.store_prompts = store_prompts
         self._batch = batch
         self._interval = interval_s
-        self._dialect = _Dialect(self.url)
+        self._dialect = Dialect(self.url)
         con = self._dialect.connect()  # fail fast (bad path / no server) before serving
         self._dialect.create(con)
         con.close()
@@ -597,87 +422,7 @@ class NullLog:
 
 
 def open_log(url: str | Path | None, **kwargs: Any) -> DecisionLog | NullLog:
-    """The configured log (``off``: none), or ``tierwise-log.sqlite`` in the working directory."""
+    """The configured log (``off``: none), or the default path (``config.DEFAULT_LOG``)."""
     if str(url).strip().lower() == OFF:
         return NullLog()
-    return DecisionLog(url or DEFAULT_LOG, **kwargs)
-
-
-# -- stats ----------------------------------------------------------------------------------
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def _answer_tokens(row: dict[str, Any]) -> tuple[int, int]:
-    """Tokens of the answer the client got: the kept model's own for a cascade row, else the row's."""
-    for step in row.get("cascade_chain") or ():
-        if step.get("outcome") == "kept" and step.get("tokens_in") is not None:
-            return int(step["tokens_in"] or 0), int(step.get("tokens_out") or 0)
-    return int(row["tokens_in"] or 0), int(row["tokens_out"] or 0)
-
-
-def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]) -> dict[str, Any]:
-    """Traffic share, fallbacks, latency and money saved versus always using the priciest model.
-
-    ``prices``: model -> (USD per 1M input tokens, USD per 1M output tokens), from the pyramid. The
-    baseline re-prices every answered request's logged token counts at the priciest model's rates
-    (token counts differ a little between tokenizers; the log has the answering model's counts).
-    A cascade row's tokens and cost are totals over every model it called; its baseline uses only
-    the kept answer's tokens (from ``cascade_chain``), as the priciest model would have been asked once.
-    Requests to the forwarded endpoints (``/v1/embeddings``, ``/v1/completions``: one named model,
-    never routed) count in the traffic and the total cost but not in the baseline or the savings
-    (``forwarded_cost_usd`` is their spend).
-    """
-    ok = [r for r in rows if r["status"] == 200 and r["model"]]
-    routed = [r for r in ok if (r.get("surface") or "chat") not in ("embeddings", "completions")]
-    by_model: dict[str, dict[str, Any]] = {}
-    for r in ok:
-        m = by_model.setdefault(r["model"], {"requests": 0, "cost_usd": 0.0, "tokens_in": 0, "tokens_out": 0})
-        m["requests"] += 1
-        m["cost_usd"] += r["cost_usd"] or 0.0
-        m["tokens_in"] += r["tokens_in"] or 0
-        m["tokens_out"] += r["tokens_out"] or 0
-    for m in by_model.values():
-        m["share"] = m["requests"] / len(ok)
-    biggest = max(prices, key=lambda k: (prices[k][0] + prices[k][1])) if prices else None
-    total = sum(r["cost_usd"] or 0.0 for r in ok)
-    routed_cost = sum(r["cost_usd"] or 0.0 for r in routed)
-    baseline = None
-    if biggest is not None:
-        pin, pout = prices[biggest]
-        baseline = sum(token_cost(tin, tout, pin, pout) for tin, tout in map(_answer_tokens, routed))
-    lat = [float(r["latency_ms"]) for r in ok if r["latency_ms"] is not None]
-    route = [float(r["route_ms"]) for r in rows if r["route_ms"]]
-    statuses: dict[str, int] = {}
-    surfaces: dict[str, int] = {}
-    for r in rows:
-        statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
-        surface = r.get("surface") or "chat"
-        surfaces[surface] = surfaces.get(surface, 0) + 1
-    return {
-        "requests": len(rows),
-        "answered": len(ok),
-        "status": statuses,
-        "surfaces": dict(sorted(surfaces.items(), key=lambda kv: -kv[1])),  # requests per API (chat, responses, ...)
-        "models": dict(sorted(by_model.items(), key=lambda kv: -kv[1]["requests"])),
-        "fallback_requests": sum(1 for r in rows if r["fallbacks"]),
-        "fallbacks": sum(len(r["fallbacks"]) for r in rows),
-        "latency_ms_p50": _percentile(lat, 0.5),
-        "latency_ms_p99": _percentile(lat, 0.99),
-        "route_ms_p50": _percentile(route, 0.5),
-        "route_ms_p99": _percentile(route, 0.99),
-        "cost_usd": total,
-        "forwarded_cost_usd": total - routed_cost,  # embeddings + legacy completions: not in the baseline
-        "baseline_model": biggest,
-        "baseline_cost_usd": baseline,
-        "saved_usd": None if baseline is None else baseline - routed_cost,
-        "saved_fraction": None if not baseline else (baseline - routed_cost) / baseline,
-    }
+    return DecisionLog(url or Path(DEFAULT_LOG).expanduser(), **kwargs)
