@@ -384,6 +384,40 @@ def test_count_tokens_handles_tool_calls_and_content_lists(smol, qwen):
 
 
 @pytest.mark.slow
+def test_count_tokens_counts_the_tool_definitions_the_template_renders(qwen):
+    """The context check must see the tools: the template writes every definition into the prompt."""
+    with_tools = qwen.count_tokens(ASK_WEATHER, [WEATHER, STOCK])
+    assert with_tools > qwen.count_tokens(ASK_WEATHER, [WEATHER]) > qwen.count_tokens(ASK_WEATHER) + 20
+    answer = run(qwen.complete({"messages": ASK_WEATHER, "tools": [WEATHER, STOCK], "max_tokens": 1}))
+    assert answer.tokens_in == with_tools  # the count is the prompt the model was given
+
+
+@pytest.mark.slow
+def test_prompt_plus_max_tokens_past_the_context_is_refused_not_cut(smol):
+    """As OpenAI answers: a 400 naming both sizes, not an answer quietly cut to what was left."""
+    long = [{"role": "user", "content": "word " * 1900}]
+    with pytest.raises(UpstreamRejected) as e:
+        run(smol.complete({"messages": long, "max_tokens": 300}))
+    _rejected(e, "context_length_exceeded")
+    assert "max_tokens is 300" in str(e.value)
+    with pytest.raises(UpstreamRejected) as e:  # legacy completions, with its default of 16 tokens too
+        run(smol.complete_text({"prompt": "word " * 2040}))
+    _rejected(e, "context_length_exceeded")
+
+
+@pytest.mark.slow
+def test_empty_prompt_and_unencodable_text_are_answered(smol):
+    """An empty legacy prompt (OpenAI answers it) gave no token to start from, and text with a lone
+    surrogate (a library caller's; the gateway refuses it at parse) failed in the tokenizer: both were
+    backend errors that counted towards the model's circuit breaker."""
+    out = run(smol.complete_text({"prompt": "", "max_tokens": 2}))
+    assert out["usage"]["prompt_tokens"] == 1 and out["choices"][0]["finish_reason"] in ("length", "stop")
+    cut = [{"role": "user", "content": "cut \ud83d in half"}]
+    assert smol.count_tokens(cut) > 0
+    assert run(smol.complete({"messages": cut, "max_tokens": 2})).tokens_out >= 1
+
+
+@pytest.mark.slow
 def test_stop_strings_and_a_stream_closed_early_stops_decoding(smol):
     async def scenario():
         stopped = await smol.complete({"messages": [{"role": "user", "content": "Count from 1 to 20, one per line."}],

@@ -83,6 +83,23 @@ def test_tools_are_routed_among_models_that_declare_them(fresh_stub, tmp_path):
         assert a.record.excluded == {"m0": "lacks tools", "m2": "lacks tools"}
 
 
+def test_the_context_check_counts_the_tool_definitions(fresh_stub, tmp_path):
+    """Tools are part of the prompt: a request whose definitions overflow every context window is a 400
+    before any model is called, not an answer cut short (or a model's own 400, which skips the fallback)."""
+    cfg = write_pyramid(tmp_path / "p.yaml", fresh_stub.url, str(tmp_path / "log.sqlite"), modes=("tools", "tools"),
+                        capabilities=[["tools"], ["tools"]], context_window=2048)
+    engine = Engine.from_pyramid(Pyramid.load(cfg))
+    big = [{"type": "function", "function": {"name": "f", "description": "alpha " * 2000,
+                                             "parameters": {"type": "object"}}}]
+    calls = len(fresh_stub.bodies())
+    with pytest.raises(RequestError) as e:
+        _run(engine.chat({"model": "tierwise", "messages": MSG, "tools": big, "max_tokens": 16}))
+    assert e.value.status == 400 and e.value.code == "context_length_exceeded"
+    assert len(fresh_stub.bodies()) == calls  # refused before any model was asked
+    a = _run(engine.chat({"model": "tierwise", "messages": MSG, "tools": big, "tool_choice": "none", "max_tokens": 16}))
+    assert a.record.status == 200  # tool_choice none: the definitions are not in the prompt
+
+
 def test_breaker_opens_after_failures_and_probes_after_cooldown():
     b = Breaker(failures=2, cooldown_s=0.2)
     b.begin(); b.failure()
@@ -191,3 +208,38 @@ def test_a_loaded_router_is_warm_before_the_first_request(tmp_path):
     mf = next(m for m in router.quality.models if hasattr(m, "_fused"))
     assert mf._fused is not None
     assert Router.load(path).quality.models[1]._fused is None  # loading alone leaves it lazy
+
+
+_TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"messages": [MSG[0], {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": "f"}]},
+                   {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]}, "messages.1.tool_calls.0.function"),
+    ({"messages": [MSG[0], {"role": "assistant", "tool_calls": ["c1"]}]}, "messages.1.tool_calls.0"),
+    ({"tools": [_TOOL], "tool_choice": {"type": "function", "function": "f"}}, "tool_choice.function"),
+    ({"tools": [_TOOL], "tool_choice": "sometimes"}, "tool_choice"),
+    ({"tools": [{"type": "function", "function": "f"}]}, "tools.0.function"),
+    ({"tools": [{"type": "function", "function": {"name": ""}}]}, "tools.0.function.name"),
+    ({"stream": "yes"}, "stream"),
+    ({"stream_options": {"include_usage": 1}}, "stream_options.include_usage"),
+    ({"stream_options": "x"}, "stream_options"),
+])
+def test_malformed_fields_are_422s_naming_the_field(extra, param):
+    """A tool call or tool_choice whose ``function`` is not an object used to reach the code that reads it
+    (a 500, or a 502 from the model); the field names ``stream*`` were taken for pydantic's union labels."""
+    from tierwise.engine.request import ChatRequest
+
+    with pytest.raises(RequestError) as e:
+        ChatRequest.parse({"model": "m0", "messages": MSG, **extra})
+    assert e.value.status == 422 and e.value.param == param, (e.value.param, str(e.value))
+
+
+def test_well_formed_tool_fields_and_other_tool_types_pass():
+    from tierwise.engine.request import ChatRequest
+
+    for extra in ({"tools": [_TOOL], "tool_choice": {"type": "function", "function": {"name": "f"}}},
+                  {"tools": [{"type": "custom", "custom": {"name": "x"}}], "tool_choice": "required"},
+                  {"messages": [MSG[0], {"role": "assistant", "content": None, "tool_calls": [
+                      {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}):
+        assert ChatRequest.parse({"model": "m0", "messages": MSG, **extra}).model == "m0"

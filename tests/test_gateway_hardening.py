@@ -190,6 +190,45 @@ def test_coercion_and_bad_knobs_are_refused(keyed):
     assert r.status_code == 415
 
 
+_LONE = "cut \\ud83d in half"  # a JSON escape of half a surrogate pair: valid JSON, not Unicode text
+_DEEP = "[" * 5000 + "]" * 5000  # past the JSON parser's recursion limit
+_SURFACES = {
+    "/v1/chat/completions": '{"model": "m0", "messages": [{"role": "user", "content": "%s"}], "metadata": %s}',
+    "/v1/messages": '{"model": "m0", "max_tokens": 3, "messages": [{"role": "user", "content": "%s"}], "metadata": %s}',
+    "/v1/messages/count_tokens": '{"model": "m0", "messages": [{"role": "user", "content": "%s"}], "metadata": %s}',
+    "/v1/responses": '{"model": "m0", "input": "%s", "metadata": %s}',
+    "/v1/completions": '{"model": "m0", "prompt": "%s", "metadata": %s}',
+}
+
+
+@pytest.mark.parametrize("path", list(_SURFACES))
+@pytest.mark.parametrize("case", ["lone surrogate", "deep nesting"])
+def test_unreadable_json_is_the_clients_400_on_every_surface(keyed, path, case):
+    """A lone surrogate used to reach the models and fail in every tokenizer, as a *backend* error (502,
+    and every circuit breaker a step nearer open); nesting past the parser's limit was an unhandled 500."""
+    text, meta = (_LONE, "{}") if case == "lone surrogate" else ("hi", _DEEP)
+    r = httpx.post(keyed.url + path, content=(_SURFACES[path] % (text, meta)).encode(),
+                   headers={"authorization": f"Bearer {ALICE}", "content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400, r.text[:300]
+    body = r.json()
+    if path.startswith("/v1/messages"):  # Anthropic's shape there
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+        message = body["error"]["message"]
+    else:
+        assert body["error"]["code"] == "invalid_json"
+        message = body["error"]["message"]
+    assert ("surrogate" in message) if case == "lone surrogate" else ("nests too deeply" in message), message
+    breakers = httpx.get(keyed.url + "/health", timeout=10).json()["breakers"]
+    assert all(b["state"] != "open" for b in breakers.values()), breakers
+
+
+def test_surrogate_pairs_still_pass(keyed):
+    body = '{"model": "m0", "messages": [{"role": "user", "content": "emoji \\ud83d\\ude00 ok"}]}'
+    r = httpx.post(keyed.url + "/v1/chat/completions", content=body.encode(),
+                   headers={"authorization": f"Bearer {ALICE}", "content-type": "application/json"}, timeout=30)
+    assert r.status_code == 200, r.text[:300]
+
+
 @pytest.mark.parametrize("keys", ["api_keys: []", 'api_keys: [""]', "admin_keys: ['  ']",
                                   "api_keys_env: TW_EMPTY_KEYS"])
 def test_auth_never_turns_off_silently(stub, tmp_path, keys):

@@ -9,6 +9,7 @@ into a default.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024
 DEFAULT_MAX_PENDING = 1024  # requests waiting or running at once; past it: 503 at once, not a hang
 # tokens the context-window check keeps free for the answer when the client sends no max_tokens
 DEFAULT_ANSWER_RESERVE = 256
+DEFAULT_COMPLETIONS_MAX_TOKENS = 16  # OpenAI's default for legacy /v1/completions (the local backend's too)
 DEFAULT_BREAKER_FAILURES = 3  # consecutive failed calls that open a model's circuit breaker
 DEFAULT_BREAKER_COOLDOWN_S = 30.0  # how long an open breaker keeps the model out before a probe
 DEFAULT_BODY_TIMEOUT_S = 30.0  # a request body must arrive within this (slow bodies get a 408)
@@ -41,7 +43,7 @@ def _cpu_count() -> int:
 class ModelConfig(BaseModel):
     """One model of the pyramid: where it runs and what one token costs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float finite
 
     name: str = Field(min_length=1)
     backend: Literal["llama_cpp", "openai"]
@@ -165,7 +167,7 @@ class ModelConfig(BaseModel):
 class KeyConfig(BaseModel):
     """One client key with its limits (``keys:``); keys can also live in the database (`tierwise keys`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float finite
 
     name: str = Field(min_length=1)
     key: str | None = Field(None, min_length=8)  # the key itself ... or:
@@ -196,7 +198,7 @@ class KeyConfig(BaseModel):
 class Pyramid(BaseModel):
     """Models cheapest first, plus the router and gateway settings that go with them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float finite
 
     models: list[ModelConfig] = Field(min_length=1)
     router: str | None = None  # path to a router artifact; None = the gateway's default
@@ -255,6 +257,8 @@ class Pyramid(BaseModel):
                 self.knob = float(self.knob)
             except ValueError:
                 pass
+        if isinstance(self.knob, float) and not math.isfinite(self.knob):  # a quoted "nan" / "inf"
+            raise ValueError(f"knob: must be a finite number (got {self.knob!r})")
         if isinstance(self.knob, str):
             from .decision import parse_target
 
@@ -382,17 +386,22 @@ class Pyramid(BaseModel):
 def _first_error(exc: ValidationError) -> str:
     """One line for the first problem: ``models[1].context_window: must be > 0``."""
     err = exc.errors()[0]
+    kind, ctx = err["type"], err.get("ctx") or {}
+    parts = err["loc"]
+    if kind == "finite_number" and parts[-1:] == ("float",):
+        parts = parts[:-1]  # a union's member (``knob: float | str``), not a key of the file
     loc = ""
-    for part in err["loc"]:
+    for part in parts:
         if isinstance(part, int):
             loc += f"[{part}]"
         else:
             loc += ("." if loc else "") + str(part)
-    kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "greater_than":
         msg = f"must be > {ctx.get('gt')}"
     elif kind == "greater_than_equal":
         msg = f"must be >= {ctx.get('ge')}"
+    elif kind == "finite_number":
+        msg = f"must be a finite number (got {err.get('input')!r})"
     elif kind == "extra_forbidden":
         msg = "unknown key"
     elif kind == "missing":

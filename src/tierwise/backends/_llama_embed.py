@@ -75,7 +75,7 @@ def embed_texts(llm, req: EmbedRequest, backend: str, *, deadline: float,
     limit = llm.n_batch  # the whole input must be in one batch for pooling
     counts = []
     for i, text in enumerate(req.texts):
-        n = len(llm.tokenize(text.encode("utf-8")))
+        n = len(llm.tokenize(text.encode("utf-8", "replace")))
         if n > limit:
             raise reject(backend, f"input[{i}] has {n} tokens; this model takes at most {limit}",
                          code="context_length_exceeded", param="input")

@@ -19,10 +19,10 @@ import secrets
 import time
 from typing import Any
 
+from ..config import DEFAULT_COMPLETIONS_MAX_TOKENS
 from ._llama_request import LocalRequest, _int, reject, sampling
 from ._llama_response import usage
 
-DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
 
 def parse_text_request(body: Any, backend: str) -> LocalRequest:
@@ -54,7 +54,7 @@ def parse_text_request(body: Any, backend: str) -> LocalRequest:
                      code="unsupported_value", param="echo")
     if body.get("tools") or body.get("functions"):
         raise reject(backend, "tools are for /v1/chat/completions, not legacy completions", param="tools")
-    settings["max_tokens"] = settings["max_tokens"] or DEFAULT_MAX_TOKENS
+    settings["max_tokens"] = settings["max_tokens"] or DEFAULT_COMPLETIONS_MAX_TOKENS
     return LocalRequest(messages=[], prompt=prompt, echo=bool(echo), logprobs=lp is not None,
                         top_logprobs=lp or 0, **settings)
 

@@ -21,6 +21,7 @@ options in, a :class:`ChatResult` with text, tokens and log-probabilities out.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -238,11 +239,13 @@ class Backend(ABC):
             "message": f"model {self.name!r} does not serve /v1/{endpoint}", "type": "invalid_request_error",
             "param": "model", "code": "unsupported_capability"}})
 
-    def count_tokens(self, messages: list[dict]) -> int:
-        """Prompt tokens of a conversation; backends with a tokenizer override this estimate."""
+    def count_tokens(self, messages: list[dict], tools: list[dict] | None = None) -> int:
+        """Prompt tokens of a conversation (and the tool definitions the prompt carries); backends with a
+        tokenizer override this estimate."""
         from ..prices import estimate_tokens
 
-        return sum(estimate_tokens(message_text(m.get("content"))) + 4 for m in messages) + 2
+        n = sum(estimate_tokens(message_text(m.get("content"))) + 4 for m in messages) + 2
+        return n + (estimate_tokens(json.dumps(tools)) if tools else 0)
 
     async def chat(self, messages: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
                    stop: list[str] | None = None, logprobs: bool = False, top_logprobs: int = 0,

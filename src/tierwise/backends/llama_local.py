@@ -165,19 +165,23 @@ class LlamaBackend(Backend):
         parts = _PLACEHOLDER.split(rendered.prompt)
         if sorted(int(i) for i in parts[1::2]) != list(range(len(texts))):  # the template altered them
             rendered = self._formatter(messages=messages, tools=tools)
-            return llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+            return llm.tokenize(rendered.prompt.encode("utf-8", "replace"), add_bos=not rendered.added_special, special=True)
         tokens: list[int] = []
         for i, part in enumerate(parts):
             if i % 2:
-                tokens += llm.tokenize(texts[int(part)].encode("utf-8"), add_bos=False, special=False)
+                tokens += llm.tokenize(texts[int(part)].encode("utf-8", "replace"), add_bos=False, special=False)
             elif part or i == 0:
-                tokens += llm.tokenize(part.encode("utf-8"), add_bos=i == 0 and not rendered.added_special,
+                tokens += llm.tokenize(part.encode("utf-8", "replace"), add_bos=i == 0 and not rendered.added_special,
                                        special=True)
         return tokens
 
-    def count_tokens(self, messages: list[dict]) -> int:
-        """Exact prompt tokens: the chat template rendered and tokenized with the model's tokenizer."""
-        return len(self._prompt_tokens(self._first, template_messages(messages, self.name, strict=False)))
+    def count_tokens(self, messages: list[dict], tools: list[dict] | None = None) -> int:
+        """Exact prompt tokens: the chat template rendered (with the function ``tools`` it would be given)
+        and tokenized with the model's tokenizer."""
+        fns = [{"type": "function", "function": t["function"]} for t in tools or ()
+               if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+        return len(self._prompt_tokens(self._first, template_messages(messages, self.name, strict=False),
+                                       fns if fns and "tools" in self.capabilities else None))
 
     # ---- one request: parse, constrain, generate (worker thread) -----------------------------
 
@@ -201,14 +205,20 @@ class LlamaBackend(Backend):
                   on_start: Callable[[int], None] | None = None,
                   emit: Callable[[str, list], None] | None = None) -> tuple[int, Generation]:
         if req.prompt is not None:  # legacy completions: the client's raw prompt, special tokens read as such
-            prompt = llm.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=True)
+            prompt = llm.tokenize(req.prompt.encode("utf-8", "replace"), add_bos=True, special=True)
+            if not prompt:  # "" on a model that adds no BOS: generation needs one token to start from
+                prompt = [llm.token_bos() if llm.token_bos() >= 0 else llm.token_eos()]
         else:
             prompt = self._prompt_tokens(llm, req.messages, req.tools)
         room = self.context_window - len(prompt)
+        param = "messages" if req.prompt is None else "prompt"
         if room <= 0:
             raise reject(self.name, f"the prompt has {len(prompt)} tokens; this model's context window is "
-                         f"{self.context_window}", code="context_length_exceeded",
-                         param="messages" if req.prompt is None else "prompt")
+                         f"{self.context_window}", code="context_length_exceeded", param=param)
+        if req.max_tokens and req.max_tokens > room:  # as OpenAI: refused, not silently cut to what fits
+            raise reject(self.name, f"the prompt has {len(prompt)} tokens and max_tokens is {req.max_tokens}; this "
+                         f"model's context window is {self.context_window}", code="context_length_exceeded",
+                         param=param)
         wanted = req.max_tokens or self.default_max_tokens or room
         sampling = Sampling(max_tokens=max(1, min(wanted, room)), temperature=req.temperature, top_p=req.top_p,
                             seed=req.seed, frequency_penalty=req.frequency_penalty,

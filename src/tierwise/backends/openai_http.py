@@ -230,7 +230,7 @@ class OpenAIBackend(Backend):
 
     async def complete(self, body: dict[str, Any], *, timeout: float | None = None) -> Completion:
         answer, took = await self._call(CHAT_PATH, body, timeout, "choices")
-        return Completion.from_body(answer, self.count_tokens(body.get("messages") or []), latency_s=took)
+        return Completion.from_body(answer, self.count_tokens(body.get("messages") or [], body.get("tools")), latency_s=took)
 
     async def complete_text(self, body: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
         return (await self._call(TEXT_PATH, body, timeout, "choices"))[0]

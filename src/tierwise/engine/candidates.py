@@ -63,7 +63,7 @@ async def fits_context(req: ChatRequest, slot: Slot) -> str | None:
     budget = answer_budget(req)
     if _upper_bound(req) + budget <= slot.context_window:
         return None
-    tokens = await asyncio.to_thread(slot.backend.count_tokens, req.messages)
+    tokens = await asyncio.to_thread(slot.backend.count_tokens, req.messages, req.prompt_tools)
     if tokens + budget <= slot.context_window:
         return None
     return f"context window {slot.context_window} < prompt {tokens} + max_tokens {budget}"

@@ -20,7 +20,6 @@ Errors are :mod:`tierwise.errors` classes carrying the finished record as ``.rec
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from . import candidates as _candidates
 from . import dispatch
 from . import plan as _plan
 from .batching import RouteBatcher
+from .body import load_json
 from .cascade import Cascade
 from .record import CascadeStep, RequestRecord, new_request_id, prompt_hash
 from .request import ChatRequest, too_many
@@ -168,7 +168,7 @@ class Engine:
                 s = ChatStream(self, rec, opened.slot, opened, decision=p.plan.decision,
                                include_usage=p.req.include_usage)
             rec.model = s.slot.name
-            await s.estimate_prompt_cost(p.req.messages)
+            await s.estimate_prompt_cost(p.req.messages, p.req.prompt_tools)
             handed_over = True
             return s
         except BaseException as exc:
@@ -182,7 +182,7 @@ class Engine:
         if not isinstance(body, dict):
             try:
                 too_many(body)
-                body = json.loads(body)
+                body = load_json(body)
             except (ValueError, RequestError):
                 return await self.chat(body, **kw)  # raises the error, with its record
         if isinstance(body, dict) and body.get("stream") is True:
@@ -281,6 +281,15 @@ class Engine:
             called = [s for s, _ in steps] if steps is not None else [self.by_name[n] for n in plan.chain]
             await budget.reserve(self.quota, rec, req, called, every=steps is not None)
         return _Prepared(req, rec, plan, req.forward(), steps)
+
+    def check_model(self, model: str) -> tuple[str, str | None]:
+        """A ``model`` field checked as a request would check it, without serving anything: (plan kind, knob
+        spec). An unknown name is a 404 listing the valid ones; a bad knob (``tierwise:abc``) a 400."""
+        kind, spec = _plan.kind_of(model, self.order, cascade=self.cascade is not None,
+                                   cascade_default=self.cascade_default)
+        if kind == "routed":
+            _plan.parse_knob(self.router, spec, self.default_knob, model)
+        return kind, spec
 
     def _record_plan(self, rec: RequestRecord, plan: _plan.Plan) -> None:
         rec.route_ms = plan.route_ms

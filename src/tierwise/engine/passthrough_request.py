@@ -15,11 +15,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import DEFAULT_COMPLETIONS_MAX_TOKENS
 from ..errors import RequestError
+from .body import load_json
 from .request import MAX_MODEL_NAME
 
 MAX_INPUTS = 2048  # OpenAI's limit on embedding inputs (and prompts) per request
-DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions (the local backend uses it too)
 
 # field -> (type, low, high) for the optional numbers OpenAI range-checks on these endpoints
 _NUMBERS: dict[str, dict[str, tuple[type, float, float]]] = {
@@ -110,7 +111,7 @@ def parse(endpoint: str, raw: bytes | str | dict[str, Any]) -> PassRequest:
     body = raw
     if isinstance(raw, (bytes, bytearray, str)):
         try:
-            body = json.loads(raw)
+            body = load_json(raw)
         except ValueError as exc:
             raise _error(f"request body is not valid JSON: {exc}", None, "invalid_json") from None
     if not isinstance(body, dict):
@@ -142,5 +143,5 @@ def parse(endpoint: str, raw: bytes | str | dict[str, Any]) -> PassRequest:
                          "invalid_type")
         include_usage = bool(opts and opts.get("include_usage"))
         choices = max(body.get("n") or 1, body.get("best_of") or 1) * len(texts)
-        max_tokens = (body.get("max_tokens") or DEFAULT_MAX_TOKENS) * choices
+        max_tokens = (body.get("max_tokens") or DEFAULT_COMPLETIONS_MAX_TOKENS) * choices
     return PassRequest(body, model, bool(stream), include_usage, "\n".join(texts), frozenset({endpoint}), max_tokens)

@@ -8,7 +8,6 @@ tool results included), the capabilities the request needs, and the answer budge
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..backends.base import message_text
 from ..errors import RequestError
+from .body import load_json
 from .capabilities import required
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -26,13 +26,51 @@ MAX_MESSAGES = 4096
 MAX_MODEL_NAME = 256
 
 
+class _CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str
+    arguments: str | dict[str, Any] | None = None  # OpenAI sends a JSON string; an object is read as one
+
+
+class _ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: str | None = None
+    type: str | None = None
+    function: _CalledFunction
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[_ToolCall] | None = None
     tool_call_id: str | None = None
+
+
+class _ToolFunction(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str = Field(min_length=1)
+    parameters: dict[str, Any] | None = None
+
+
+class _Tool(BaseModel):
+    """A tool definition: function tools are checked; other types (a provider's own) pass to the backend."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: str = "function"
+    function: _ToolFunction | None = None
+
+
+class _NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str
+
+
+class _ToolChoice(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: str = "function"
+    function: _NamedFunction | None = None
 
 
 class _StreamOptions(BaseModel):
@@ -53,7 +91,8 @@ class _Schema(BaseModel):
     stream: bool | None = False
     stream_options: _StreamOptions | None = None
     n: int | None = Field(None, ge=1, le=128)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[_Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | _ToolChoice | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
@@ -78,7 +117,7 @@ class ChatRequest:
         else:
             too_many(raw)
             try:
-                body = json.loads(raw)
+                body = load_json(raw)
             except ValueError as exc:
                 raise RequestError(f"request body is not valid JSON: {exc}", code="invalid_json") from None
         if not isinstance(body, dict):
@@ -106,6 +145,12 @@ class ChatRequest:
         from ..router import conversation_text
 
         return conversation_text(routing_messages(self.messages))
+
+    @property
+    def prompt_tools(self) -> list[dict[str, Any]] | None:
+        """The tool definitions the model's prompt carries (counted against its context window)."""
+        tools = self.body.get("tools")
+        return tools if tools and self.body.get("tool_choice") != "none" else None
 
     def forward(self) -> dict[str, Any]:
         """The body to send a backend: the client's, without ``model`` (the backend sets its own)."""
@@ -138,14 +183,22 @@ def routing_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
+def _union_member(label: str) -> bool:
+    """Whether a ``loc`` entry names a union member (a type) rather than a field or an index."""
+    return label in ("str", "int", "float", "bool", "none") or label.startswith(("_", "literal[", "function-")) or "[" in label
+
+
 def validation_error(exc: ValidationError) -> RequestError:
-    """The first problem, OpenAI-style: 422 with the field path as ``param``."""
-    err = exc.errors()[0]
+    """The first problem, OpenAI-style: 422 with the field path as ``param``. Of a union's failed members
+    the one that got furthest is reported (an object given for ``tool_choice`` is told what is wrong inside
+    it, not that it is not one of the strings)."""
+    errors = exc.errors()
+    err = errors[max(range(len(errors)), key=lambda i: (len(errors[i].get("loc", ())), -i))]
     if err.get("type") == "json_invalid":
         return RequestError(f"request body is not valid JSON: {err.get('msg')}", code="invalid_json")
     path = [str(p) for p in err.get("loc", ()) if p != "body"]
-    # union members show up in loc ("messages.0.content.str"); keep the field path only
-    field_path = ".".join(p for p in path if not p.startswith(("str", "list[", "dict[", "int", "float", "bool")))
+    # union members show up in loc ("messages.0.content.str", "tool_choice._ToolChoice"); keep the field path only
+    field_path = ".".join(p for p in path if not _union_member(p))
     if err.get("type") == "model_type" and not field_path:
         return RequestError("request body must be a JSON object", code="invalid_json")
     msg = f"missing required field '{field_path}'" if err.get("type") == "missing" else f"'{field_path}': {err.get('msg')}"

@@ -69,14 +69,14 @@ class ChatStream:
         self._prompt_tokens = 0
         self._finished = False
 
-    async def estimate_prompt_cost(self, messages: list[dict]) -> None:
+    async def estimate_prompt_cost(self, messages: list[dict], tools: list[dict] | None = None) -> None:
         """Before the first byte: the prompt's cost (the header's estimate; the log gets the full cost)."""
         if self._done:
             return
         backend = self.slot.backend
         count = backend.count_tokens
-        self._prompt_tokens = await asyncio.to_thread(count, messages) if not getattr(
-            backend, "cheap_count", True) else count(messages)
+        self._prompt_tokens = await asyncio.to_thread(count, messages, tools) if not getattr(
+            backend, "cheap_count", True) else count(messages, tools)
         prior = sum(s.cost_usd for s in self.cascade_steps or ())
         self.record.cost_usd = prior + self.slot.cost(self._prompt_tokens, 0)
 

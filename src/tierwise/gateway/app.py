@@ -114,6 +114,12 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
         for m in model_list(engine):
             if m["id"] == model_id:
                 return json_response(m)
+        try:
+            kind, spec = engine.check_model(model_id)  # a routed name with a knob: tierwise:0.5
+        except RequestError:
+            kind, spec = None, None
+        if kind == "routed" and spec is not None:
+            return json_response({**model_list(engine)[0], "id": model_id, "knob": spec})
         raise ModelNotFound(f"model '{model_id}' does not exist", param="model")
 
     @app.post("/v1/feedback")

@@ -35,6 +35,7 @@ from starlette.responses import Response
 
 from ....engine.engine import Engine
 from ....engine.record import RequestRecord
+from ....engine.request import ChatRequest
 from ....engine.stream import ChatStream
 from ....errors import RequestError, TierwiseError
 from ...guard import Guard, while_connected
@@ -134,12 +135,12 @@ def register(app: FastAPI, engine: Engine, guard: Guard) -> None:
             raw = await _read(request, guard)
             if isinstance(raw, dict):
                 raw = {"max_tokens": 1, **raw}  # count_tokens takes no max_tokens
-            chat = to_chat(raw)
-            slot = engine.by_name.get(chat["model"]) or engine.slots[0]
-            backend = slot.backend
+            req = ChatRequest.parse(to_chat(raw))
+            engine.check_model(req.model)  # an unknown model is a 404, a bad knob a 400, as on /v1/messages
+            backend = (engine.by_name.get(req.model) or engine.slots[0]).backend
             count = backend.count_tokens
-            n = await asyncio.to_thread(count, chat["messages"]) if not getattr(backend, "cheap_count", True) \
-                else count(chat["messages"])
+            n = await asyncio.to_thread(count, req.messages, req.prompt_tools) \
+                if not getattr(backend, "cheap_count", True) else count(req.messages, req.prompt_tools)
         except TierwiseError as exc:
             return error_response(exc)
         except Exception as exc:

@@ -9,12 +9,12 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ....engine.body import load_json
 from ....engine.request import MAX_MODEL_NAME
 from ....errors import RequestError
 
@@ -153,7 +153,7 @@ def check(model: type[BaseModel], value: Any, path: str) -> Any:
 def parse_json(raw: bytes | str) -> Any:
     """The request body as JSON, or an Anthropic-style 400."""
     try:
-        return json.loads(raw)
+        return load_json(raw)
     except ValueError as exc:
         raise RequestError(f"request body is not valid JSON: {exc}", status=400, code="invalid_json") from None
 

@@ -32,10 +32,10 @@ Responses                                   chat completions
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ....engine.body import load_json
 from .._chat import forced_tool, function_tool
 from .items import items_to_messages
 from .schema import _FunctionTool, _Request, _TextFormat, bad, validate
@@ -72,7 +72,7 @@ def parse_request(raw: bytes | str | dict[str, Any]) -> ResponsesCall:
     """Check a Responses request and convert its input; raises :class:`RequestError` (400) naming the field."""
     if isinstance(raw, (bytes, bytearray, str)):
         try:
-            body = json.loads(raw)
+            body = load_json(raw)
         except ValueError as exc:
             raise bad(f"We could not parse the JSON body of your request: {exc}", None, "invalid_json") from None
     else:

@@ -21,13 +21,13 @@ rejection of the request is returned as-is. Register with :func:`register` from 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from ....decision_log import DecisionLog
+from ....engine.body import load_json
 from ....engine.engine import Engine
 from ....engine.request import MAX_MODEL_NAME
 from ....errors import LogError, RequestError, TierwiseError
@@ -56,7 +56,7 @@ def _not_found(response_id: str) -> RequestError:
 
 def _requested_model(raw: bytes) -> str:
     try:
-        body = json.loads(raw)
+        body = load_json(raw)
     except (ValueError, TypeError):
         return ""
     model = body.get("model") if isinstance(body, dict) else None
