@@ -165,3 +165,30 @@ def test_knob_may_be_a_target_string(tmp_path):
     assert Pyramid.from_dict({**base, "knob": "0.25"}).knob == 0.25
     with pytest.raises(Exception, match="neither a number nor a target"):
         Pyramid.from_dict({**base, "knob": "fast"})
+
+
+@pytest.mark.parametrize(
+    "key, value, mutate",
+    [
+        ("knob", "nan", lambda d, v: d.__setitem__("knob", v)),
+        ("knob", "inf", lambda d, v: d.__setitem__("knob", v)),  # quoted: read as text, then as a number
+        ("knob", float("nan"), lambda d, v: d.__setitem__("knob", v)),
+        ("models[1].output_per_1m", float("inf"), lambda d, v: d["models"][1].__setitem__("output_per_1m", v)),
+        ("models[0].input_per_1m", float("inf"), lambda d, v: d["models"][0].__setitem__("input_per_1m", v)),
+        ("models[0].input_per_1m", float("nan"), lambda d, v: d["models"][0].__setitem__("input_per_1m", v)),
+        ("models[1].timeout_s", float("inf"), lambda d, v: d["models"][1].__setitem__("timeout_s", v)),
+        ("body_timeout_s", float("nan"), lambda d, v: d.__setitem__("body_timeout_s", v)),
+        ("keys[0].usd_per_day", float("inf"),
+         lambda d, v: d.__setitem__("keys", [{"name": "team", "key": "sk-team-123", "usd_per_day": v}])),
+    ],
+)
+def test_nan_and_infinity_are_rejected_naming_the_key(tmp_path, key, value, mutate):
+    """YAML's .nan / .inf pass `ge=0` (and NaN slips through every ordering check): each float must be finite."""
+    data = _good(tmp_path)
+    mutate(data, value)
+    with pytest.raises(ConfigError) as info:
+        Pyramid.load(_write(tmp_path, data))
+    msg = str(info.value)
+    assert msg.startswith(str(tmp_path / "pyramid.yaml") + ": "), msg
+    assert f"{key}: must be a finite number" in msg, msg
+    assert "cheapest first" not in msg and "\n" not in msg

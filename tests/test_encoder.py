@@ -207,3 +207,32 @@ def test_fast_path_gives_the_tokenizers_ids_on_every_shipped_prompt(enc):
     # non-ASCII text is cut at newlines and tabs too: a multi-line prompt's lines do not fuse into chunks
     # seen for the first time (each one a call into ``tokenizers``)
     assert not any(c in chunk for chunk in enc._chunk_ids for c in "\n\t\r")
+
+
+def test_lone_surrogates_encode_as_replacement_characters(enc):
+    """Undecodable argv bytes reach Python as lone surrogates (surrogateescape); ``tokenizers`` refuses them
+    ("TextInputSequence must be str"), so they are encoded as the U+FFFD a lossy decode would give."""
+    pairs = [("bad \ud800 x", "bad \ufffd x"), ("\udcff\udcfe", "\ufffd\ufffd"), ("caf\udce9 au lait", "caf\ufffd au lait"),
+             ("naïve\udcff résumé\nline two", "naïve\ufffd résumé\nline two")]
+    for bad, good in pairs:
+        assert enc._token_ids(bad).tolist() == enc._tok.encode(good, add_special_tokens=False).ids
+        np.testing.assert_array_equal(enc.encode_one(bad), enc.encode_one(good))
+        assert enc.count_tokens(bad) == enc.count_tokens(good)
+    np.testing.assert_array_equal(enc.encode([p for p, _ in pairs]), enc.encode([q for _, q in pairs]))
+    slow = StaticEncoder(enc._tok, enc._emb, enc.meta, enc.fingerprint())  # a tokenizer off the fast path
+    slow._fast_ascii = False
+    assert slow._token_ids("caf\udce9 au lait").tolist() == enc._tok.encode("caf\ufffd au lait",
+                                                                              add_special_tokens=False).ids
+
+
+def test_router_and_cli_route_text_with_undecodable_bytes(tmp_path):
+    from tierwise.config import default_router_path
+    from tierwise.router import Router
+
+    router = Router.load(default_router_path())
+    assert router.route("bad \ud800 x").model == router.route("bad \ufffd x").model
+    r = subprocess.run([sys.executable, "-m", "tierwise.cli", "route", str(default_router_path()), b"\xff\xfe"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env=dict(os.environ, LC_ALL="C.UTF-8", PYTHONUTF8="1"))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert json.loads(r.stdout[r.stdout.index("{"):])["model"] in router.models

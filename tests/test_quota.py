@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -98,3 +101,33 @@ def test_budget_use_drives_a_cheaper_knob(make_state):
     assert cheaper_knob("threshold", 0.7, 1.2, 0.8) == 0.0
     assert cheaper_knob("cost_weight", 0.2, 1.0, 0.8) >= 100
     assert cheaper_knob("cost_weight", 0.2, 0.95, None) == 0.2
+
+
+def _fresh(*argv: str) -> subprocess.CompletedProcess:
+    """``argv`` run by a new interpreter, so the import order is the command's own, not this session's."""
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
+
+
+def test_keystore_imports_first_in_a_fresh_interpreter():
+    """``tierwise.keystore`` imported before the gateway (as ``tierwise keys`` does) was a circular import."""
+    r = _fresh("-c", "import tierwise.keystore as k, tierwise.gateway.guard as g; "
+                     "assert g.key_hash is k.key_hash; print(k.key_hash('sk-x'))")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip()) == 24
+
+
+def test_keys_commands_run_from_the_cli(tmp_path):
+    db = str(tmp_path / "keys.sqlite")
+    empty = _fresh("-m", "tierwise.cli", "keys", "list", "--log", db)
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout == "" and "Traceback" not in empty.stderr
+    added = _fresh("-m", "tierwise.cli", "keys", "add", "team-a", "--usd-per-day", "2", "--log", db)
+    assert added.returncode == 0, added.stderr
+    secret = added.stdout.strip()
+    assert secret.startswith("sk-tw-")
+    listed = _fresh("-m", "tierwise.cli", "keys", "list", "--json", "--log", db)
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    from tierwise.keystore import key_hash
+
+    assert row["name"] == "team-a" and row["usd_per_day"] == 2.0 and row["key_hash"] == key_hash(secret)

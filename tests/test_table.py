@@ -102,3 +102,107 @@ def test_selection_helpers():
     with pytest.raises(TableError, match="no row has a source"):
         t.with_source("nothing/")
     assert np.isfinite(t.clean().correct).all()
+
+
+@pytest.mark.parametrize(
+    "text,problem",
+    [
+        ("prompt,correct|a,correct|b,cost|a,cost|b\nhi,1,0,0.1,2\nyo,0,1,inf,2\n", "invalid cost inf for model 'a' in data row 2"),
+        ("prompt,correct|a,correct|b,cost|a,cost|b\nhi,1,0,0.1,-inf\nyo,0,1,0.1,2\n", "invalid cost -inf for model 'b' in data row 1"),
+        ("prompt,correct|a,correct|b,cost|a,cost|b\nhi,1,0,0.1,2\nyo,0,1,-1000,2\n", "invalid cost -1000 for model 'a' in data row 2"),
+    ],
+)
+def test_infinite_and_negative_costs_are_rejected(tmp_path, text, problem):
+    p = write(tmp_path, "bad.csv", text)
+    with pytest.raises(TableError) as err:
+        load_table(p)
+    msg = str(err.value)
+    assert msg.startswith(str(p)) and problem in msg and "cost|" in msg and "\n" not in msg
+
+
+def test_token_counts_that_price_to_an_infinite_or_negative_cost_are_rejected(tmp_path):
+    prices = write(tmp_path, "p.yaml", "models:\n  a: {input: 1.0, output: 2.0}\n  b: {input: 10, output: 20}\n")
+    for i, value in enumerate(("inf", "-50")):
+        p = write(tmp_path, f"t{i}.csv", f"prompt,correct|a,correct|b,tokens_out|b\nhi,1,0,10\nyo,0,1,{value}\n")
+        with pytest.raises(TableError) as err:
+            load_table(p, prices)
+        msg = str(err.value)
+        assert msg.startswith(str(p)) and "\n" not in msg
+        assert f"column 'tokens_out|b': invalid length {value} for model 'b' in data row 2" in msg, msg
+
+
+@pytest.mark.parametrize(
+    "name,text,problem",
+    [
+        ("nan.yaml", "models:\n  foo: {input: .nan, output: 1}\n  bar: 1\n", "input price of 'foo' is nan"),
+        ("nanstr.yaml", "models:\n  foo: {input: 1, output: nan}\n", "output price of 'foo' is 'nan'"),
+        ("inf.yaml", "models:\n  foo: {input: 1, output: .inf}\n", "output price of 'foo' is inf"),
+        ("neg.yaml", "models:\n  foo: {input: -1, output: 1}\n", "input price of 'foo' is -1"),
+        ("short.yaml", "models:\n  foo: -5\n  bar: 1\n", "price of 'foo' is -5"),
+        ("shortinf.yaml", "models:\n  foo: .inf\n", "price of 'foo' is inf"),
+        ("p.csv", "model,input_per_1m,output_per_1m\nfoo,1,inf\nbar,1,1\n", "output price of 'foo' is 'inf'"),
+        ("pn.csv", "model,input_per_1m,output_per_1m\nfoo,-2,1\n", "input price of 'foo' is '-2'"),
+        ("out.yaml", "output_tokens: -1000\nmodels:\n  foo: 0.1\n", "output_tokens is -1000"),
+        ("out0.yaml", "output_tokens: 0\nmodels:\n  foo: 0.1\n", "output_tokens is 0"),
+        ("outnan.yaml", "output_tokens: .nan\nmodels:\n  foo: 0.1\n", "output_tokens is nan"),
+    ],
+)
+def test_price_books_reject_nan_infinite_and_negative_values(tmp_path, name, text, problem):
+    p = write(tmp_path, name, text)
+    with pytest.raises(PriceError) as err:
+        PriceBook.load(p)
+    msg = str(err.value)
+    assert msg.startswith(str(p) + ": ") and problem in msg and "\n" not in msg
+    t = write(tmp_path, "t.csv", "prompt,correct|foo,correct|bar\nhi,1,0\n")
+    with pytest.raises(PriceError):  # what `--prices` hands to every command
+        load_table(t, p)
+
+
+def test_zero_prices_and_whole_answer_lengths_still_load(tmp_path):
+    book = PriceBook.load(write(tmp_path, "z.yaml", "output_tokens: 64\nmodels:\n  foo: 0\n  bar: {input: 0, output: 0.5}\n"))
+    assert book.output_tokens == 64 and book.prices["foo"].input_per_1m == 0.0
+
+
+GRADED = "prompt,correct|a,correct|b,correct|c,cost|a,cost|b,cost|c\n" + "".join(
+    f"p{i},{i % 2},1,,0.1,0.2,0.3\n" for i in range(30))
+
+
+def test_a_model_with_no_graded_rows_is_named_when_cleaned(tmp_path):
+    """Failed collect cells are left empty; a model whose every cell failed cannot be learned or evaluated."""
+    p = write(tmp_path, "t.csv", GRADED)
+    t = load_table(p)  # loads: a probe table may leave a known model ungraded (onboarding handles that)
+    for step in (t.clean, t.trainable):
+        with pytest.raises(TableError) as err:
+            step()
+        msg = str(err.value)
+        assert msg.startswith(str(p)) and "column 'correct|c' has no graded rows" in msg and "\n" not in msg
+    assert len(t.with_models(["a", "b"]).clean()) == 30  # leaving it out works
+    contaminated = write(tmp_path, "c.csv", GRADED.replace(",0.1,0.2,0.3\n", ",0.1,0.2,0.3,\n").replace(
+        "cost|c\n", "cost|c,contaminated\n").replace("p0,0,1,,0.1,0.2,0.3,", "p0,0,1,1,0.1,0.2,0.3,true"))
+    with pytest.raises(TableError, match="'correct|c' has no graded rows outside contaminated rows"):
+        load_table(contaminated).trainable()
+
+
+def test_train_on_a_model_with_no_graded_rows_fails_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    p = write(tmp_path, "t.csv", GRADED)
+    r = subprocess.run([sys.executable, "-m", "tierwise.cli", "train", str(p), "--cv", "0", "--out",
+                        str(tmp_path / "r.tw")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"error: {p}: column 'correct|c' has no graded rows" in r.stderr
+    assert not (tmp_path / "r.tw").exists()
+
+
+@pytest.mark.parametrize("name", ["bom.csv", "bom.csv.gz"])
+def test_csv_with_a_byte_order_mark_loads(tmp_path, name):
+    """Excel's "CSV UTF-8" starts with a BOM; the header's first column must still read `correct|a`."""
+    text = "\ufeffcorrect|a,prompt,correct|b,cost|a,cost|b\n1,hé,0,0.1,2\n0,yo,1,0.1,2\n"
+    p = tmp_path / name
+    data = text.encode("utf-8")
+    p.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    t = load_table(p)
+    assert t.models == ["a", "b"]
+    assert t.prompts == ["hé", "yo"]
+    assert t.correct.tolist() == [[1.0, 0.0], [0.0, 1.0]] and t.cost.tolist() == [[0.1, 2.0], [0.1, 2.0]]

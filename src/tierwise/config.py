@@ -63,10 +63,10 @@ class ModelConfig(BaseModel):
     n_threads: int | None = Field(None, gt=0)
     tags: list[str] = Field(default_factory=list)
     # what the model can do (tools, json_object, json_schema, vision, audio, logprobs, n, completions,
-    # embeddings); None = the backend's defaults (docs/config.md). Requests needing a capability are
-    # routed only among models that declare it. ``embeddings`` alone marks an embedding model.
+    # embeddings, prefill); None = the backend's defaults (docs/config.md). Requests needing a capability
+    # are routed only among models that declare it. ``embeddings`` alone marks an embedding model.
     capabilities: list[Literal["tools", "json_object", "json_schema", "vision", "audio", "logprobs", "n",
-                               "completions", "embeddings"]] | None = None
+                               "completions", "embeddings", "prefill"]] | None = None
     # llama_cpp: load the GGUF for POST /v1/embeddings (an embedding model: no chat, no completions)
     embedding: bool = False
     # circuit breaker: open after this many consecutive failed calls (0 = never), probe after cooldown_s

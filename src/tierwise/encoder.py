@@ -50,6 +50,9 @@ CHARS_PER_TOKEN = 6
 # object) with identical ids (tested on every shipped prompt).
 _ASCII_WORD = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# lone surrogates (what Python makes of undecodable bytes, e.g. argv via surrogateescape) cannot cross
+# into ``tokenizers`` (Rust strings are UTF-8): each becomes U+FFFD, as a lossy UTF-8 decode would give
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _DEDUP_FROM = 64  # tokens: below this a plain gather-and-sum is cheaper than sorting
 _CHUNK_MEMO_MAX = 100_000  # chunks per generation of the memo (~10 MB each, two generations at most)
 
@@ -196,7 +199,7 @@ class StaticEncoder:
         otherwise cut only at spaces, and every "word\nword" is a chunk seen for the first time.
         """
         if not self._fast_ascii:
-            return np.asarray(self._tok.encode(piece, add_special_tokens=False).ids, dtype=np.int32)
+            return np.asarray(self._encode_ids(piece), dtype=np.int32)
         memo = self._chunk_ids
         if len(memo) > _CHUNK_MEMO_MAX:
             self._chunk_old, self._chunk_ids = memo, {}
@@ -228,7 +231,18 @@ class StaticEncoder:
         if chunk.isascii() and not _ASCII_CONTROL.search(chunk) and not any(a in chunk for a in self._added):
             model = self._tok.model
             return [t.id for word in _ASCII_WORD.findall(chunk.lower()) for t in model.tokenize(word)]
-        return self._tok.encode(chunk, add_special_tokens=False).ids
+        return self._encode_ids(chunk)
+
+    def _encode_ids(self, text: str) -> list[int]:
+        """``tokenizers``' ids of ``text``; text with lone surrogates is encoded as if each were U+FFFD
+        (the check costs nothing on the normal path: only a refused text is looked at again)."""
+        try:
+            return self._tok.encode(text, add_special_tokens=False).ids
+        except TypeError:  # "TextInputSequence must be str": not encodable as UTF-8
+            clean = _SURROGATE.sub("\ufffd", text)
+            if clean == text:
+                raise
+            return self._tok.encode(clean, add_special_tokens=False).ids
 
     def _ids(self, pieces: list[str]) -> np.ndarray:
         """Token ids of one text's pieces, unknown tokens dropped, capped to head + tail."""

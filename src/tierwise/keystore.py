@@ -7,6 +7,7 @@ revoked on one machine holds on all of them.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from typing import Any
 
 from .decision_log.dialect import Dialect
 from .errors import ConfigError
-from .gateway.guard import key_hash
 from .quota import KeyPolicy
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS api_keys (
@@ -23,6 +23,15 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS api_keys (
     usd_per_month DOUBLE PRECISION, requests_per_min INTEGER, tokens_per_min INTEGER,
     degrade_from DOUBLE PRECISION)"""
 _FIELDS = ("usd_per_day", "usd_per_month", "requests_per_min", "tokens_per_min", "degrade_from")
+
+
+def key_hash(key: str) -> str:
+    """How a client key appears in the log (and in ownership checks): never the key itself.
+
+    It lives here, not in the gateway, so the key store (``tierwise keys``) imports without the
+    gateway package (which imports the key store through ``gateway.keys``); ``gateway.guard``
+    re-exports it."""
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:24]
 
 
 @dataclass

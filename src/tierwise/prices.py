@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import math
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -113,13 +114,15 @@ class PriceBook:
             raise PriceError(path, "expected a mapping with a 'models:' section")
         prices = {}
         for name, entry in data["models"].items():
-            if isinstance(entry, (int, float)):
-                prices[str(name)] = Price(float(entry), float(entry))
+            if isinstance(entry, (int, float)) and not isinstance(entry, bool):  # shorthand: one price for both
+                price = _positive(path, name, entry)
+                prices[str(name)] = Price(price, price)
                 continue
             if not isinstance(entry, dict) or "input" not in entry or "output" not in entry:
                 raise PriceError(path, f"model {name!r} needs 'input' and 'output' (USD per 1M tokens)")
-            prices[str(name)] = Price(_positive(path, name, entry["input"]), _positive(path, name, entry["output"]))
-        return cls(prices, int(data.get("output_tokens", 256)), str(path))
+            prices[str(name)] = Price(_positive(path, name, entry["input"], "input"),
+                                      _positive(path, name, entry["output"], "output"))
+        return cls(prices, _answer_length(path, data.get("output_tokens", 256)), str(path))
 
     @classmethod
     def _from_csv(cls, path: Path) -> "PriceBook":
@@ -130,22 +133,37 @@ class PriceBook:
                 raise PriceError(path, f"CSV price table needs columns {sorted(need)}")
             prices = {
                 row["model"]: Price(
-                    _positive(path, row["model"], row["input_per_1m"]),
-                    _positive(path, row["model"], row["output_per_1m"]),
+                    _positive(path, row["model"], row["input_per_1m"], "input"),
+                    _positive(path, row["model"], row["output_per_1m"], "output"),
                 )
                 for row in reader
             }
         return cls(prices, 256, str(path))
 
 
-def _positive(path, name, value) -> float:
+def _positive(path, name, value, which: str = "") -> float:
+    """A price as given for model ``name``: a finite number >= 0 (USD per 1M tokens), or a PriceError
+    naming the file, the model and the value."""
+    what = f"{which} price of {name!r}" if which else f"price of {name!r}"
     try:
+        if isinstance(value, bool):
+            raise TypeError
         v = float(value)
     except (TypeError, ValueError):
-        raise PriceError(path, f"price of {name!r} is not a number: {value!r}") from None
-    if v < 0:
-        raise PriceError(path, f"price of {name!r} is negative")
+        raise PriceError(path, f"{what} is not a number: {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise PriceError(path, f"{what} is {value!r}: a price must be a finite number >= 0 (USD per 1M tokens)")
     return v
+
+
+def _answer_length(path, value) -> int:
+    """``output_tokens``: the answer length assumed where a table records none, a whole number of tokens >= 1."""
+    ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and math.isfinite(value) and value.is_integer())
+    if not ok or value < 1:
+        raise PriceError(path, f"output_tokens is {value!r}: the assumed answer length must be a whole number "
+                               "of tokens >= 1")
+    return int(value)
 
 
 @functools.lru_cache(maxsize=1)

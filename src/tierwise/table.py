@@ -105,12 +105,26 @@ class OutcomeTable:
 
     def clean(self) -> "OutcomeTable":
         """Rows usable for training/evaluation: not contaminated, every model evaluated."""
+        self._require_graded()
         keep = ~self.contaminated & ~np.isnan(self.correct).any(axis=1)
         return self.rows(keep)
 
     def trainable(self) -> "OutcomeTable":
         """Rows a router can learn from: not contaminated, at least one model evaluated."""
+        self._require_graded()
         return self.rows(~self.contaminated & np.isfinite(self.correct).any(axis=1))
+
+    def _require_graded(self) -> None:
+        """Every model needs a graded, uncontaminated row to be learned or evaluated (a model whose
+        collect cells all failed has an empty ``correct|`` column: no row would be complete)."""
+        if not len(self):
+            return
+        usable = np.isfinite(self.correct[~self.contaminated]).any(axis=0)
+        for j, m in enumerate(self.models):
+            if not usable[j]:
+                only = " outside contaminated rows" if np.isfinite(self.correct[:, j]).any() else ""
+                raise TableError(self.path, f"column '{CORRECT}{m}' has no graded rows{only}: grade {m!r} on some "
+                                            "prompts, or leave the model out (train/eval --models)")
 
     def mean_cost(self) -> np.ndarray:
         return self.cost.mean(axis=0)
@@ -173,7 +187,8 @@ def _raw_header(path: Path) -> list[str] | None:
         return None
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", newline="", encoding="utf-8", errors="replace") as fh:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which pandas drops too
+        with opener(path, "rt", newline="", encoding="utf-8-sig", errors="replace") as fh:
             return next(csv.reader(fh), None)
     except (OSError, EOFError, csv.Error):
         return None
@@ -254,6 +269,8 @@ def load_table(
         for m in models:
             if prefix + m in columns:
                 extra[prefix + m] = _as_numeric(path, frame, prefix + m)
+                if prefix in (TOKENS_IN, TOKENS_OUT, OUTCHARS):  # lengths that price a request
+                    _check_costs(path, m, extra[prefix + m], f"column {prefix + m!r}", "length")
     orphans = [c for c in columns if c.startswith(PER_MODEL_PREFIXES) and c.split("|", 1)[1] not in models]
     if orphans:
         raise TableError(path, f"column(s) {orphans[:3]} name a model with no 'correct|' column")
@@ -286,9 +303,8 @@ def _resolve_costs(path, frame, columns, models, prompts, extra, prices, require
             values = _as_numeric(path, frame, col)
             if np.isnan(values).all():
                 raise TableError(path, f"column {col!r} is empty")
+            _check_costs(path, m, values, f"column {col!r}")
             values = np.where(np.isnan(values), np.nanmean(values), values)
-            if (values < 0).any():
-                raise TableError(path, f"column {col!r} has a negative cost")
             cost[:, j] = values
             origin[m] = f"column {col}"
             # `tierwise collect` writes USD per request next to the token counts it priced
@@ -321,10 +337,21 @@ def _resolve_costs(path, frame, columns, models, prompts, extra, prices, require
             default_out = book.output_tokens if book is not None else default_price_book().output_tokens
             t_out = np.full(n, float(default_out)) if t_out is None else np.where(np.isnan(t_out), default_out, t_out)
             cost[:, j] = price.request_cost(t_in, t_out)
+            _check_costs(path, m, cost[:, j], f"token counts x price ({why})")
             units.add("USD per request")
         origin[m] = why
     unit = units.pop() if len(units) == 1 else "mixed: " + ", ".join(sorted(units))
     return cost, origin, unit
+
+
+def _check_costs(path: Path, model: str, values: np.ndarray, what: str, kind: str = "cost") -> None:
+    """Costs (and the token counts they are priced from) must be finite and >= 0 (NaN = not given); else a
+    TableError naming the model, the value and its row."""
+    bad = ~np.isnan(values) & ~(np.isfinite(values) & (values >= 0))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise TableError(path, f"{what}: invalid {kind} {values[row]:g} for model {model!r} in data row {row + 1} "
+                               f"({kind}s must be finite and >= 0)")
 
 
 def _size_of(extra: dict[str, np.ndarray], model: str) -> float | None:

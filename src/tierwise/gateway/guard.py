@@ -5,7 +5,6 @@ connected while a non-streamed answer is computed."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Awaitable, Iterable
 
@@ -13,11 +12,7 @@ from starlette.requests import Request
 
 from ..config import DEFAULT_BODY_TIMEOUT_S
 from ..errors import AuthError, RequestError, TierwiseError
-
-
-def key_hash(key: str) -> str:
-    """How a client key appears in the log (and in ownership checks): never the key itself."""
-    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:24]
+from ..keystore import key_hash  # defined beside the stored keys (no import cycle); re-exported here
 
 
 @dataclass(frozen=True)
