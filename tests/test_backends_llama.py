@@ -145,6 +145,10 @@ def test_tool_call_blocks_are_parsed():
     assert parse_tool_calls('<tool_call>\n{"name": "launch", "arguments": {}}\n</tool_call>', names) is None
     assert parse_tool_calls('{"name": "get_weather", "arguments": {}} and more', names) is None
     assert parse_tool_calls("plain answer", names) is None
+    # cut by max_tokens inside a second call: the complete first call is kept, the torn one dropped
+    _, kept = parse_tool_calls('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+                               '<tool_call>\n{"name": "', names)
+    assert [json.loads(c["function"]["arguments"]) for c in kept] == [{"city": "Paris"}]
 
 
 @pytest.mark.parametrize("text, shown, content, called", [
@@ -342,6 +346,38 @@ def test_sampling_fields_are_honoured(smol):
     assert run(smol.complete(seeded)).text == run(smol.complete(seeded)).text
     penalised = run(smol.complete({**joke, "frequency_penalty": 2.0, "presence_penalty": 2.0, "top_p": 0.5}))
     assert penalised.tokens_out > 0
+
+
+@pytest.mark.slow
+def test_logit_bias_bans_and_is_checked(smol):
+    """``logit_bias`` was read by nobody: a banned token still came out, and any value was accepted."""
+    ask = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 3, "logprobs": True}
+    first = run(smol.complete(ask)).body["choices"][0]["logprobs"]["content"][0]["token"]
+    first_id = smol._first.tokenize(first.encode(), add_bos=False, special=True)[0]
+    banned = run(smol.complete({**ask, "logit_bias": {str(first_id): -100}}))
+    assert banned.body["choices"][0]["logprobs"]["content"][0]["token"] != first
+    text = run(smol.complete_text({"prompt": "Hello", "max_tokens": 2, "logit_bias": {str(first_id): -100}}))
+    assert text["usage"]["completion_tokens"] >= 1
+    for bad in ("bad", {"x": 1}, {"5": 101}, {"5": True}, {str(10**9): -1}):
+        with pytest.raises(UpstreamRejected) as e:
+            run(smol.complete({**ask, "logit_bias": bad}))
+        assert _rejected(e).body()["error"]["param"] == "logit_bias"
+
+
+@pytest.mark.slow
+def test_continue_final_message_continues_the_prefilled_turn(qwen):
+    """vLLM's ``continue_final_message`` (the Anthropic surface sets it for a prefill): the answer is the
+    rest of the assistant's text, not a new turn (which was empty or started over)."""
+    convo = [{"role": "user", "content": "Count from 1 to 10, comma separated."},
+             {"role": "assistant", "content": "1, 2, 3, 4,"}]
+    a = run(qwen.complete({"messages": convo, "max_tokens": 6, "continue_final_message": True}))
+    assert a.text.lstrip().startswith("5"), a.text
+    for body in ({"messages": convo[:1], "continue_final_message": True},
+                 {"messages": convo, "continue_final_message": "yes"},
+                 {"messages": convo, "continue_final_message": True, "response_format": {"type": "json_object"}}):
+        with pytest.raises(UpstreamRejected) as e:
+            run(qwen.complete({**body, "max_tokens": 2}))
+        _rejected(e)
 
 
 @pytest.mark.slow

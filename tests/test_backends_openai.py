@@ -241,6 +241,25 @@ def test_http_body_is_forwarded_unchanged_but_model(server):
     assert c.body["id"] == "x" and c.tokens_in == 11 and not c.usage_estimated
 
 
+def test_continue_final_message_reaches_only_servers_declared_to_take_it(server):
+    """Hosted APIs refuse the field (a prefill from the Anthropic surface would be a 400); a server with the
+    ``prefill`` capability (vLLM) gets it."""
+    url, seen = server
+    body = {"messages": MSGS + [{"role": "assistant", "content": "Well,"}], "continue_final_message": True}
+
+    async def go(**kw):
+        b = _backend(url, timeout_s=5, **kw)
+        try:
+            return await b.complete(dict(body))
+        finally:
+            await b.aclose()
+
+    asyncio.run(go())
+    assert "continue_final_message" not in seen[-1]["body"] and seen[-1]["body"]["messages"] == body["messages"]
+    asyncio.run(go(capabilities=frozenset({"prefill"})))
+    assert seen[-1]["body"]["continue_final_message"] is True
+
+
 @pytest.mark.parametrize("model, rejected, status", [("reject400", True, 400), ("html404", False, 404),
                                                      ("ratelimit", False, 429), ("fail500", False, 500)])
 def test_http_client_errors_are_the_clients(server, model, rejected, status):

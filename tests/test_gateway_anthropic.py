@@ -66,6 +66,15 @@ def _req(**kw) -> dict:
 # -- request translation ---------------------------------------------------------------------------
 
 
+def test_a_prefilled_last_assistant_turn_asks_for_its_continuation():
+    convo = [{"role": "user", "content": "Count to 5."}, {"role": "assistant", "content": "1, 2,"}]
+    assert to_chat(_req(messages=convo))["continue_final_message"] is True
+    assert "continue_final_message" not in to_chat(_req())
+    used_tool = [{"role": "user", "content": "w?"},
+                 {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]
+    assert "continue_final_message" not in to_chat(_req(messages=used_tool))
+
+
 def test_request_text_system_and_parameters():
     chat = to_chat(_req(system=[{"type": "text", "text": "Be terse."}, {"type": "text", "text": "Be kind.",
                                                                       "cache_control": {"type": "ephemeral"}}],
@@ -875,3 +884,13 @@ def test_local_tool_use(local_gw):
         final = s.get_final_message()
     assert final.stop_reason == "tool_use" and final.content[-1].type == "tool_use"
     assert isinstance(final.content[-1].input.get("city"), str)
+
+
+@pytest.mark.parametrize("method, path, status", [("GET", "/v1/messages/count_tokens", 405),
+                                                  ("PUT", "/v1/messages/count_tokens", 405),
+                                                  ("POST", "/v1/messages/batches", 404),
+                                                  ("GET", "/v1/messages/batches/b1/results", 404)])
+def test_other_message_paths_answer_in_anthropics_shape(anth_gw, method, path, status):
+    r = httpx.request(method, anth_gw.url + path, json={}, timeout=30)
+    body = r.json()
+    assert r.status_code == status and body["type"] == "error" and body["error"]["type"].endswith("_error"), body

@@ -740,6 +740,7 @@ def test_image_input(resp_gw, text_gw, fresh_stub):
     r = httpx.post(text_gw.base_url + "/responses", json={"model": "tierwise", "input": image_input}, timeout=30)
     err = _assert_error_shape(r, 400)
     assert err["code"] == "unsupported_capability" and "vision" in err["message"]
+    assert err["param"] == "input"  # the engine checked the chat body; the error names this surface's field
     assert fresh_stub.requests == []
     resp = resp_gw.client().responses.create(model="m2", input=image_input)
     assert resp.status == "completed"
@@ -980,3 +981,12 @@ def test_local_pyramid_function_call(local_gw):
         final = stream.get_final_response()
     assert [o.type for o in final.output if o.type == "function_call"] and \
         json.loads(final.output[-1].arguments).get("city")
+
+
+def test_context_errors_name_the_responses_fields(stub, gateway):
+    gw = gateway(stub.url, ("echo@rcx0",), context_window=256, label="resp-small-context")
+    r = httpx.post(gw.base_url + "/responses", json={"model": "tierwise", "input": "word " * 600,
+                                                     "max_output_tokens": 5}, timeout=30)
+    err = _assert_error_shape(r, 400)
+    assert err["code"] == "context_length_exceeded" and err["param"] == "input"
+    assert "max_output_tokens=5" in err["message"] and "max_tokens" not in err["message"].replace("max_output_tokens", "")

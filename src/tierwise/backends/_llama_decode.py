@@ -34,6 +34,7 @@ class Sampling:
     seed: int | None = None
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling
     stop: list[str] = field(default_factory=list)
     logprobs: bool = False
     top_logprobs: int = 0
@@ -91,7 +92,8 @@ def decode(llm, prompt: list[int], s: Sampling, *, deadline: float, cancel: thre
         llm.set_seed(int(time.time_ns() % 2**31))
     tokens = llm.generate(prompt, temp=float(s.temperature), top_k=s.top_k, top_p=float(s.top_p),
                           min_p=s.min_p, repeat_penalty=1.0, frequency_penalty=float(s.frequency_penalty),
-                          presence_penalty=float(s.presence_penalty), grammar=s.grammar)
+                          presence_penalty=float(s.presence_penalty), grammar=s.grammar,
+                          logits_processor=_biased(s.logit_bias))
     try:
         for tok in tokens:
             eog = llama_cpp.llama_vocab_is_eog(vocab, tok)
@@ -121,6 +123,22 @@ def decode(llm, prompt: list[int], s: Sampling, *, deadline: float, cancel: thre
         g.text += decoder.decode(b"", final=True)
     flush(len(g.text))
     return g
+
+
+def _biased(bias: dict[int, float] | None):
+    """``logit_bias`` as a llama-cpp-python logits processor (its first sampler sees the logits in id order)."""
+    if not bias:
+        return None
+    import llama_cpp
+
+    ids = np.fromiter(bias, dtype=np.intp, count=len(bias))
+    add = np.fromiter(bias.values(), dtype=np.float32, count=len(bias))
+
+    def apply(input_ids, scores):
+        scores[ids] += add
+        return scores
+
+    return llama_cpp.LogitsProcessorList([apply])
 
 
 def _logprob_entry(llm, tok: int, n_vocab: int, top_n: int) -> dict:

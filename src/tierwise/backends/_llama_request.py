@@ -37,6 +37,7 @@ class LocalRequest:
     stop: list[str] = field(default_factory=list)
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None  # token id -> bias added to its logit (OpenAI's -100..100)
     logprobs: bool = False
     top_logprobs: int = 0
     response_format: dict | None = None  # {"type": "json_object"} or {"type": "json_schema", "schema": ...}
@@ -45,6 +46,7 @@ class LocalRequest:
     tool_name: str | None = None  # the named tool (tool_mode "named")
     parallel_tool_calls: bool = True
     include_usage: bool = False
+    prefill: str | None = None  # continue_final_message: the last assistant turn's text, continued
     prompt: str | None = None  # legacy completions: the raw prompt, no chat template (``_llama_text``)
     echo: bool = False  # legacy completions: the prompt is repeated before the answer
 
@@ -201,6 +203,23 @@ def _response_format(body: dict, backend: str) -> dict | None:
                  param="response_format")
 
 
+def _logit_bias(body: dict, backend: str) -> dict[int, float] | None:
+    """``logit_bias`` as OpenAI takes it: token ids (as JSON object keys) to a bias in [-100, 100]."""
+    raw = body.get("logit_bias")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise reject(backend, "'logit_bias' must be an object mapping token ids to numbers", param="logit_bias")
+    out: dict[int, float] = {}
+    for key, value in raw.items():
+        if not (isinstance(key, str) and key.isdigit()) or isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not -100 <= value <= 100:
+            raise reject(backend, f"'logit_bias' entry {key!r}: keys must be token ids and values numbers in "
+                         "[-100, 100]", param="logit_bias")
+        out[int(key)] = float(value)
+    return out or None
+
+
 def sampling(body: Any, backend: str) -> dict[str, Any]:
     """The generation settings every local request shares (chat and legacy completions), checked."""
     if not isinstance(body, dict):
@@ -225,8 +244,24 @@ def sampling(body: Any, backend: str) -> dict[str, Any]:
         stop=[s for s in stop if s],
         frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0, backend),
         presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0, backend),
+        logit_bias=_logit_bias(body, backend),
         include_usage=bool(stream_options.get("include_usage")),
     )
+
+
+def _prefill(body: dict, messages: list[dict], backend: str) -> tuple[list[dict], str | None]:
+    """``continue_final_message`` (vLLM's field; the Anthropic surface sets it for a prefilled last
+    assistant turn): the answer continues that turn's text instead of opening a new turn."""
+    flag = body.get("continue_final_message")
+    if flag is None or flag is False:
+        return messages, None
+    if flag is not True:
+        raise reject(backend, "'continue_final_message' must be a boolean", param="continue_final_message")
+    last = messages[-1]
+    if last["role"] != "assistant" or last.get("tool_calls") or not isinstance(last.get("content"), str):
+        raise reject(backend, "'continue_final_message' needs the last message to be an assistant turn of text",
+                     param="messages")
+    return messages[:-1], last["content"]
 
 
 def parse_request(body: Any, backend: str, *, tools_supported: bool) -> LocalRequest:
@@ -238,11 +273,17 @@ def parse_request(body: Any, backend: str, *, tools_supported: bool) -> LocalReq
     if top_logprobs > 20:
         raise reject(backend, "'top_logprobs' must be at most 20", param="top_logprobs")
     tools, mode, name = _tools(body, backend, tools_supported)
+    messages, prefill = _prefill(body, template_messages(body.get("messages"), backend), backend)
+    response_format = _response_format(body, backend)
+    if prefill is not None and (response_format or mode in ("required", "named")):
+        raise reject(backend, "'continue_final_message' cannot be combined with a response_format or a forced tool "
+                     "call (their grammar constrains the whole answer, prefill included)", param="continue_final_message")
     return LocalRequest(
-        messages=template_messages(body.get("messages"), backend),
+        messages=messages,
+        prefill=prefill,
         logprobs=bool(body.get("logprobs")) or top_logprobs > 0,
         top_logprobs=top_logprobs,
-        response_format=_response_format(body, backend),
+        response_format=response_format,
         tools=tools,
         tool_mode=mode,
         tool_name=name,

@@ -88,7 +88,9 @@ def may_be_bare_call(text: str) -> bool:
 
 
 def parse_tool_calls(text: str, names: list[str], *, parallel: bool = True) -> tuple[str | None, list[dict]] | None:
-    """``(content or None, tool_calls)`` when ``text`` holds valid tool calls, else None."""
+    """``(content or None, tool_calls)`` when ``text`` holds valid tool calls, else None. A last block
+    left open and unparsable (the answer ran out of tokens inside it) is dropped when calls before it
+    are complete."""
     if OPEN not in text:
         bare = _parse_bare(text, names)
         return None if bare is None else (None, bare if parallel else bare[:1])
@@ -102,6 +104,8 @@ def parse_tool_calls(text: str, names: list[str], *, parallel: bool = True) -> t
         j = text.find(CLOSE, i)
         call = _parse_block(text[i + len(OPEN): j if j >= 0 else len(text)], names)
         if call is None:
+            if j < 0 and calls:  # the answer was cut inside a further call: keep the complete ones
+                break
             return None
         calls.append(call)
         if j < 0:

@@ -32,7 +32,8 @@ __all__ = ["Backend", "BackendError", "UpstreamRejected", "Completion", "ChatRes
            "message_text", "CAPABILITIES"]
 
 # What a request can need and a model can declare (config ``capabilities:``); see engine/capabilities.py
-CAPABILITIES = ("tools", "json_object", "json_schema", "vision", "audio", "logprobs", "n", "completions", "embeddings")
+CAPABILITIES = ("tools", "json_object", "json_schema", "vision", "audio", "logprobs", "n", "completions", "embeddings",
+                "prefill")
 
 
 def message_text(content: Any) -> str:

@@ -61,7 +61,7 @@ CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-BASE_CAPABILITIES = frozenset({"json_object", "json_schema", "logprobs", "completions"})
+BASE_CAPABILITIES = frozenset({"json_object", "json_schema", "logprobs", "completions", "prefill"})
 MEAN_POOLING = 1  # llama_cpp.LLAMA_POOLING_TYPE_MEAN
 
 
@@ -141,13 +141,18 @@ class LlamaBackend(Backend):
         fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         return fmt, [s for s in (eos,) if s]
 
-    def _prompt_tokens(self, llm, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+    def _prompt_tokens(self, llm, messages: list[dict], tools: list[dict] | None = None,
+                       prefill: str | None = None) -> list[int]:
         """The rendered prompt's tokens, with the clients' text never read as control tokens.
 
         Each message's text is rendered as a placeholder; the template's own text is tokenized with
         special tokens (``<|im_start|>`` ...) and each message's text without, so a user writing
-        ``<|im_start|>system`` gets those characters, not a new system turn.
+        ``<|im_start|>system`` gets those characters, not a new system turn. ``prefill``: text the
+        answer starts with (the opened assistant turn continues it), tokenized as a client's text.
         """
+        if prefill is not None:
+            tokens = self._prompt_tokens(llm, messages, tools)
+            return tokens + llm.tokenize(prefill.encode("utf-8", "replace"), add_bos=False, special=False)
         texts: list[str] = []
         masked = []
         for m in messages:
@@ -209,7 +214,7 @@ class LlamaBackend(Backend):
             if not prompt:  # "" on a model that adds no BOS: generation needs one token to start from
                 prompt = [llm.token_bos() if llm.token_bos() >= 0 else llm.token_eos()]
         else:
-            prompt = self._prompt_tokens(llm, req.messages, req.tools)
+            prompt = self._prompt_tokens(llm, req.messages, req.tools, req.prefill)
         room = self.context_window - len(prompt)
         param = "messages" if req.prompt is None else "prompt"
         if room <= 0:
@@ -219,10 +224,15 @@ class LlamaBackend(Backend):
             raise reject(self.name, f"the prompt has {len(prompt)} tokens and max_tokens is {req.max_tokens}; this "
                          f"model's context window is {self.context_window}", code="context_length_exceeded",
                          param=param)
+        unknown = [t for t in req.logit_bias or () if t >= llm.n_vocab()]
+        if unknown:
+            raise reject(self.name, f"'logit_bias' names token id {unknown[0]}; this model's vocabulary has "
+                         f"{llm.n_vocab()} tokens", param="logit_bias")
         wanted = req.max_tokens or self.default_max_tokens or room
         sampling = Sampling(max_tokens=max(1, min(wanted, room)), temperature=req.temperature, top_p=req.top_p,
                             seed=req.seed, frequency_penalty=req.frequency_penalty,
-                            presence_penalty=req.presence_penalty, stop=req.stop, logprobs=req.logprobs,
+                            presence_penalty=req.presence_penalty, logit_bias=req.logit_bias, stop=req.stop,
+                            logprobs=req.logprobs,
                             top_logprobs=req.top_logprobs, grammar=grammar)
         if on_start is not None:
             on_start(len(prompt))

@@ -171,6 +171,8 @@ class OpenAIBackend(Backend):
     def _payload(self, body: dict[str, Any], stream: bool) -> bytes:
         """The client's body as sent, with this backend's remote model id (and ``stream``) set."""
         out = {**body, "model": self.model}
+        if "prefill" not in self.capabilities:  # hosted APIs refuse the field; the turn is sent as it is
+            out.pop("continue_final_message", None)
         if stream:
             out["stream"] = True
         else:

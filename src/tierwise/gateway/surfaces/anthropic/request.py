@@ -6,7 +6,8 @@
 auto/any/tool/none -> auto/required/{function}/none; ``stop_sequences`` -> ``stop``;
 ``metadata.user_id`` -> ``user``; ``stream`` -> ``stream`` + ``stream_options.include_usage``;
 ``output_config.format`` (a JSON schema) -> ``response_format`` ``json_schema``; ``system`` turns
-inside ``messages`` -> system messages in place. Dropped: ``top_k``, ``thinking``,
+inside ``messages`` -> system messages in place; a last assistant turn of text (a prefill) ->
+``continue_final_message`` (vLLM's field: models with the ``prefill`` capability continue it). Dropped: ``top_k``, ``thinking``,
 ``output_config.effort``, ``cache_control`` and thinking blocks of earlier assistant turns (no
 OpenAI equivalent).
 """
@@ -112,6 +113,9 @@ def to_chat(body: Any) -> dict[str, Any]:
         else:
             messages.append(_assistant_turn(content))
     chat: dict[str, Any] = {"model": req.model, "messages": messages, "max_tokens": req.max_tokens}
+    last = messages[-1] if messages else {}
+    if last.get("role") == "assistant" and not last.get("tool_calls") and last.get("content"):
+        chat["continue_final_message"] = True  # a prefill: the answer continues it (models with `prefill`)
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:
             chat[key] = body[key]  # as the client sent it (validated above)

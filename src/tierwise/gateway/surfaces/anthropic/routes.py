@@ -148,6 +148,14 @@ def register(app: FastAPI, engine: Engine, guard: Guard) -> None:
         return json_response({"input_tokens": int(n)})
 
     @app.api_route("/v1/messages", methods=["GET", "PUT", "PATCH", "DELETE"])
+    @app.api_route("/v1/messages/count_tokens", methods=["GET", "PUT", "PATCH", "DELETE"])
     async def messages_method(request: Request) -> Response:
-        return error_response(RequestError(f"{request.method} /v1/messages: method not allowed; use POST",
+        return error_response(RequestError(f"{request.method} {request.url.path}: method not allowed; use POST",
                                            status=405, code="method_not_allowed"))
+
+    @app.api_route("/v1/messages/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def messages_other(rest: str, request: Request) -> Response:
+        """Anthropic's other message endpoints (``batches``, ...): not served, said in Anthropic's shape."""
+        return error_response(RequestError(f"{request.method} /v1/messages/{rest[:100]}: not served by this gateway "
+                                           "(only POST /v1/messages and /v1/messages/count_tokens)",
+                                           status=404, code="not_found"))

@@ -30,7 +30,7 @@ from ....decision_log import DecisionLog
 from ....engine.body import load_json
 from ....engine.engine import Engine
 from ....engine.request import MAX_MODEL_NAME
-from ....errors import LogError, RequestError, TierwiseError
+from ....errors import LogError, RequestError, TierwiseError, UpstreamRejected
 from ...guard import Client, Guard, while_connected
 from ...responses import error_response, json_response, record_headers
 from ...sse import named_event
@@ -48,6 +48,24 @@ SURFACE = "responses"
 def sse_event(ev: dict[str, Any]) -> bytes:
     """One Responses stream event: ``event: <type>`` and its JSON ``data``."""
     return named_event(str(ev.get("type", "message")), ev)
+
+
+# the chat fields the engine's own checks name, as this surface calls them
+_CHAT_PARAMS = {"messages": "input", "max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens",
+                "response_format": "text.format"}
+
+
+def _in_responses_terms(exc: TierwiseError) -> TierwiseError:
+    """The engine checks the chat body this request became (capabilities, context), so its errors name chat
+    fields; here they name the Responses fields they came from. A backend's own rejection stays as it is."""
+    if isinstance(exc, UpstreamRejected) or not isinstance(exc.param, str):
+        return exc
+    head = exc.param.split(".", 1)[0]
+    if head in _CHAT_PARAMS:
+        exc.param = _CHAT_PARAMS[head]
+        exc.message = exc.message.replace("max_tokens", "max_output_tokens")
+        exc.args = (exc.message,)
+    return exc
 
 
 def _not_found(response_id: str) -> RequestError:
@@ -133,7 +151,7 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
                                                                     key_hash=key_hash))
         except TierwiseError as exc:
             rec = getattr(exc, "record", None)
-            return error_response(exc, record_headers(rec) if rec is not None else None)
+            return error_response(_in_responses_terms(exc), record_headers(rec) if rec is not None else None)
 
         if not call.stream:
             rec = answer.record
