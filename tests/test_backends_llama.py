@@ -459,6 +459,10 @@ def test_stop_strings_and_a_stream_closed_early_stops_decoding(smol):
         stopped = await smol.complete({"messages": [{"role": "user", "content": "Count from 1 to 20, one per line."}],
                                        "max_tokens": 40, "stop": ["5"]})
         assert "5" not in stopped.text and stopped.finish_reason == "stop"
+        assert stopped.body["choices"][0]["stop_reason"] == "5"  # vLLM's field: which stop string it was
+        streamed = [c async for c in smol.stream({"messages": [{"role": "user", "content": "Count from 1 to 20, one "
+                                                                "per line."}], "max_tokens": 40, "stop": ["zz", "5"]})]
+        assert streamed[-1]["choices"][0]["stop_reason"] == "5"
         agen = smol.stream({"messages": [{"role": "user", "content": "Write a long story about a dragon."}],
                             "max_tokens": 1500, "stop": ["zzzz"]})
         got = 0

@@ -46,6 +46,7 @@ class Generation:
     text: str = ""
     tokens_out: int = 0
     finish: str = "length"
+    stop: str | None = None  # the client's stop string that ended the answer (vLLM reports it as stop_reason)
     logprobs: list[dict] = field(default_factory=list)  # OpenAI logprobs.content entries
     timed_out: bool = False
 
@@ -108,7 +109,9 @@ def decode(llm, prompt: list[int], s: Sampling, *, deadline: float, cancel: thre
                 start = max(0, emitted - hold)
                 hits = [i for i in (g.text.find(x, start) for x in stops) if i >= 0]
                 if hits:
-                    g.text = g.text[: min(hits)]
+                    cut = min(hits)
+                    g.stop = next((x for x in s.stop if g.text.find(x, start) == cut), None)
+                    g.text = g.text[:cut]
                     g.finish = "stop"
                     break
             flush(len(g.text) - partial_suffix(g.text, stops))

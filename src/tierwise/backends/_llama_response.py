@@ -34,15 +34,20 @@ def assistant_message(req: LocalRequest, text: str, finish: str) -> tuple[dict[s
 
 
 def completion_body(req: LocalRequest, *, model: str, fingerprint: str, text: str, finish: str,
-                    entries: list[dict], tokens_in: int, tokens_out: int) -> dict[str, Any]:
+                    entries: list[dict], tokens_in: int, tokens_out: int, stop: str | None = None) -> dict[str, Any]:
+    """``stop``: the client's stop string that ended the answer, reported as the choice's ``stop_reason``
+    (vLLM's field; the Anthropic surface's ``stop_sequence``)."""
     message, finish = assistant_message(req, text, finish)
+    choice = {"index": 0, "message": message, "logprobs": logprobs(req, entries), "finish_reason": finish}
+    if stop is not None and finish == "stop":
+        choice["stop_reason"] = stop
     return {
         "id": completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": fingerprint,
-        "choices": [{"index": 0, "message": message, "logprobs": logprobs(req, entries), "finish_reason": finish}],
+        "choices": [choice],
         "usage": usage(tokens_in, tokens_out),
     }
 
@@ -55,8 +60,11 @@ class Chunks:
                      "model": model, "system_fingerprint": fingerprint}
         self.include_usage = include_usage
 
-    def delta(self, delta: dict, finish: str | None = None, logprobs: dict | None = None) -> dict[str, Any]:
+    def delta(self, delta: dict, finish: str | None = None, logprobs: dict | None = None,
+              stop: str | None = None) -> dict[str, Any]:
         chunk = {**self.head, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+        if stop is not None and finish == "stop":
+            chunk["choices"][0]["stop_reason"] = stop
         if self.include_usage:
             chunk["usage"] = None  # as OpenAI: every chunk but the last carries "usage": null
         return chunk

@@ -259,7 +259,8 @@ class LlamaBackend(Backend):
         req, grammar = self._prepare(body)
         tokens_in, g = await self._run(req, grammar, timeout, t0)
         out = completion_body(req, model=self.name, fingerprint=self.system_fingerprint, text=g.text,
-                              finish=g.finish, entries=g.logprobs, tokens_in=tokens_in, tokens_out=g.tokens_out)
+                              finish=g.finish, entries=g.logprobs, tokens_in=tokens_in, tokens_out=g.tokens_out,
+                              stop=g.stop)
         return Completion(out, tokens_in=tokens_in, tokens_out=g.tokens_out, usage_estimated=False,
                           latency_s=time.monotonic() - t0)
 
@@ -325,7 +326,7 @@ class LlamaBackend(Backend):
                         finish = "tool_calls"
                         yield chunks.delta({"tool_calls": [{"index": i, **call}]},
                                            logprobs=take_logprobs() if pending else None)
-                    yield chunks.delta({}, finish, logprobs=take_logprobs() if pending else None)
+                    yield chunks.delta({}, finish, logprobs=take_logprobs() if pending else None, stop=g.stop)
                     if req.include_usage:
                         yield chunks.usage(tokens_in, g.tokens_out)
 
