@@ -676,6 +676,9 @@ def test_retrieve_and_delete(resp_gw, fresh_stub):
     got = client.responses.retrieve(r.id)
     assert got.id == r.id and got.output_text == "echo: keep me" and got.metadata == {"a": "b"}
     assert got.model_dump() == r.model_dump()
+    with pytest.raises(openai.BadRequestError) as e:  # re-streaming a stored response: said, not ignored
+        list(client.responses.retrieve(r.id, stream=True))
+    assert e.value.body["param"] == "stream"
     client.responses.delete(r.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(r.id)

@@ -191,6 +191,9 @@ def register(app: FastAPI, engine: Engine, guard: Guard, log: DecisionLog, *,
         row = await load(response_id, guard.check_auth(request))
         if row is None:
             raise _not_found(response_id)
+        if request.query_params.get("stream", "").lower() in ("true", "1"):  # the SDK's retrieve(stream=True)
+            raise RequestError("streaming a stored response again (background mode) is not supported: retrieve it "
+                               "without 'stream'", param="stream", code="unsupported_parameter")
         return json_response(row["response"])
 
     @app.delete("/v1/responses/{response_id}")
