@@ -164,3 +164,26 @@ def test_collect_train_serve_on_own_pyramid(tmp_path):
     assert "tiny-pricey" in err and "small" in err and "missing" in err, err
     steps["total"] = time.monotonic() - t0
     print("own-data e2e timings (s):", {k: round(v, 1) for k, v in steps.items()})
+
+
+def test_log_command_rejects_negative_counts_and_verify_exits_1_on_a_damaged_file(tmp_path):
+    """`tierwise log` (step 4 above) on its own: -n must not be negative (SQLite's LIMIT -1 is "every row"), and
+    --verify answers 1 for a log file too damaged to open, as for any other damage; 2 only when there is none."""
+    from tierwise.decision_log import DecisionLog
+
+    path = tmp_path / "log.sqlite"
+    DecisionLog(path).close()
+    r = _cli("log", "-n", "-1", "--log", str(path), cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "--last" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    _ok(_cli("log", "-n", "0", "--json", "--log", str(path), cwd=tmp_path, timeout=120))
+    _ok(_cli("log", "--verify", "--log", str(path), cwd=tmp_path, timeout=120))
+    data = path.read_bytes()
+    (tmp_path / "trunc.sqlite").write_bytes(data[: len(data) // 2])
+    r = _cli("log", "--verify", "--log", str(tmp_path / "trunc.sqlite"), cwd=tmp_path, timeout=120)
+    assert r.returncode == 1 and "DAMAGED" in r.stdout and "Traceback" not in r.stderr, (r.stdout, r.stderr)
+    r = _cli("log", "--verify", "--json", "--log", str(tmp_path / "trunc.sqlite"), cwd=tmp_path, timeout=120)
+    assert r.returncode == 1 and json.loads(r.stdout)["ok"] is False
+    r = _cli("log", "--verify", "--log", str(tmp_path / "none.sqlite"), cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "no decision log yet" in r.stderr
+    help_text = _ok(_cli("log", "--help", cwd=tmp_path, timeout=120)).stdout.replace("│", " ")  # rich's box
+    assert "2 if there is no log" in " ".join(help_text.split())

@@ -295,3 +295,198 @@ def test_per_source_reference_uses_the_task_routers_sources():
     tiny = dataclasses.replace(t, source=np.array([f"s{i % 50}" for i in range(len(t))], dtype=object))
     assert ZERO_PER_SOURCE not in evaluate(tiny, ["knn"], folds=3, guard=False).routers
     assert "task-ensemble" not in routers_for(tiny)
+
+
+# --------------------------------------------------------------------------- CLI input checks (QA pass)
+
+
+def _cli(*args: str):
+    """``tierwise ARGS`` in process: (exit code, stdout + stderr)."""
+    from typer.testing import CliRunner
+
+    from tierwise.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception  # never a traceback
+    return res.exit_code, res.output
+
+
+def _write_table(path: Path, n: int = 120, seed: int = 0) -> Path:
+    """A small 3-model outcome CSV (cheap, mid, dear) whose prompts say which model they need."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    level = rng.integers(0, 3, n)
+    words = ["easy hello short", "medium sum numbers", "hard integral proof theorem"]
+    prompts = [f"{words[lv]} item {i} " + " ".join(rng.choice(list("abcdefgh"), 4)) for i, lv in enumerate(level)]
+    frame = {"prompt": prompts}
+    for j, (m, c) in enumerate((("cheap", 1.0), ("mid", 3.0), ("dear", 9.0))):
+        frame[f"correct|{m}"] = ((level <= j) | (rng.random(n) < 0.1)).astype(float)
+        frame[f"cost|{m}"] = c * (1 + 0.1 * rng.random(n))
+    pd.DataFrame(frame).to_csv(path, index=False)
+    return path
+
+
+def _rewrite_artifact(src: Path, dst: Path, edit) -> Path:
+    """A copy of a router artifact with ``edit(meta, arrays)`` applied to its JSON and arrays."""
+    import io
+
+    with zipfile.ZipFile(src) as zf:
+        meta = json.loads(zf.read("router.json"))
+        arrays = dict(np.load(io.BytesIO(zf.read("arrays.npz"))))
+    edit(meta, arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with zipfile.ZipFile(dst, "w") as zf:
+        zf.writestr("router.json", json.dumps(meta))
+        zf.writestr("arrays.npz", buf.getvalue())
+    return dst
+
+
+def test_non_finite_knobs_and_targets_are_refused(fitted, tmp_path):
+    for bad in ("nan", "inf", "-inf", "NaN", "1e999"):
+        with pytest.raises(ValueError, match="not a finite number"):
+            fitted.parse_knob(bad)
+    from tierwise.router import check_knob
+
+    for bad in ("nan", "inf"):
+        with pytest.raises(ValueError, match="not a finite number"):
+            check_knob(bad)
+    assert check_knob("0.3") == 0.3 and check_knob("quality=0.9") is None
+    assert fitted.route(fitted.models[0], knob=float("inf")).model  # a float inf is still "always the cheapest"
+    table = _write_table(tmp_path / "t.csv")
+    for target in ("nan", "inf"):  # refused before any work: no artifact, exit 2
+        code, out = _cli("train", table, "--out", tmp_path / "r.tw", "--cv", "0", "--target", target)
+        assert code == 2 and "--target: knob" in out and "not a finite number" in out, out
+        assert not (tmp_path / "r.tw").exists() and "encoding" not in out
+    path = fitted.save(tmp_path / "f.tw")
+    for knob in ("nan", "inf"):
+        code, out = _cli("route", path, "hello", "--knob", knob)
+        assert code == 2 and "--knob: knob" in out and "not a finite number" in out, out
+    # a target resolved at the curve's end ("always the cheapest") is printed as strict JSON
+    fitted.default_knob = float("inf")
+    code, out = _cli("route", fitted.save(tmp_path / "cheapest.tw"), "hello")
+    assert code == 0 and json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))["knob"] == "inf"
+
+
+def test_cli_train_cv_must_be_zero_or_two_or_more(tmp_path):
+    table = _write_table(tmp_path / "t.csv")
+    for cv in ("1", "-1"):
+        code, out = _cli("train", table, "--out", tmp_path / "r.tw", "--cv", cv)
+        assert code == 2 and f"--cv {cv}: give 0 (no cross-validation) or 2 or more folds" in out, out
+    assert not (tmp_path / "r.tw").exists()
+
+
+def test_cli_output_paths_are_checked_before_the_work_and_parents_created(fitted, tmp_path):
+    table = _write_table(tmp_path / "t.csv")
+    (tmp_path / "adir.tw").mkdir()
+    code, out = _cli("train", table, "--out", tmp_path / "adir.tw", "--cv", "0")
+    assert code == 2 and "adir.tw: is a directory" in out and "encoding" not in out, out
+    assert not (tmp_path / "adir.tw.tmp").exists()
+    code, out = _cli("train", table, "--out", tmp_path / "new" / "sub" / "r.tw", "--cv", "0")
+    assert code == 0, out
+    assert Router.load(tmp_path / "new" / "sub" / "r.tw").models == ["cheap", "mid", "dear"]
+    assert not list((tmp_path / "new" / "sub").glob("*.tmp"))
+    # the library: a directory refused, a failed write leaves no .tmp behind
+    with pytest.raises(ArtifactError, match="is a directory"):
+        fitted.save(tmp_path / "adir.tw")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArtifactError, match="not a directory"):
+        fitted.save(tmp_path / "file" / "r.tw")
+    # eval: the plot's format and folder are checked before the cross-validation
+    for plot, msg in (("e.xyz", "unsupported image format 'xyz'"), ("adir.tw", "is a directory")):
+        code, out = _cli("eval", table, "--folds", "2", "--routers", "knn", "--plot", tmp_path / plot)
+        assert code == 2 and msg in out and "cross-validating" not in out, out
+    code, out = _cli("eval", table, "--folds", "2", "--routers", "knn", "--guard", "--cost", "request", "--json",
+                     "--plot", tmp_path / "plots" / "e.png")
+    assert code == 0 and (tmp_path / "plots" / "e.png").stat().st_size > 1000, out
+
+
+def test_damaged_artifacts_fail_at_load_naming_the_file(fitted, tmp_path):
+    good = fitted.save(tmp_path / "good.tw")
+    data = bytearray(good.read_bytes())
+    for i in range(0x40, 0x80):  # inside router.json's deflated bytes
+        data[i] ^= 0xFF
+    (tmp_path / "flipped.tw").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="flipped.tw: .*damaged"):
+        Router.load(tmp_path / "flipped.tw")
+
+    def fewer_models(meta, arrays):
+        meta["models"], meta["costs"] = meta["models"][:-1], meta["costs"][:-1]
+
+    with pytest.raises(ArtifactError, match="fewer.tw: damaged router artifact: 8 models but the cost model"):
+        Router.load(_rewrite_artifact(good, tmp_path / "fewer.tw", fewer_models))
+
+    def fewer_models_mean_cost(meta, arrays):  # no cost model (version 1 style): the quality model's width
+        fewer_models(meta, arrays)
+        meta["cost_model"] = None
+
+    with pytest.raises(ArtifactError, match="v1.tw: damaged router artifact: 8 models but the quality model predicts 9"):
+        Router.load(_rewrite_artifact(good, tmp_path / "v1.tw", fewer_models_mean_cost))
+    with pytest.raises(ArtifactError, match=r"nocost.tw: damaged router artifact: the calibration curve lacks \['cost'\]"):
+        Router.load(_rewrite_artifact(good, tmp_path / "nocost.tw", lambda meta, arrays: meta["calibration"].pop("cost")))
+
+    def short_curve(meta, arrays):
+        meta["calibration"]["quality"] = meta["calibration"]["quality"][:-3]
+
+    with pytest.raises(ArtifactError, match="short.tw: .*'quality'.*one value per knob"):
+        Router.load(_rewrite_artifact(good, tmp_path / "short.tw", short_curve))
+    code, out = _cli("route", tmp_path / "nocost.tw", "hello", "--knob", "quality=0.9")
+    assert code == 2 and out.count("\n") == 1 and "nocost.tw: damaged router artifact" in out, out
+    assert Router.load(_rewrite_artifact(good, tmp_path / "same.tw", lambda meta, arrays: None)).models == fitted.models
+
+
+def test_best_single_model_is_the_best_on_the_whole_table_not_on_the_holdout():
+    """After training without CV the curve is measured on a 20% holdout; the incumbent --add-model compares a new
+    model with is the best model on every training row, whichever model was lucky on the holdout."""
+    from tierwise.onboarding import recorded_incumbent
+    from tierwise.table import OutcomeTable
+
+    n = 200
+    hold = np.random.default_rng(0).permutation(n)[: int(n * 0.2)]  # the rows Router.fit holds out (seed 0)
+    correct = np.zeros((n, 2))
+    correct[:, 1] = 1.0  # "good" is right everywhere but on the holdout
+    correct[hold] = [1.0, 0.0]  # where "weak" is right and "good" wrong
+    rng = np.random.default_rng(1)
+    t = OutcomeTable(prompts=[f"prompt {i} " + " ".join(rng.choice(list("abcdefgh"), 4)) for i in range(n)],
+                     models=["weak", "good"], correct=correct, cost=np.tile([1.0, 2.0], (n, 1)),
+                     source=np.array(["s"] * n, dtype=object), contaminated=np.zeros(n, bool), path="<holdout>",
+                     cost_unit="units")
+    r = Router("prior").fit(t)
+    assert r.calibration["method"] == "20% holdout" and r.calibration["rows"] == len(hold)
+    assert r.calibration["best_single_model"] == "good" == recorded_incumbent(r)
+    assert r.calibration["best_single_quality"] == 1.0  # the curve's own reference stays the holdout's
+    oof = np.tile(correct.mean(axis=0), (n, 1))  # with cross-validated predictions: the same incumbent
+    assert Router("prior").fit(t, oof=oof).calibration["best_single_model"] == "good"
+
+
+def test_cli_bench_options_are_checked(tmp_path):
+    table = _write_table(tmp_path / "ok.csv")
+    for args, msg in ((("--iterations", "0"), "--iterations"), (("--iterations", "-3"), "--iterations"),
+                      (("--kind", "foo"), "--kind: unknown router kind 'foo'")):
+        code, out = _cli("bench", "--table", table, "--rows", "", "--rounds", "1", *args)
+        assert code == 2 and msg in out, out
+    _write_table(tmp_path / "t.csv", n=3)
+    code, out = _cli("bench", "--table", tmp_path / "t.csv", "--rows", "")
+    assert code == 2 and "t.csv: only 3 usable rows" in out, out
+
+
+def test_cli_help_and_examples_agree_with_the_options():
+    code, out = _cli("route", "--help")
+    assert code == 0 and "see `tierwise train --help`" not in out and "budget=0.5" in " ".join(out.split())
+    pyramid = (REPO / "examples/pyramid.yaml").read_text()
+    assert " -o router.json" not in pyramid and "--out router.tw" in pyramid
+
+
+def test_cli_options_are_checked_before_the_table_is_read_or_cross_validated(fitted, tmp_path):
+    table = _write_table(tmp_path / "t.csv")
+    code, out = _cli("train", table, "--out", tmp_path / "r.tw", "--target", "foo")
+    assert code == 2 and "--target: cannot read knob 'foo'" in out and "cross-validation" not in out, out
+    code, out = _cli("eval", table, "--routers", "knn,foo")
+    assert code == 2 and "--routers: unknown router kind 'foo'" in out and "cross-validating" not in out, out
+    code, out = _cli("eval", table, "--rule", "nope")
+    assert code == 2 and "--rule 'nope'" in out, out
+    typo = tmp_path / "typo" / "log.sqlite"
+    code, out = _cli("train", table, "--out", tmp_path / "r.tw", "--feedback", typo)
+    assert code == 2 and "decision log not found" in out, out
+    assert not typo.exists() and not typo.parent.exists()

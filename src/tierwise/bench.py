@@ -18,6 +18,7 @@ TOKEN_TARGETS = (50, 500, 4000)
 MODEL_COUNTS = (2, 10, 30)
 ROW_COUNTS = (1_000, 10_000, 100_000)
 ROUNDS = 5  # interleaved timing rounds per cell (run_router_bench)
+MIN_ROWS = 20  # the fewest usable rows a router trains on (Router.fit)
 
 
 def _prompt_of_tokens(encoder, base: list[str], target: int) -> str:
@@ -126,6 +127,8 @@ def run_router_bench(table_path: Path, kind: str = "ensemble", iterations: int =
     from .router import Router
     from .table import load_table
 
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1, got {iterations}")
     rounds = max(1, int(rounds))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
@@ -133,6 +136,9 @@ def run_router_bench(table_path: Path, kind: str = "ensemble", iterations: int =
     load_s = time.perf_counter() - t0
     enc = featurizer.encoder
     table = load_table(table_path).clean()
+    if len(table) < MIN_ROWS:  # Router.fit's minimum, said before any prompt is encoded
+        raise ValueError(f"{table_path}: only {len(table)} usable rows (uncontaminated, fully graded); the "
+                         f"benchmark routers are trained on it and need at least {MIN_ROWS}")
     X = featurizer.transform(table.prompts)
     base = table.prompts
     repeated = {n: _prompt_of_tokens(enc, base[:200], n) for n in TOKEN_TARGETS}

@@ -16,8 +16,10 @@ from __future__ import annotations
 import functools
 import io
 import json
+import math
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +38,42 @@ ARTIFACT_VERSION = 2  # 2: per-request cost model ("cost_model" + "cost.*" array
 class ArtifactError(TierwiseError, ValueError):
     def __init__(self, path: str | Path, problem: str):
         super().__init__(f"{path}: {problem}")
+
+
+# what a router's calibration curve holds (every artifact version has them): per-knob lists and scalars
+_CALIBRATION_LISTS = ("knobs", "cost", "quality", "top_share")
+_CALIBRATION_SCALARS = ("best_single_quality", "top_cost")
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Refuse an output path nothing can be written to, before the work that produces it (``ArtifactError``
+    naming it): a directory, or a parent that exists but is not a directory. Missing parents are created
+    when writing."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(path, "is a directory; give a file path for the output")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ArtifactError(path, f"cannot be written: {parent} is not a directory")
+    return path
+
+
+def check_knob(spec: str, rule: str = "cost_weight") -> float | None:
+    """Check a knob spec's syntax without a router: a finite number in the rule's range (returned), or a
+    target (``decision.parse_target``; None: resolving it needs a calibration curve). ``ValueError`` otherwise.
+
+    ``tierwise train --target`` and ``route --knob`` call it before any work; ``Router.parse_knob`` too."""
+    spec = str(spec).strip()
+    try:
+        value = float(spec)
+    except ValueError:
+        parse_target(spec)
+        return None
+    if not math.isfinite(value):
+        raise ValueError(f"knob {spec!r} is not a finite number; {TARGET_HELP}")
+    if value < 0 or (rule == "threshold" and value > 1.0001):
+        raise ValueError(f"knob {spec!r} out of range; {TARGET_HELP}")
+    return value
 
 
 def _content_text(content) -> str:
@@ -150,6 +188,10 @@ class Router:
         if pred is not None:
             self._calibrate_on(pred, dcost, t.correct[hold], cost[hold], guard, margin_se,
                                "cross-validated predictions" if oof is not None else f"{holdout:.0%} holdout")
+            # the incumbent ``--add-model`` compares a new model with (``onboarding.recorded_incumbent``) is a
+            # property of the data, not of the rows the curve was measured on: on a 20% holdout the best model
+            # can be one that was lucky there
+            self.calibration["best_single_model"] = self.models[best_single_model(t.correct)]
         self.quality = fit_quality(make_quality_model(self.kind, **self.params), X, t.correct, groups)
         self.cost_model = CostModel(cost_mode).fit(X, tin, cost, tout)
         self.metadata.update(
@@ -328,13 +370,8 @@ class Router:
     def _resolve_target(self, spec: str) -> float:
         if spec == "":
             return self.default_knob
-        try:
-            value = float(spec)
-        except ValueError:
-            pass
-        else:
-            if value < 0 or (self.rule == "threshold" and value > 1.0001):
-                raise ValueError(f"knob {spec!r} out of range; {TARGET_HELP}")
+        value = check_knob(spec, self.rule)
+        if value is not None:
             return value
         what, target = parse_target(spec)
         cal = self.calibration
@@ -403,11 +440,17 @@ class Router:
             arrays = {**arrays, **{f"cost.{k}": v for k, v in carrays.items()}}
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        check_output_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)  # as `cascade calibrate` does
         tmp = path.with_name(path.name + ".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("router.json", json.dumps(meta, indent=1, default=float))
-            zf.writestr("arrays.npz", buf.getvalue())
-        tmp.replace(path)
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("router.json", json.dumps(meta, indent=1, default=float))
+                zf.writestr("arrays.npz", buf.getvalue())
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # never a half-written artifact left beside the real one
+            raise
         return path
 
     @classmethod
@@ -419,8 +462,10 @@ class Router:
             with zipfile.ZipFile(path) as zf:
                 meta = json.loads(zf.read("router.json"))
                 arrays = dict(np.load(io.BytesIO(zf.read("arrays.npz")), allow_pickle=False))
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-            raise ArtifactError(path, f"not a tierwise router artifact ({exc})") from None
+        except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError, EOFError, RuntimeError,
+                NotImplementedError) as exc:  # damaged bytes fail in zipfile, zlib, json or numpy
+            raise ArtifactError(path, f"not a tierwise router artifact, or a damaged one ({type(exc).__name__}: "
+                                      f"{exc})") from None
         if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT:
             got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
             raise ArtifactError(path, f"not a tierwise router artifact (format {got!r})")
@@ -439,6 +484,7 @@ class Router:
             costs = {k[5:]: v for k, v in arrays.items() if k.startswith("cost.")}
             arrays = {k: v for k, v in arrays.items() if not k.startswith("cost.")}
             obj.quality = QUALITY_MODELS[kind].from_state(meta["quality_params"], arrays)
+            quality_state = (meta["quality_params"], arrays)  # for the width check below
             obj.models = [str(m) for m in meta["models"]]
             obj.costs = np.asarray(meta["costs"], dtype=float)
             if obj.costs.shape != (len(obj.models),):
@@ -450,6 +496,7 @@ class Router:
                 obj.guard = HullGuard.from_json(obj.calibration["knobs"], obj.calibration["guard"])
             obj.metadata = meta.get("metadata") or {}
             obj.default_knob = float(meta["default_knob"])
+            obj._check_consistent(path)
         except ArtifactError:
             raise
         except KeyError as exc:
@@ -466,7 +513,61 @@ class Router:
                     f"built with encoder {want.get('encoder')}@{want['encoder_fingerprint']}, "
                     f"but this install has {have['encoder']}@{have['encoder_fingerprint']}: retrain with `tierwise train`",
                 )
+        if check_encoder or featurizer is not None:  # the quality model's arrays, through a prediction
+            obj._featurizer = featurizer
+            try:  # by a throwaway copy: the router's own model stays as loaded (lazy caches unbuilt)
+                probe = QUALITY_MODELS[kind].from_state(*quality_state)
+                with np.errstate(all="ignore"):
+                    width = np.atleast_2d(probe.predict(obj.featurizer.transform_one("tierwise"))).shape[1]
+            except Exception as exc:  # noqa: BLE001 - hand-edited arrays fail in any numpy call
+                raise ArtifactError(path, f"damaged router artifact: its quality model cannot predict "
+                                          f"({type(exc).__name__}: {exc})") from None
+            if width != len(obj.models):
+                raise ArtifactError(path, f"damaged router artifact: {len(obj.models)} models but the quality "
+                                          f"model predicts {width}")
         return obj
+
+    def _check_consistent(self, path: Path) -> None:
+        """Every per-model array of a loaded artifact has ``len(models)`` entries along its model axis, and
+        the calibration curve has what targets resolve on (else an ``ArtifactError`` naming the file now,
+        not an IndexError or KeyError at the first request)."""
+        m = len(self.models)
+        if not m:
+            raise ArtifactError(path, "damaged router artifact: no models")
+        if len(set(self.models)) != m:
+            raise ArtifactError(path, f"damaged router artifact: models {self.models} repeat a name")
+        if not math.isfinite(self.default_knob) and not (self.rule == "cost_weight" and self.default_knob == math.inf):
+            raise ArtifactError(path, f"damaged router artifact: default knob {self.default_knob}")
+        cm = self.cost_model
+        for k in ("a", "b", "c", "w0", "floor", "mean"):
+            v = getattr(cm, k, None)
+            if v is not None and np.shape(v) != (m,):
+                raise ArtifactError(path, f"damaged router artifact: {m} models but the cost model's {k!r} has "
+                                          f"shape {np.shape(v)}")
+        if getattr(cm, "W", None) is not None and (np.ndim(cm.W) != 2 or np.shape(cm.W)[1] != m):
+            raise ArtifactError(path, f"damaged router artifact: {m} models but the cost model's 'W' has shape "
+                                      f"{np.shape(cm.W)}")
+        cal = self.calibration
+        if not isinstance(cal, dict):
+            raise ArtifactError(path, "damaged router artifact: 'calibration' is not an object")
+        if cal:
+            missing = [k for k in (*_CALIBRATION_LISTS, *_CALIBRATION_SCALARS) if k not in cal]
+            if missing:
+                raise ArtifactError(path, f"damaged router artifact: the calibration curve lacks {missing}")
+            n = len(cal["knobs"])
+            short = [k for k in _CALIBRATION_LISTS if not isinstance(cal[k], list) or len(cal[k]) != n]
+            if not n or short:
+                raise ArtifactError(path, f"damaged router artifact: the calibration curve's {short or ['knobs']} "
+                                          f"do not have one value per knob ({n})")
+            for k in _CALIBRATION_SCALARS:
+                if not isinstance(cal[k], (int, float)) or isinstance(cal[k], bool):
+                    raise ArtifactError(path, f"damaged router artifact: the calibration's {k!r} is not a number")
+        if self.guard is not None:
+            g = self.guard
+            if not (len(g.lo) == len(g.hi) == len(g.p) == len(g.knobs)) or (
+                    np.concatenate([g.lo, g.hi]) >= m).any() or (np.concatenate([g.lo, g.hi]) < -1).any():
+                raise ArtifactError(path, f"damaged router artifact: the hull guard does not fit {m} models and "
+                                          f"{len(g.knobs)} knobs")
 
     # ------------------------------------------------------------------ stand-in
     @classmethod
@@ -490,6 +591,16 @@ class Router:
 
     def __repr__(self) -> str:
         return f"Router(kind={self.kind!r}, rule={self.rule!r}, models={self.models})"
+
+
+def best_single_model(correct: np.ndarray) -> int:
+    """The model with the best mean outcome over the fully graded rows (every row's own, where none is
+    fully graded): one comparison, on the same prompts for every model."""
+    correct = np.asarray(correct, dtype=float)
+    complete = np.isfinite(correct).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        means = correct[complete].mean(axis=0) if complete.any() else np.nanmean(correct, axis=0)
+    return int(np.argmax(np.nan_to_num(means, nan=-np.inf)))
 
 
 @functools.lru_cache(maxsize=256)

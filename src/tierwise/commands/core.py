@@ -25,6 +25,45 @@ def _encoder_view(name: str | None):
     return shipped_encoder(name)
 
 
+def _check_out(path: Path, what: str = "--out") -> None:
+    """Refuse an output path that cannot be written (a directory, a file where a folder should be) before
+    any work; missing parent folders are created when writing, as `cascade calibrate` does."""
+    from ..router import ArtifactError, check_output_path
+
+    try:
+        check_output_path(path)
+    except ArtifactError as exc:
+        _fail(f"{what} {exc}")
+
+
+def _check_plot(plot: Path) -> None:
+    """``eval --plot``: a writable path whose suffix is a format matplotlib writes (none: PNG)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    _check_out(plot, "--plot")
+    fmt = plot.suffix[1:].lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if fmt and fmt not in formats:
+        _fail(f"--plot {plot}: unsupported image format {fmt!r}; use one of {', '.join(sorted(formats))}")
+
+
+def _check_kinds(kinds, what: str, extra: tuple[str, ...] = ()) -> None:
+    from ..routers.base import QUALITY_MODELS
+
+    for k in kinds:
+        if k not in QUALITY_MODELS and k not in extra:
+            _fail(f"{what}: unknown router kind {k!r}; choose one of {', '.join(sorted(QUALITY_MODELS) + list(extra))}")
+    if not kinds:
+        _fail(f"{what}: name at least one router kind")
+
+
+def _check_rule(rule: str) -> None:
+    from ..decision import RULES
+
+    if rule not in RULES:
+        _fail(f"--rule {rule!r}: choose one of {', '.join(RULES)}")
+
+
 def _load(table: Path, source: Optional[str], models: Optional[str], prices: Optional[Path]):
     from ..prices import PriceError
     from ..table import TableError, load_table
@@ -135,12 +174,16 @@ def eval_command(
     from ..evaluate import DEFAULT_ROUTERS, evaluate, plot_report, routers_for
 
     console = Console(stderr=True)
-    t = _load(table, source, models, prices)
     kinds = [k.strip() for k in routers.split(",") if k.strip()]
-    if tuple(kinds) == DEFAULT_ROUTERS:
-        kinds = list(routers_for(t.clean()))
+    _check_kinds(kinds, "--routers")  # every option checked before the cross-validation starts
+    _check_rule(rule)
     if cost not in COST_MODES:
         _fail(f"--cost must be one of {sorted(COST_MODES)}")
+    if plot:
+        _check_plot(plot)
+    t = _load(table, source, models, prices)
+    if tuple(kinds) == DEFAULT_ROUTERS:
+        kinds = list(routers_for(t.clean()))
     runner = _ray_fold_runner(ray_address, ray_threads, ray_runtime_env, console, as_json) if ray or ray_address else None
     try:
         report = evaluate(t, kinds, folds=folds, seed=seed, rule=rule, cost_modes=COST_MODES[cost], guard=guard,
@@ -156,7 +199,11 @@ def eval_command(
         except Exception as exc:  # the cascade needs logprob columns; say why it is missing
             console.print(f"[yellow]cascade not shown: {exc}[/yellow]")
     if plot:
-        plot_report(report, str(plot), title=f"{Path(table).name}{' / ' + source if source else ''}: cost vs quality")
+        try:
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot_report(report, str(plot), title=f"{Path(table).name}{' / ' + source if source else ''}: cost vs quality")
+        except (OSError, ValueError) as exc:
+            _fail(f"--plot {plot}: {exc}")
         console.print(f"wrote {plot}")
     if as_json:
         sys.stdout.write(json.dumps(_jsonable(report.to_json()), indent=1) + "\n")
@@ -194,7 +241,7 @@ def train_command(
     target: str = typer.Option("quality=0.95", help="Default knob as a target on the calibration curve, e.g. "
                                "quality=0.95 (95% of the best model's quality at least cost), share=0.3, cost=0.0004; "
                                "'best' = always the best predicted model."),
-    cv: int = typer.Option(5, help="Folds for the CV metrics stored in the artifact (0 = skip)."),
+    cv: int = typer.Option(5, help="Folds for the CV metrics stored in the artifact (0 = skip, else 2 or more)."),
     feedback: Optional[str] = typer.Option(None, help="Decision-log path/URL: add user ratings (POST /v1/feedback) as training rows."),
     cost: str = typer.Option("auto", help="Cost the rule decides with: request (expected cost of each request: exact "
                              "input tokens, predicted answer length), mean (each model's mean cost), or auto (the one "
@@ -214,6 +261,9 @@ def train_command(
     if add_model:
         from .probe import add_model as add_model_command
 
+        if table is not None:
+            _fail(f"{table}: an outcome table is not used with --add-model (the new model's outcomes come from "
+                  "--probe); drop it, or train without --add-model")
         return add_model_command(router_path, add_model, probe, out, prices)
     if table is None:
         _fail("give an outcome table to train on (or --add-model NAME --router R --probe TABLE)")
@@ -223,8 +273,26 @@ def train_command(
 
     from ..evaluate import evaluate, routers_for
     from ..features import Featurizer
-    from ..router import Router
+    from ..router import Router, check_knob
 
+    # every option is checked before the table is read and the cross-validation runs
+    _check_out(out)
+    _check_kinds([kind], "--kind", extra=("auto",))
+    _check_rule(rule)
+    if cv < 0 or cv == 1:
+        _fail(f"--cv {cv}: give 0 (no cross-validation) or 2 or more folds")
+    if kind == "auto" and not cv:
+        _fail("--kind auto picks by cross-validation: give --cv 2 or more")
+    if cost not in ("auto", "request", "mean"):
+        _fail("--cost must be auto, request or mean")
+    if target.strip().lower() != "best":
+        try:
+            check_knob(target, rule)
+        except ValueError as exc:
+            _fail(f"--target: {exc}")
+    if feedback and not feedback.startswith(("postgres://", "postgresql://")) and not Path(feedback).is_file():
+        _fail(f"{feedback}: decision log not found (--feedback takes the SQLite file or postgresql:// URL "
+              "the gateway logs to)")
     console = Console(stderr=True)
     t = _load(table, source, models, prices)
     if feedback:
@@ -241,10 +309,6 @@ def train_command(
     X = featurizer.transform(train_rows.prompts)
     cv_metrics = None
     candidates = routers_for(train_rows, AUTO_KINDS) if kind == "auto" else (kind,)  # + task-ensemble given sources
-    if kind == "auto" and not cv:
-        _fail("--kind auto picks by cross-validation: give --cv 2 or more")
-    if cost not in ("auto", "request", "mean"):
-        _fail("--cost must be auto, request or mean")
     modes = ("request", "mean") if cost == "auto" else (cost,)
     if cv:
         console.log(f"{cv}-fold cross-validation of {', '.join(candidates)}")
@@ -285,7 +349,10 @@ def train_command(
     router.metadata["cv"] = cv_metrics
     router.metadata["selected_by_cv"] = len(candidates) > 1
     router.metadata["cv_folds"] = cv
-    router.save(out)
+    try:
+        router.save(out)
+    except (OSError, ValueError) as exc:  # ArtifactError names the path; an OSError says it
+        _fail(f"--out {out}: {exc}" if isinstance(exc, OSError) else str(exc))
     console.print(f"wrote {out}: {kind} over {router.models}, default knob {router.default_knob:.4g}")
     if cv_metrics:
         console.print(json.dumps(cv_metrics, indent=1))
@@ -294,24 +361,36 @@ def train_command(
 def route_command(
     router_path: Path = typer.Argument(..., help="Router artifact (.tw)."),
     prompt: str = typer.Argument(..., help="Prompt text to route."),
-    knob: Optional[str] = typer.Option(None, help="Knob or target (see `tierwise train --help`)."),
+    knob: Optional[str] = typer.Option(None, help="Knob (a finite number: a cost weight >= 0, or a quality "
+                                       "threshold in [0, 1] for the threshold rule) or a target on the router's "
+                                       "calibration curve: quality=0.95, share=0.3, cost=0.0004 or budget=0.5 "
+                                       "(default: the router's default knob). `train --target best` has no "
+                                       "equivalent here: use --knob 0 (cost_weight rule)."),
 ) -> None:
     """Show where one prompt would go and the predicted quality of every model."""
-    from ..router import ArtifactError, Router
+    from ..router import ArtifactError, Router, check_knob
 
+    if knob is not None and knob.strip():
+        try:
+            check_knob(knob)  # the syntax (a finite number or a target) before the router is loaded
+        except ValueError as exc:
+            _fail(f"--knob: {exc}")
     try:
         router = Router.load(router_path)
         decision = router.route(prompt, knob)
     except (ArtifactError, ValueError) as exc:
-        _fail(str(exc))
-    typer.echo(json.dumps({"model": decision.model, "knob": decision.knob, "rule": decision.rule, "scores": decision.scores,
-                           "expected_cost": decision.costs, "mixed": decision.mixed, "guard": decision.guard}, indent=1))
+        _fail(f"--knob: {exc}" if knob is not None and not isinstance(exc, ArtifactError) else str(exc))
+    # strict JSON: an "always the cheapest" knob (a target resolved at the curve's end) is written "inf"
+    k = decision.knob if math.isfinite(decision.knob) else str(decision.knob)
+    typer.echo(json.dumps(_jsonable({"model": decision.model, "knob": k, "rule": decision.rule,
+                                     "scores": decision.scores, "expected_cost": decision.costs,
+                                     "mixed": decision.mixed, "guard": decision.guard}), indent=1, allow_nan=False))
 
 
 def bench_command(
     table: Optional[Path] = typer.Option(None, help="Table to train the benchmark routers on (default: the shipped mmlu_pro table)."),
     kind: str = typer.Option("ensemble", help="Router kind to time."),
-    iterations: int = typer.Option(2000, help="Decisions timed per cell."),
+    iterations: int = typer.Option(2000, min=1, help="Decisions timed per cell."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     rows: str = typer.Option("1000,10000,100000", help="Training-table sizes for the rows sweep (comma-separated; "
                              "'' skips it)."),
@@ -324,6 +403,9 @@ def bench_command(
     from ..bench import ROUNDS, run_router_bench
     from ..promptsets import data_dir
 
+    from ..errors import TierwiseError
+
+    _check_kinds([kind], "--kind")
     table = table or data_dir() / "mmlu_pro.csv.gz"
     if not table.is_file():
         _fail(f"{table}: file not found (pass --table, or set TIERWISE_DATA to the folder of the shipped tables)")
@@ -333,8 +415,11 @@ def bench_command(
         _fail(f"--rows {rows!r}: expected comma-separated row counts, e.g. 1000,10000,100000")
     if any(r < 100 for r in row_counts):
         _fail(f"--rows {rows!r}: each training-table size must be at least 100 rows")
-    run_router_bench(table, kind=kind, iterations=iterations, as_json=as_json, row_counts=row_counts,
-                     rounds=ROUNDS if rounds is None else rounds)
+    try:
+        run_router_bench(table, kind=kind, iterations=iterations, as_json=as_json, row_counts=row_counts,
+                         rounds=ROUNDS if rounds is None else rounds)
+    except (TierwiseError, ValueError) as exc:  # e.g. a table too small to train on: one line, no traceback
+        _fail(str(exc))
 
 
 def register(app: typer.Typer) -> None:

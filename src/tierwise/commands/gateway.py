@@ -23,12 +23,22 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _log_target(config: Optional[Path], log: Optional[str]) -> str:
+    """The decision log's path or URL (a SQLite path that does not exist: a usage error, exit 2)."""
+    target = log or _pyramid(config).log_target()
+    if not _is_postgres(target) and not Path(target).exists():
+        _fail(f"{target}: no decision log yet (run `tierwise serve` first, or pass --log)")
+    return target
+
+
+def _is_postgres(target: str) -> bool:
+    return target.startswith(("postgres://", "postgresql://"))
+
+
 def _open_log(config: Optional[Path], log: Optional[str]):
     from ..decision_log import LogError, open_log
 
-    target = log or _pyramid(config).log_target()
-    if not target.startswith(("postgres://", "postgresql://")) and not Path(target).exists():
-        _fail(f"{target}: no decision log yet (run `tierwise serve` first, or pass --log)")
+    target = _log_target(config, log)
     try:
         return open_log(target)
     except LogError as exc:
@@ -98,18 +108,28 @@ def register(app: typer.Typer) -> None:
 
     @app.command("log")
     def log_cmd(
-        last: int = typer.Option(20, "--last", "-n", help="how many recent requests"),
+        last: int = typer.Option(20, "--last", "-n", min=0, help="how many recent requests"),
         as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="pyramid YAML (for its log path)"),
         log: Optional[str] = typer.Option(None, "--log", help="SQLite path or postgresql:// URL"),
-        verify: bool = typer.Option(False, "--verify", help="check the log's integrity and schema instead "
-                                    "(exit 1 if damaged)"),
+        verify: bool = typer.Option(False, "--verify", help="check the log's integrity and schema instead: exit 0 "
+                                    "if sound, 1 if damaged (a SQLite file that cannot even be opened included), "
+                                    "2 if there is no log at that path or the database cannot be reached"),
     ) -> None:
         """Show the latest routing decisions (or, with --verify, check the log)."""
-        opened = _open_log(config, log)
         if verify:
-            report = opened.verify()
-            opened.close()
+            from ..decision_log import LogError, open_log
+
+            target = _log_target(config, log)
+            try:
+                opened = open_log(target)
+            except LogError as exc:
+                if _is_postgres(target):  # unreachable, not damaged: nothing was checked
+                    _fail(str(exc))
+                report = {"ok": False, "url": target, "problems": [str(exc)]}  # the file exists: damaged
+            else:
+                report = opened.verify()
+                opened.close()
             if as_json:
                 typer.echo(json.dumps(report))
             else:
@@ -119,6 +139,7 @@ def register(app: typer.Typer) -> None:
                 for p in report["problems"]:
                     typer.echo(f"  problem: {p}")
             raise typer.Exit(0 if report["ok"] else 1)
+        opened = _open_log(config, log)
         rows = opened.rows(last=last)
         if as_json:
             for r in rows:

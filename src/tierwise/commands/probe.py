@@ -19,18 +19,28 @@ def add_model(router_path: Optional[Path], name: str, probe: Optional[Path], out
     """``tierwise train --router R --add-model NAME --probe TABLE --out R2``: place NAME from its probe outcomes."""
     from ..onboarding import add_model as place_model
     from ..prices import PriceError
-    from ..router import ArtifactError, Router
+    from ..router import ArtifactError, Router, check_output_path
     from ..table import TableError, load_table
 
     if router_path is None or probe is None:
         _fail("--add-model needs --router (the trained router) and --probe (a table with the new model's outcomes)")
     try:
+        check_output_path(out)
+    except ArtifactError as exc:
+        _fail(f"--out {exc}")
+    try:
         router = Router.load(router_path)
+        if name in router.models:
+            _fail(f"{router_path}: the router already has a model {name!r} ({', '.join(router.models)}); "
+                  "give the new model another name")
         table = load_table(probe, prices)
         summary = place_model(router, table, name)
     except (ArtifactError, TableError, PriceError, ValueError) as exc:
         _fail(str(exc))
-    router.save(out)
+    try:
+        router.save(out)
+    except (OSError, ArtifactError) as exc:
+        _fail(f"--out {out}: {exc}" if isinstance(exc, OSError) else str(exc))
     if "warning" in summary:
         typer.secho(f"warning: {summary['warning']}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"wrote {out}: {router.name} over {router.models} ({name} placed from {summary['probes']} probes; "
@@ -59,20 +69,32 @@ def register(app: typer.Typer) -> None:
         """Pick the K prompts whose outcomes place a new model best (most informative first): run the new
         model on them, grade, then `tierwise train --router R --add-model NAME --probe graded.csv`."""
         from ..onboarding import recorded_incumbent, select
-        from ..router import ArtifactError, Router
+        from ..router import ArtifactError, Router, check_output_path
         from ..table import TableError, load_prompts
 
+        if out is not None:
+            try:
+                check_output_path(out)  # before the router and prompts are read
+            except ArtifactError as exc:
+                _fail(f"--out {exc}")
         try:
             router = Router.load(router_path)
             records = load_prompts(prompts)
         except (ArtifactError, TableError) as exc:
             _fail(str(exc))
+        if k > len(records):
+            typer.secho(f"warning: {prompts} has {len(records)} candidate prompts, fewer than -k {k}: all "
+                        f"{len(records)} are probes", fg=typer.colors.YELLOW, err=True)
         picked = select(router, [r["prompt"] for r in records], k)
         lines = "".join(json.dumps({**records[i], "probe_rank": rank}, default=str) + "\n" for rank, i in enumerate(picked))
         if out is None:
             sys.stdout.write(lines)
         else:
-            out.write_text(lines)
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(lines)
+            except OSError as exc:
+                _fail(f"--out {out}: {exc}")
             typer.echo(f"wrote {len(picked)} probes to {out}", err=True)
         incumbent = recorded_incumbent(router)
         column = f"correct|{incumbent}"
