@@ -137,7 +137,7 @@ def select_probes(P: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     Z = design(logits(P))[:, 1:]
     Z = (Z - Z.mean(axis=0)) / (Z.std(axis=0) + 1e-9)
     k = min(int(k), len(Z))
-    n_clusters = min(max(k, CLUSTERS), len(Z))
+    n_clusters = min(max(k, CLUSTERS), len(np.unique(Z, axis=0)))  # no more clusters than distinct points
     km = KMeans(n_clusters, n_init=1, random_state=seed).fit(Z)
     # members of each non-empty cluster, nearest its centre first (k-means leaves clusters empty when
     # candidates repeat, e.g. a kNN router's predictions on similar prompts)
