@@ -75,6 +75,16 @@ def test_a_prefilled_last_assistant_turn_asks_for_its_continuation():
     assert "continue_final_message" not in to_chat(_req(messages=used_tool))
 
 
+def test_a_tool_result_without_its_tool_use_is_a_400():
+    orphan = [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "sunny"}]}]
+    with pytest.raises(RequestError) as ei:
+        to_chat(_req(messages=orphan))
+    assert ei.value.status == 400 and "toolu_9" in ei.value.message
+    used = [{"role": "user", "content": "w?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_9", "name": "f", "input": {}}]}]
+    assert to_chat(_req(messages=used + orphan))["messages"][-1]["role"] == "tool"
+
+
 def test_request_text_system_and_parameters():
     chat = to_chat(_req(system=[{"type": "text", "text": "Be terse."}, {"type": "text", "text": "Be kind.",
                                                                       "cache_control": {"type": "ephemeral"}}],

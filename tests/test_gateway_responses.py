@@ -230,6 +230,17 @@ def test_malformed_requests_are_400s_naming_the_field(raw, param, code):
     assert e.type == "invalid_request_error" and e.message
 
 
+def test_a_function_call_output_without_its_call_is_a_400():
+    """As OpenAI answers it; passed on, the chat template rendered a tool turn nobody asked for."""
+    out = {"type": "function_call_output", "call_id": "call_9", "output": "sunny"}
+    with pytest.raises(RequestError) as ei:
+        chat_body(parse_request({"model": "m", "input": [{"role": "user", "content": "weather?"}, out]}))
+    assert _err(ei).param == "input" and "call_9" in _err(ei).message
+    made = {"type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": "{}"}
+    history = items_to_messages([{"role": "user", "content": "weather?"}, made])
+    assert chat_body(parse_request({"model": "m", "input": [out]}), history)["messages"][-1]["role"] == "tool"
+
+
 def test_empty_input_without_history_is_a_400():
     with pytest.raises(RequestError) as ei:
         chat_body(parse_request({"model": "m", "input": [], "instructions": "only a system prompt"}))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["new_id", "image_part", "tool_call", "function_tool", "forced_tool", "first_choice", "stream_choices",
-           "parts_text"]
+           "parts_text", "orphan_tool_result"]
 
 
 def new_id(prefix: str) -> str:
@@ -64,3 +64,16 @@ def stream_choices(chunk: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def parts_text(parts: list[Any]) -> str:
     """The text of a content-part list, joined (parts without a string ``text`` count as nothing)."""
     return "".join(p.get("text", "") for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+
+
+def orphan_tool_result(messages: list[dict[str, Any]]) -> str | None:
+    """The ``tool_call_id`` of the first ``tool`` message that answers no earlier assistant tool call, else
+    None. OpenAI and Anthropic refuse such a conversation (a result for a call nobody made); passed on, a
+    chat template renders it as a stray turn."""
+    called: set[str] = set()
+    for m in messages:
+        if m.get("role") == "assistant":
+            called.update(c.get("id") for c in m.get("tool_calls") or () if isinstance(c, dict))
+        elif m.get("role") == "tool" and m.get("tool_call_id") not in called:
+            return str(m.get("tool_call_id"))
+    return None

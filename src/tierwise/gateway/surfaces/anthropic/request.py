@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .._chat import forced_tool, function_tool, image_part, tool_call
+from .._chat import forced_tool, function_tool, image_part, orphan_tool_result, tool_call
 from .schema import _Tool, bad, content_blocks, system_text, validate_request
 
 __all__ = ["to_chat"]
@@ -112,6 +112,10 @@ def to_chat(body: Any) -> dict[str, Any]:
             messages.append({"role": "system", "content": text})
         else:
             messages.append(_assistant_turn(content))
+    orphan = orphan_tool_result(messages)
+    if orphan is not None:  # Anthropic's own words
+        raise bad("messages", f"unexpected `tool_use_id` found in `tool_result` blocks: {orphan}. Each `tool_result` "
+                  "block must have a corresponding `tool_use` block in the previous message.")
     chat: dict[str, Any] = {"model": req.model, "messages": messages, "max_tokens": req.max_tokens}
     last = messages[-1] if messages else {}
     if last.get("role") == "assistant" and not last.get("tool_calls") and last.get("content"):

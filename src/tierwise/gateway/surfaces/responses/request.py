@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ....engine.body import load_json
-from .._chat import forced_tool, function_tool
+from .._chat import forced_tool, function_tool, orphan_tool_result
 from .items import items_to_messages
 from .schema import _FunctionTool, _Request, _TextFormat, bad, validate
 
@@ -133,6 +133,9 @@ def chat_body(call: ResponsesCall, history: list[dict[str, Any]] | None = None) 
     if not any(m.get("role") != "system" for m in messages):
         raise bad("'input' has no messages to answer (send a string or at least one input item).", "input",
                   "invalid_value")
+    orphan = orphan_tool_result(messages)
+    if orphan is not None:  # OpenAI's own words
+        raise bad(f"No tool call found for function call output with call_id {orphan}.", "input", "invalid_value")
     body: dict[str, Any] = {"model": call.model, "messages": messages}
     e = call.echo
     for key in ("temperature", "top_p", "user"):
