@@ -400,6 +400,8 @@ def test_cli_output_paths_are_checked_before_the_work_and_parents_created(fitted
     code, out = _cli("eval", table, "--folds", "2", "--routers", "knn", "--guard", "--cost", "request", "--json",
                      "--plot", tmp_path / "plots" / "e.png")
     assert code == 0 and (tmp_path / "plots" / "e.png").stat().st_size > 1000, out
+    code, out = _cli("eval", table, "--folds", "2", "--routers", "knn", "--plot", tmp_path / "bare")
+    assert code == 0 and "bare.png" in out and (tmp_path / "bare.png").is_file(), out  # the file it says it wrote
 
 
 def test_damaged_artifacts_fail_at_load_naming_the_file(fitted, tmp_path):

@@ -180,6 +180,7 @@ def eval_command(
     if cost not in COST_MODES:
         _fail(f"--cost must be one of {sorted(COST_MODES)}")
     if plot:
+        plot = plot if plot.suffix else plot.with_suffix(".png")  # what matplotlib writes for a bare name
         _check_plot(plot)
     t = _load(table, source, models, prices)
     if tuple(kinds) == DEFAULT_ROUTERS:
