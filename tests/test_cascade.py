@@ -189,6 +189,9 @@ def test_cli_calibrate_and_simulate(tmp_path):
     assert r2.exit_code == 0 and f"{th.meta['expected_quality']:.4f}" in r2.output
     r3 = CliRunner().invoke(app, ["cascade", "calibrate", str(tmp_path / "nope.csv")])
     assert r3.exit_code == 2 and "file not found" in r3.output
+    (tmp_path / "adir.json").mkdir()  # an output path that is a directory: said before the work, no traceback
+    r4 = CliRunner().invoke(app, ["cascade", "calibrate", str(table), "--out", str(tmp_path / "adir.json")])
+    assert r4.exit_code == 2 and "is a directory" in r4.output
 
 
 # ------------------------------------------------------------------------------------------

@@ -159,12 +159,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pick per-model confidence thresholds that hit a target on a collected table."""
         from ..cascade import CascadeError, calibrate, load_cascade_table
+        from ..router import ArtifactError, check_output_path
         from ..table import TableError
 
         try:
+            check_output_path(out)
             t = load_cascade_table(table)
             th = calibrate(t, target)
-        except (TableError, CascadeError) as exc:
+        except (TableError, CascadeError, ArtifactError) as exc:
             _fail(str(exc))
         th.save(out)
         m = th.meta
