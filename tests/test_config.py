@@ -192,3 +192,13 @@ def test_nan_and_infinity_are_rejected_naming_the_key(tmp_path, key, value, muta
     assert msg.startswith(str(tmp_path / "pyramid.yaml") + ": "), msg
     assert f"{key}: must be a finite number" in msg, msg
     assert "cheapest first" not in msg and "\n" not in msg
+
+
+def test_a_boolean_is_not_a_price(tmp_path):
+    """Pydantic's lax mode read `input_per_1m: true` as 1.0."""
+    data = _good(tmp_path)
+    data["models"][0]["input_per_1m"] = True
+    with pytest.raises(ConfigError, match=r"models\[0\].input_per_1m: Input should be a valid number"):
+        Pyramid.load(_write(tmp_path, data))
+    data["models"][0]["input_per_1m"] = 1  # a whole number still is one
+    assert Pyramid.load(_write(tmp_path, data)).models[0].input_per_1m == 1.0

@@ -55,8 +55,8 @@ class ModelConfig(BaseModel):
     model: str | None = None
     api_key_env: str | None = None
     # USD per 1M tokens
-    input_per_1m: float = Field(ge=0)
-    output_per_1m: float = Field(ge=0)
+    input_per_1m: float = Field(ge=0, strict=True)  # strict: `true` is not a price of 1.0 (ints are fine)
+    output_per_1m: float = Field(ge=0, strict=True)
     context_window: int = Field(DEFAULT_CONTEXT, gt=0)
     max_concurrency: int | None = Field(None, gt=0)
     timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
