@@ -55,8 +55,8 @@ class ModelConfig(BaseModel):
     model: str | None = None
     api_key_env: str | None = None
     # USD per 1M tokens
-    input_per_1m: float = Field(ge=0, strict=True)  # strict: `true` is not a price of 1.0 (ints are fine)
-    output_per_1m: float = Field(ge=0, strict=True)
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
     context_window: int = Field(DEFAULT_CONTEXT, gt=0)
     max_concurrency: int | None = Field(None, gt=0)
     timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
@@ -72,6 +72,14 @@ class ModelConfig(BaseModel):
     # circuit breaker: open after this many consecutive failed calls (0 = never), probe after cooldown_s
     breaker_failures: int = Field(DEFAULT_BREAKER_FAILURES, ge=0)
     breaker_cooldown_s: float = Field(DEFAULT_BREAKER_COOLDOWN_S, gt=0)
+
+    @field_validator("input_per_1m", "output_per_1m", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # lax mode reads `true` as 1.0; text stays allowed (PyYAML reads `3e-7` as a string)
+        if isinstance(value, bool):
+            raise ValueError(f"Input should be a valid number (got {value})")
+        return value
 
     @field_validator("embedded")
     @classmethod
