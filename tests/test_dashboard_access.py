@@ -177,3 +177,84 @@ def test_the_start_up_line_says_localhost_only(demo):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_a_session_signed_by_one_process_is_accepted_by_every_other_on_the_log(demo, tmp_path):
+    """`tierwise serve --workers 2` and replicas: the cookie-signing secret lives in the log, made
+    once by whichever process asks first, so a cookie one signs is good at every other."""
+    import sqlite3
+
+    log, keyed, _, _ = demo
+    with sqlite3.connect(log.url) as con:  # a log made before the secrets table: it is created on demand
+        con.execute("DROP TABLE IF EXISTS secrets")
+    with TestClient(_app(log, keyed)) as one, TestClient(_app(log, keyed)) as two:
+        assert one.post("/dashboard/login", data={"key": KEYS[0]}, follow_redirects=False).status_code == 303
+        cookie = {"cookie": f"{COOKIE}={one.cookies[COOKIE]}"}
+        for c in (one, two, one, two):
+            r = c.get("/dashboard/api/whoami", headers=cookie)
+            assert r.status_code == 200 and r.json()["key"] == key_hash(KEYS[0])
+    # a restarted process (a new app on the same log) still accepts it; another log's does not
+    other = fill_log(tmp_path / "other.sqlite", 5, seed=1)
+    with TestClient(_app(log, keyed)) as again, TestClient(_app(other, keyed)) as elsewhere:
+        assert again.get("/dashboard/api/whoami", headers=cookie).status_code == 200
+        assert elsewhere.get("/dashboard/api/whoami", headers=cookie).status_code == 401
+
+
+def test_two_worker_processes_share_the_session_secret(demo):
+    """Each process makes its Access on its own; both read the one secret stored in the log."""
+    log, _, _, _ = demo
+    code = ("import sys; from tierwise.dashboard.access import Access; "
+            "print(Access(None, sys.argv[1])._secret.hex())")
+    secrets_seen = {subprocess.run([sys.executable, "-c", code, log.url], capture_output=True, text=True,
+                                   check=True, timeout=60).stdout.strip() for _ in range(2)}
+    assert len(secrets_seen) == 1 and len(secrets_seen.pop()) == 64
+
+
+def test_a_half_sent_sign_in_form_gets_a_408_not_a_hang(demo):
+    """Like every other route's body: past the pyramid's body_timeout_s the form is not waited for."""
+    import socket
+
+    from tierwise.testing.dashboard import Server
+
+    log, _, _, d = demo
+    cfg = write_demo_pyramid(d / "slow.yaml", log.url, api_keys=KEYS)
+    cfg.write_text(cfg.read_text() + "body_timeout_s: 1\n")
+    pyramid = Pyramid.load(cfg)
+    with Server(create_app(log.url, from_pyramid(pyramid), Keys(pyramid, log.url))) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"POST /dashboard/login HTTP/1.1\r\nhost: localhost\r\n"
+                      b"content-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\nkey=s")
+            t = time.monotonic()
+            head = s.recv(65536)
+            assert time.monotonic() - t < 8
+        assert head.startswith(b"HTTP/1.1 408"), head[:200]
+
+
+def test_an_open_dashboard_refuses_every_way_a_proxy_names_a_remote_client(demo):
+    log, _, open_, _ = demo
+    with TestClient(_app(log, open_), client=("127.0.0.1", 40000)) as local:
+        for headers in ({"x-real-ip": "198.51.100.2"}, {"X-Real-IP": "2001:db8::1"},
+                        {"true-client-ip": "198.51.100.2"}, {"x-forwarded-host": "dash.example.com"},
+                        {"forwarded": "for=127.0.0.1;proto=https, for=198.51.100.2"},
+                        {"forwarded": "for=127.0.0.1;host=dash.example.com"},
+                        {"x-forwarded-for": "127.0.0.1:5000, 198.51.100.2:4000"}):
+            assert local.get("/dashboard/api/whoami", headers=headers).status_code == 403, headers
+        for headers in ({"x-real-ip": "127.0.0.1"}, {"x-forwarded-host": "localhost:8000"},
+                        {"forwarded": 'for="[::1]:5000";host=127.0.0.1:8000'}, {"x-forwarded-proto": "http"}):
+            assert local.get("/dashboard/api/whoami", headers=headers).status_code == 200, headers
+
+
+def test_sign_in_holds_across_the_workers_of_tierwise_serve(stub, gateway):
+    """`tierwise serve --workers 2`: whichever worker signed the cookie, every worker accepts it
+    (it was refused by the other worker about half the time: 401 200 401 200 ...)."""
+    import httpx
+
+    gw = gateway(stub.url, args=("--workers", "2"), extra=f"api_keys: [{KEYS[0]}]\n", label="workers")
+    statuses = []
+    for _ in range(4):  # a new connection each time: the kernel spreads them over the workers
+        signed = httpx.post(gw.url + "/dashboard/login", data={"key": KEYS[0]}, timeout=30)
+        assert signed.status_code == 303
+        cookie = {"cookie": f"{COOKIE}={signed.cookies[COOKIE]}"}
+        statuses += [httpx.get(gw.url + "/dashboard/api/whoami", headers=cookie, timeout=30).status_code
+                     for _ in range(6)]
+    assert statuses == [200] * len(statuses)

@@ -195,3 +195,95 @@ def test_decisions_filter_page_and_detail(demo):
     assert full["prompt"] == r.prompt  # stored: the demo log keeps prompts
     assert decisions.detail(reader, r.id, key_hash(KEYS[1])) is None  # another key's request does not exist
     assert decisions.detail(reader, r.id, None)["id"] == r.id  # an admin sees it
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_log_url(request, tmp_path):
+    if request.param == "sqlite":
+        return str(tmp_path / "log.sqlite")
+    server = request.getfixturevalue("postgres_url")
+    import psycopg
+
+    name = "dash_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(server, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+def _failed_spend_log(url):
+    """Answered requests, and requests that paid for model calls but got no answer: a cascade whose
+    top model failed after the lower ones were paid ($0.0016), a stream cut mid-answer (499)."""
+    from tierwise.engine.record import CascadeStep, RequestRecord
+
+    log = DecisionLog(url)
+    t = NOW - 600
+    for i in range(4):
+        log.record(RequestRecord(id=f"ok-{i}", ts=t + i, status=200, model="small-1b", chosen="small-1b",
+                                 scores={"small-1b": 0.7, "large-70b": 0.9}, tokens_in=400, tokens_out=50,
+                                 cost_usd=(400 * 0.05 + 50 * 0.1) / 1e6, latency_ms=100.0, route_ms=0.2))
+    cascade = RequestRecord(id="casc-failed", ts=t + 10, status=502, requested_model="tierwise:cascade",
+                            error="all models failed", latency_ms=900.0)
+    cascade.set_cascade([CascadeStep("small-1b", 0.2, "escalated", 1000, 100, 0.0001),
+                         CascadeStep("mid-8b", 0.3, "escalated", 1000, 2000, 0.0015),
+                         CascadeStep("large-70b", None, "error")])
+    cascade.tokens_in, cascade.tokens_out, cascade.cost_usd = 2000, 2100, 0.0016
+    log.record(cascade)
+    log.record(RequestRecord(id="cut", ts=t + 11, status=499, model="mid-8b", tokens_in=100, tokens_out=40,
+                             cost_usd=0.00005, latency_ms=300.0))
+    log.record(RequestRecord(id="refused", ts=t + 12, status=429, error="rate limited"))
+    log.flush()
+    rows = log.rows()
+    log.close()
+    return rows
+
+
+def test_spend_on_requests_without_an_answer_is_in_the_totals(empty_log_url):
+    rows = _failed_spend_log(empty_log_url)
+    reader = Reader(empty_log_url)
+    try:
+        got = overview(reader, ALL, PRICES)["stats"]
+    finally:
+        reader.close()
+    ref = summarize(rows, PRICES)
+    assert_same(got, ref)  # the dashboard's spend is `tierwise stats`'s
+    assert got["unanswered_cost_usd"] == pytest.approx(0.0016 + 0.00005)
+    answered = 4 * (400 * 0.05 + 50 * 0.1) / 1e6
+    assert got["cost_usd"] == pytest.approx(answered + 0.0016 + 0.00005)
+    base = 4 * (400 * 2.5 + 50 * 10.0) / 1e6  # the baseline: the answered routed requests only
+    assert got["baseline_cost_usd"] == pytest.approx(base) and got["saved_usd"] == pytest.approx(base - answered)
+
+
+def test_no_baseline_when_the_log_s_models_have_no_price_here(empty_log_url):
+    rows = _failed_spend_log(empty_log_url)
+    reader = Reader(empty_log_url)
+    prices = {"smollm2": (0.01, 0.02), "qwen": (0.02, 0.04)}
+    try:
+        got = overview(reader, ALL, prices)
+    finally:
+        reader.close()
+    assert_same(got["stats"], summarize(rows, prices))
+    assert got["stats"]["unpriced_models"] == ["small-1b"] and got["stats"]["saved_usd"] is None
+    assert got["best_single"]["model"] is None and got["best_single"]["saved_usd"] is None
+
+
+@pytest.mark.parametrize("query, param", [
+    ("overview?from=0&to=1e20", "to"), ("overview?from=-5&to=100", "from"), ("overview?from=0&to=inf", "from"),
+    ("quality?from=1e300&to=1e301", "from"), ("decisions?status=99999999999999999999", "status"),
+    ("decisions?status=%EF%BC%95%EF%BC%90%EF%BC%90", "status"), ("decisions?status=42", "status"),
+    ("decisions?range=24h&page=nan", "page"), ("whatif?from=5&to=4", "from"),
+])
+def test_out_of_range_parameters_are_a_400_naming_them(tmp_path, query, param):
+    from starlette.testclient import TestClient
+
+    from tierwise.dashboard.context import Context
+    from tierwise.dashboard.standalone import create_app
+
+    _failed_spend_log(str(tmp_path / "log.sqlite"))
+    app = create_app(str(tmp_path / "log.sqlite"), Context(TIERS))
+    with TestClient(app, client=("127.0.0.1", 40000)) as c:
+        r = c.get(f"/dashboard/api/{query}")
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == param and err["code"] == "invalid_value" and "internal" not in err["message"]
+        assert c.get("/dashboard/api/overview?from=0&to=253402300000").status_code == 200  # the widest range works
+        assert c.get("/dashboard/api/decisions?range=7d&status=499").json()["total"] == 1

@@ -240,3 +240,107 @@ def test_log_verify_command(tmp_path):
         con.execute("INSERT INTO feedback (request_id, ts, score) VALUES ('ghost', 0, 1)")
     res = CliRunner().invoke(app, ["log", "--verify", "--json", "--log", str(path)])
     assert res.exit_code == 1 and "rate requests that are not in the log" in res.output
+
+
+def test_feedback_by_upstream_id_rates_the_keys_own_latest_request(tmp_path):
+    """Upstream ids repeat across backends and restarts: the gateway's request id is matched first;
+    an upstream id only among the rating key's own requests (an admin's: everyone's), the latest."""
+    log = DecisionLog(tmp_path / "log.sqlite")
+    t = time.time()
+    log.record(_rec(1, key_hash="alice", upstream_id="chatcmpl-1", ts=t))
+    log.record(_rec(2, key_hash="bob", upstream_id="chatcmpl-1", ts=t + 1))  # another backend's "chatcmpl-1"
+    log.record(_rec(3, key_hash="alice", upstream_id="chatcmpl-1", ts=t + 2))  # alice's, after a restart
+    log.record(_rec(4, key_hash="bob", upstream_id="chatcmpl-1", ts=t + 3))
+    log.record(_rec(5, key_hash="alice", upstream_id="req-4", ts=t + 4))  # an upstream id equal to a request id
+    log.flush()
+    assert log.add_feedback("chatcmpl-1", 0.1, key_hash="alice", admin=False).result(10) is True
+    assert log.add_feedback("chatcmpl-1", 0.2, key_hash="bob", admin=False).result(10) is True
+    assert log.add_feedback("chatcmpl-1", 0.3, key_hash="carol", admin=False).result(10) is False
+    assert log.add_feedback("chatcmpl-1", 0.4).result(10) is True  # an admin: the latest of anyone's
+    assert log.add_feedback("req-4", 0.5).result(10) is True  # the gateway's id wins over an upstream id
+    assert log.add_feedback("req-4", 0.6, key_hash="alice", admin=False).result(10) is True  # alice's req-5
+    rated = sorted((r[0], r[1]) for r in sqlite3.connect(tmp_path / "log.sqlite").execute(
+        "SELECT request_id, score FROM feedback"))
+    log.close()
+    assert rated == [("req-3", 0.1), ("req-4", 0.2), ("req-4", 0.4), ("req-4", 0.5), ("req-5", 0.6)]
+
+
+def test_feedback_for_a_request_that_got_no_answer_is_refused(tmp_path):
+    from tierwise.decision_log.log import NotAnswered
+
+    log = DecisionLog(tmp_path / "log.sqlite")
+    log.record(_rec(1, status=429, model=None, error="rate limited"))
+    log.record(_rec(2, status=404, model=None, error="model_not_found"))
+    log.record(_rec(3, status=502, model="big", upstream_id="chatcmpl-9", error="stalled"))
+    log.flush()
+    for rid in ("req-1", "req-2", "req-3", "chatcmpl-9"):
+        with pytest.raises(NotAnswered) as err:
+            log.add_feedback(rid, 0.5).result(10)
+        assert err.value.status == 409 and err.value.param == "request_id" and "no answer" in err.value.message
+    assert log.feedback_rows() == []
+    log.close()
+
+
+def _failed_cascade_rows():
+    """Two answered requests and a cascade that paid for m0 and m1 before m2 failed (502)."""
+    ok = [{"status": 200, "model": "m0", "tokens_in": 100, "tokens_out": 10, "cost_usd": 0.001, "latency_ms": 5.0,
+           "route_ms": 0.1, "fallbacks": []} for _ in range(2)]
+    failed = {"status": 502, "model": None, "tokens_in": 300, "tokens_out": 30, "cost_usd": 0.0016,
+              "latency_ms": 50.0, "route_ms": 0.1, "fallbacks": [],
+              "cascade_chain": [{"model": "m0", "outcome": "escalated", "tokens_in": 100, "tokens_out": 10,
+                                 "cost_usd": 0.0004}, {"model": "m1", "outcome": "escalated", "tokens_in": 200,
+                                                       "tokens_out": 20, "cost_usd": 0.0012},
+                                {"model": "m2", "outcome": "error", "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0}]}
+    return [*ok, failed]
+
+
+def test_summarize_counts_the_spend_of_requests_that_got_no_answer():
+    prices = {"m0": (1.0, 2.0), "m1": (4.0, 8.0), "m2": (10.0, 30.0)}
+    s = summarize(_failed_cascade_rows(), prices)
+    assert s["unanswered_cost_usd"] == pytest.approx(0.0016)
+    assert s["cost_usd"] == pytest.approx(0.002 + 0.0016)  # every dollar spent
+    assert s["answered"] == 2 and s["forwarded_cost_usd"] == pytest.approx(0.0)
+    base = 2 * (100 * 10.0 + 10 * 30.0) / 1e6  # the baseline: the answered routed requests only
+    assert s["baseline_cost_usd"] == pytest.approx(base) and s["saved_usd"] == pytest.approx(base - 0.002)
+
+
+def test_summarize_has_no_baseline_when_the_prices_are_another_pyramids():
+    s = summarize(_failed_cascade_rows(), {"smollm2": (0.01, 0.02), "qwen": (0.02, 0.04)})
+    assert s["unpriced_models"] == ["m0"]
+    assert s["baseline_model"] is None and s["baseline_cost_usd"] is None and s["saved_usd"] is None
+    assert s["cost_usd"] == pytest.approx(0.0036)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_a_shared_secret_is_made_once_per_log_and_read_by_everyone(db, tmp_path, request):
+    """What the dashboard signs its session cookies with: every process on the log gets the same."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tierwise.decision_log.dialect import Dialect
+
+    if db == "sqlite":
+        url = str(tmp_path / "log.sqlite")
+    else:
+        import uuid
+
+        import psycopg
+
+        server = request.getfixturevalue("postgres_url")
+        name = "secret_" + uuid.uuid4().hex[:8]
+        with psycopg.connect(server, autocommit=True) as con:
+            con.execute(f"CREATE DATABASE {name}")
+        url = server.rsplit("/", 1)[0] + "/" + name
+    DecisionLog(url).close()
+
+    def ask(_):
+        d = Dialect(url)
+        con = d.connect()
+        try:
+            return d.shared_secret(con, "dashboard_session")
+        finally:
+            con.close()
+
+    with ThreadPoolExecutor(8) as pool:  # first use from many connections at once
+        got = set(pool.map(ask, range(16)))
+    assert len(got) == 1 and len(got.pop()) == 64
+    assert len({ask(0), ask(1)}) == 1  # and it stays the same

@@ -437,3 +437,78 @@ def test_overload_is_503_not_a_hang(stub, tmp_path):
         assert _assert_error_shape(r.json(), 503, r.status_code)["code"] == "overloaded"
         assert r.headers["retry-after"] == "1"
         slow.join(30)
+
+
+def test_feedback_is_strict_and_only_for_answered_requests(client, main_gw):
+    url, h = main_gw["url"] + "/v1/feedback", {"authorization": f"Bearer {KEY}"}
+    rid = client.chat.completions.with_raw_response.create(
+        model="m0", messages=[{"role": "user", "content": "strict"}]).headers["x-request-id"]
+    unanswered = _post(main_gw, {"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]})
+    assert unanswered.status_code == 404
+    log_row(main_gw["log"], unanswered.headers["x-request-id"])  # logged: it is a request, with no answer
+    r = httpx.post(url, json={"request_id": unanswered.headers["x-request-id"], "score": 0.5}, headers=h)
+    err = _assert_error_shape(r.json(), 409, r.status_code)
+    assert err["code"] == "request_not_answered" and err["param"] == "request_id" and "no answer" in err["message"]
+    for score in ("0.5", True, None, [0.5]):  # no coercion: validated like chat
+        r = httpx.post(url, json={"request_id": rid, "score": score}, headers=h)
+        assert _assert_error_shape(r.json(), 422, r.status_code)["param"] == "score", score
+    r = httpx.post(url, content=json.dumps({"request_id": rid, "score": 0.5}),
+                   headers={**h, "content-type": "text/plain"})
+    assert _assert_error_shape(r.json(), 415, r.status_code)["code"] == "unsupported_media_type"
+    r = httpx.post(url, json={"request_id": rid, "score": 1}, headers=h)  # an integer is a number
+    assert r.status_code == 200 and r.json()["score"] == 1.0
+
+
+def test_metrics_count_the_spend_of_requests_that_got_no_answer():
+    """A cascade whose top model failed (502) paid for the lower models' calls: the cost counter has
+    it, as `tierwise stats` and the dashboard do; a refused request spent nothing and adds no series."""
+    from prometheus_client import generate_latest
+
+    from tierwise.engine.record import CascadeStep, RequestRecord
+    from tierwise.gateway.metrics import Metrics
+
+    m = Metrics()
+    failed = RequestRecord(id="c", ts=0.0, status=502, requested_model="tierwise:cascade", latency_ms=900.0)
+    failed.set_cascade([CascadeStep("m0", 0.2, "escalated", 1000, 100, 0.0004),
+                        CascadeStep("m1", 0.3, "escalated", 1000, 100, 0.0012), CascadeStep("m2", None, "error")])
+    failed.tokens_in, failed.tokens_out, failed.cost_usd = 2000, 200, 0.0016
+    m.observe(failed)
+    m.observe(RequestRecord(id="cut", ts=0.0, status=499, model="m2", tokens_in=10, tokens_out=5, cost_usd=0.0001,
+                            latency_ms=10.0))
+    m.observe(RequestRecord(id="r", ts=0.0, status=429, latency_ms=1.0))
+    m.observe(RequestRecord(id="ok", ts=0.0, status=200, model="m0", tokens_in=10, tokens_out=5, cost_usd=0.00001,
+                            latency_ms=10.0))
+    text = generate_latest(m.registry).decode()
+    cost = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
+            if line.startswith("tierwise_cost_usd_total{")}
+    assert cost == pytest.approx({"m0": 0.00041, "m1": 0.0012, "m2": 0.0001})
+    assert sum(cost.values()) == pytest.approx(0.0016 + 0.0001 + 0.00001)  # = stats' cost_usd over these rows
+    assert 'tierwise_tokens_total{direction="in",model="m1"} 1000.0' in text and 'model="none"' not in text.split(
+        "tierwise_tokens_total")[-1]
+
+
+def test_stats_without_the_pyramid_that_served_the_log_says_so(tmp_path):
+    """`tierwise stats --log X` with no --config prices against the embedded pyramid: the log's models
+    are not in it, so there is no baseline to show, and it says which models and what to pass."""
+    from typer.testing import CliRunner
+
+    from tierwise.cli import app
+    from tierwise.decision_log import DecisionLog
+    from tierwise.engine.record import RequestRecord
+
+    log = DecisionLog(tmp_path / "log.sqlite")
+    for i, model in enumerate(("gpt-4o", "gpt-4o-mini", "gpt-4o-mini")):
+        log.record(RequestRecord(id=f"r{i}", ts=time.time(), status=200, model=model, tokens_in=1000, tokens_out=200,
+                                 cost_usd=0.02, latency_ms=100.0))
+    log.record(RequestRecord(id="failed", ts=time.time(), status=502, model=None, tokens_in=500, tokens_out=100,
+                             cost_usd=0.0016, latency_ms=100.0))
+    log.close()
+    res = CliRunner().invoke(app, ["stats", "--log", str(tmp_path / "log.sqlite")])
+    assert res.exit_code == 0, res.output
+    assert "gpt-4o, gpt-4o-mini" in res.output and "--config" in res.output and "no price" in res.output
+    assert "saved $" not in res.output and "saved $-" not in res.output
+    assert "no answer (not in the baseline): $0.001600" in res.output and "total spend $0.061600" in res.output
+    res = CliRunner().invoke(app, ["stats", "--json", "--log", str(tmp_path / "log.sqlite")])
+    s = json.loads(res.stdout)
+    assert s["unpriced_models"] == ["gpt-4o", "gpt-4o-mini"] and s["saved_usd"] is None
+    assert s["cost_usd"] == pytest.approx(0.0616) and s["unanswered_cost_usd"] == pytest.approx(0.0016)

@@ -179,6 +179,10 @@ def register(app: typer.Typer) -> None:
         pyramid = _pyramid(config)
         prices = {m.name: (m.input_per_1m, m.output_per_1m) for m in pyramid.chat_models}  # the baseline's tiers
         s = summarize(_open_log(config, log).rows(), prices)
+        if s.get("unpriced_models"):
+            whose = str(config) if config is not None else "the embedded default pyramid"
+            typer.echo(f"warning: the log's models {', '.join(s['unpriced_models'])} have no price in {whose}, so "
+                       "there is no savings baseline; pass --config with the pyramid that served them", err=True)
         if as_json:
             typer.echo(json.dumps(s, indent=1))
             return
@@ -205,9 +209,16 @@ def register(app: typer.Typer) -> None:
         con.print(f"latency p50 {ms(s['latency_ms_p50'])}  p99 {ms(s['latency_ms_p99'])}   "
                   f"routing p50 {ms(s['route_ms_p50'])}  p99 {ms(s['route_ms_p99'])}")
         forwarded = s.get("forwarded_cost_usd") or 0.0
+        unanswered = s.get("unanswered_cost_usd") or 0.0
+        routed_cost = s["cost_usd"] - forwarded - unanswered  # answered routed requests: what the baseline prices
         if s["baseline_cost_usd"] is not None:
             frac = "" if s["saved_fraction"] is None else f" ({s['saved_fraction']:.1%})"
-            con.print(f"cost ${s['cost_usd'] - forwarded:.6f}  vs always {s['baseline_model']} "
+            con.print(f"cost ${routed_cost:.6f}  vs always {s['baseline_model']} "
                       f"${s['baseline_cost_usd']:.6f}: saved ${s['saved_usd']:.6f}{frac}")
+        else:
+            con.print(f"cost ${routed_cost:.6f} (answered routed requests; no baseline)")
         if forwarded or any(k in s.get("surfaces", {}) for k in ("embeddings", "completions")):
             con.print(f"forwarded (embeddings, completions; not in the baseline): ${forwarded:.6f}")
+        if unanswered:
+            con.print(f"spent on requests that got no answer (not in the baseline): ${unanswered:.6f}")
+        con.print(f"total spend ${s['cost_usd']:.6f}")

@@ -35,4 +35,4 @@ def mount(app: Any, log_url: str, context: Context, access: Access) -> Dashboard
 
 def register(app: Any, engine: Any, guard: Any, log: Any) -> Dashboard:
     """The gateway's dashboard: its engine's pyramid and breakers, its keys, its log."""
-    return mount(app, log.url, from_engine(engine), Access(guard))
+    return mount(app, log.url, from_engine(engine), Access(guard, log.url))

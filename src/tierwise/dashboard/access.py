@@ -7,9 +7,10 @@
 * No key configured: the dashboard answers loopback clients only (and nobody a proxy forwarded
   from elsewhere), since anyone who reaches it would see everything.
 
-The cookie holds no key: it is ``key_hash.admin.expiry`` signed with a secret made at start-up,
-and it is re-checked against the live key set on every request, so a revoked key's session ends
-within the gateway's key refresh.
+The cookie holds no key: it is ``key_hash.admin.expiry`` signed with a secret stored in the decision
+log's database (table ``secrets``, made by whichever process asks first), so every worker and
+replica serving the same log accepts a cookie any of them signed; it is re-checked against the live
+key set on every request, so a revoked key's session ends within the gateway's key refresh.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -62,20 +65,82 @@ def is_loopback(host: str | None) -> bool:
     return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
+# headers in which proxies name the client they forward (nginx's X-Real-IP, CDNs' own)
+_CLIENT_HEADERS = ("x-forwarded-for", "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip",
+                   "x-original-forwarded-for")
+
+
+def _host_part(value: str) -> str:
+    """``host`` of ``host[:port]`` / ``[v6]:port`` / a bare IPv6 address."""
+    value = value.strip().strip('"')
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value
+
+
 def _forwarded_from_elsewhere(request: Request) -> bool:
-    """A proxy on this machine forwarding a remote client (X-Forwarded-For / Forwarded)."""
-    hops = request.headers.get("x-forwarded-for", "")
-    for part in request.headers.get("forwarded", "").split(";"):
-        part = part.strip()
-        if part.lower().startswith("for="):
-            hops += "," + part[4:].strip('"[]')
-    return any(h.strip() and not is_loopback(h.strip()) for h in hops.split(","))
+    """A proxy on this machine forwarding a remote client: a client address that is not loopback
+    (X-Forwarded-For, X-Real-IP, ..., ``Forwarded: for=``), or a host the client asked for that is
+    not this machine (X-Forwarded-Host, ``Forwarded: host=``)."""
+    hosts: list[str] = []
+    for name in _CLIENT_HEADERS:
+        for value in request.headers.getlist(name):
+            hosts += value.split(",")
+    for value in request.headers.getlist("x-forwarded-host"):
+        hosts += value.split(",")
+    for value in request.headers.getlist("forwarded"):
+        for part in value.replace(",", ";").split(";"):  # elements by ",", their pairs by ";"
+            key, _, v = part.strip().partition("=")
+            if key.strip().lower() in ("for", "host"):
+                hosts.append(v)
+    return any(_host_part(h) and not is_loopback(_host_part(h)) for h in hosts)
+
+
+SECRET_NAME = "dashboard_session"
 
 
 class Access:
-    def __init__(self, guard: Guard | None):
+    """``log_url``: the decision log whose ``secrets`` table holds the cookie-signing secret, so every
+    process serving that log signs alike (None, or a log that cannot be written: a secret of this
+    process, said on stderr)."""
+
+    def __init__(self, guard: Guard | None, log_url: str | None = None):
         self.guard = guard
-        self._secret = secrets.token_bytes(32)
+        self.log_url = log_url
+        self._secret_value: bytes | None = None
+        self._secret_lock = threading.Lock()
+        if log_url:
+            self._secret  # now, not in the event loop at the first sign-in
+
+    @property
+    def _secret(self) -> bytes:
+        if self._secret_value is None:
+            with self._secret_lock:
+                if self._secret_value is None:
+                    self._secret_value = self._load_secret()
+        return self._secret_value
+
+    def _load_secret(self) -> bytes:
+        if self.log_url and self.log_url != "off":
+            from ..decision_log.dialect import Dialect
+
+            dialect = Dialect(self.log_url)
+            problem = None
+            for _ in range(2):  # a concurrent first creation may collide once
+                try:
+                    con = dialect.connect()
+                    try:
+                        return bytes.fromhex(dialect.shared_secret(con, SECRET_NAME))
+                    finally:
+                        con.close()
+                except Exception as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+            print(f"tierwise: dashboard: cannot keep the session secret in the log ({problem}); sessions are "
+                  "signed by this process only (other workers and replicas will not accept them)",
+                  file=sys.stderr, flush=True)
+        return secrets.token_bytes(32)
 
     @property
     def open(self) -> bool:

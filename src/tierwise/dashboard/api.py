@@ -29,6 +29,7 @@ from .sql import Reader, Scope, time_index
 __all__ = ["Dashboard", "RANGES", "parse_range"]
 
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+MAX_TIME = 253402300800.0  # 10000-01-01 UTC: from/to past it are no dates (and break the buckets' arithmetic)
 TTL_S = {"overview": 2.0, "quality": 10.0, "whatif": 20.0, "keys": 30.0}
 
 
@@ -41,7 +42,13 @@ def parse_range(params: Any, now: float | None = None) -> tuple[float, float, st
             t1 = float(params.get("to") or now)
         except ValueError:
             raise RequestError("from/to must be Unix times in seconds", param="from") from None
-        if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
+        if not (math.isfinite(t0) and math.isfinite(t1)):
+            raise RequestError("from/to must be finite Unix times in seconds", param="from")
+        for name, value in (("from", t0), ("to", t1)):
+            if not 0.0 <= value <= MAX_TIME:
+                raise RequestError(f"{name} must be a Unix time in seconds between 0 and {MAX_TIME:.0f} "
+                                   "(the year 10000)", param=name)
+        if t1 <= t0:
             raise RequestError("the range needs from < to", param="from")
         return t0, t1, "custom"
     label = params.get("range") or "24h"
@@ -201,8 +208,10 @@ def _float(raw: str | None, default: float, name: str, lo: float, hi: float) -> 
 def _status(raw: str | None) -> str | None:
     if not raw:
         return None
-    if raw not in ("ok", "error") and not raw.isdigit():
-        raise RequestError("status must be ok, error or a status code", param="status")
+    if raw in ("ok", "error"):
+        return raw
+    if not (raw.isascii() and raw.isdigit() and len(raw) == 3 and 100 <= int(raw) <= 599):
+        raise RequestError("status must be ok, error or an HTTP status code (100-599)", param="status")
     return raw
 
 

@@ -41,11 +41,13 @@ def stats(groups: list[dict[str, Any]], fb: dict[str, Any], casc: dict[str, Any]
         status[str(g["status"])] = status.get(str(g["status"]), 0) + g["requests"]
         surfaces[g["surface"]] = surfaces.get(g["surface"], 0) + g["requests"]
     routed = [g for g in ok if g["surface"] not in FORWARDED]
-    total = math.fsum(g["cost_usd"] for g in ok)
+    answered_cost = math.fsum(g["cost_usd"] for g in ok)
+    unanswered_cost = math.fsum(g["cost_usd"] for g in groups if not g["ok"])
     routed_cost = math.fsum(g["cost_usd"] for g in routed)
     tin = sum(g["tokens_in"] for g in routed) + casc["baseline_tokens_delta"][0]
     tout = sum(g["tokens_out"] for g in routed) + casc["baseline_tokens_delta"][1]
-    biggest = max(prices, key=lambda k: prices[k][0] + prices[k][1]) if prices else None
+    unpriced = sorted({g["model"] for g in routed} - set(prices))
+    biggest = max(prices, key=lambda k: prices[k][0] + prices[k][1]) if prices and not unpriced else None
     baseline = None if biggest is None else token_cost(tin, tout, *prices[biggest])
     return {
         "requests": sum(g["requests"] for g in groups), "answered": answered, "status": status,
@@ -54,7 +56,8 @@ def stats(groups: list[dict[str, Any]], fb: dict[str, Any], casc: dict[str, Any]
         "fallback_requests": fb["requests"], "fallbacks": fb["fallbacks"],
         "latency_ms_p50": pct["latency"][0.5], "latency_ms_p99": pct["latency"][0.99],
         "route_ms_p50": pct["route"][0.5], "route_ms_p99": pct["route"][0.99],
-        "cost_usd": total, "forwarded_cost_usd": total - routed_cost,
+        "cost_usd": answered_cost + unanswered_cost, "forwarded_cost_usd": answered_cost - routed_cost,
+        "unanswered_cost_usd": unanswered_cost, "unpriced_models": unpriced,
         "baseline_model": biggest, "baseline_cost_usd": baseline,
         "saved_usd": None if baseline is None else baseline - routed_cost,
         "saved_fraction": None if not baseline else (baseline - routed_cost) / baseline,
@@ -105,7 +108,9 @@ def _assemble(s: dict[str, Any], sums: dict[str, Any], ranks: dict[str, Any],
     routed_cost = s.pop("_routed_cost")
     fb, casc, best, per_model = ranks["fallbacks"], sums["cascade"], ranks["predicted"], ranks["per_model"]
     means = best.get("mean_predicted_quality") or {}
-    best_model = max(means, key=lambda m: (means[m], -list(prices).index(m))) if means else None
+    # (no baseline either when the log's models have no price here: s["unpriced_models"])
+    best_model = (max(means, key=lambda m: (means[m], -list(prices).index(m)))
+                  if means and not s["unpriced_models"] else None)
     best_cost = None if best_model is None else token_cost(tin, tout, *prices[best_model])
     n = s["requests"] or 1
     models = []

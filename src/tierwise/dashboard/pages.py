@@ -8,6 +8,7 @@ sign-in form (self-contained: no script, no other file; a browser's navigation i
 
 from __future__ import annotations
 
+import asyncio
 import html
 from importlib import resources
 from urllib.parse import parse_qs
@@ -15,6 +16,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from ..config import DEFAULT_BODY_TIMEOUT_S
 from ..errors import AuthError, RequestError
 from .access import COOKIE, SESSION_S, Access
 
@@ -41,6 +43,9 @@ color:#fff;cursor:pointer}}.err{{color:#b3261e}}</style></head><body>
 <p>Sign in with an API key. Admin keys see every request; client keys their own.</p>{error}
 <input type="password" name="key" placeholder="API key" autocomplete="current-password" autofocus required
 aria-label="API key"><button type="submit">Sign in</button></form></body></html>"""
+
+
+_FORM_LIMIT = 8192  # bytes of the sign-in form
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -108,11 +113,20 @@ def register(app: FastAPI, access: Access) -> None:
     async def sign_in(request: Request) -> Response:
         if access.open:
             return RedirectResponse("/dashboard", 303)
-        raw = b""  # a urlencoded form of one short field (no multipart parser needed)
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > 8192:
-                return _sign_in("That form is too large.", 413)
+        # a urlencoded form of one short field (no multipart parser needed), within the gateway's body
+        # deadline: a client that stops sending mid-body gets a 408, not a connection held forever
+        timeout = access.guard.body_timeout_s if access.guard is not None else DEFAULT_BODY_TIMEOUT_S
+        raw = b""
+        try:
+            async with asyncio.timeout(timeout):
+                async for chunk in request.stream():
+                    raw += chunk
+                    if len(raw) > _FORM_LIMIT:
+                        return _sign_in("That form is too large.", 413)
+        except TimeoutError:
+            late = _sign_in(f"The form was not received within {timeout:g}s.", 408)
+            late.headers["connection"] = "close"  # the rest of the body is not waited for
+            return late
         key = parse_qs(raw.decode("utf-8", "replace")).get("key", [""])[0]
         cookie = access.sign_in(key)
         if cookie is None:

@@ -57,8 +57,10 @@ def traffic(reader: Reader, scope: Scope, models: Sequence[str], step: int) -> d
     unanswered = [0] * len(starts)
     if starts and models:
         for s, name, n in _counts(reader, scope, step, starts, "r.model = m.name AND r.status = 200", models):
-            answered[name][index[float(s)]] = int(n)
+            if float(s) in index:  # (the range is bounded by the API, so every bucket is one of ours)
+                answered[name][index[float(s)]] = int(n)
     if starts:
         for s, n in _counts(reader, scope, step, starts, "r.model IS NULL"):
-            unanswered[index[float(s)]] = int(n)
+            if float(s) in index:
+                unanswered[index[float(s)]] = int(n)
     return {"step": step, "starts": starts, "models": answered, "unanswered": unanswered}

@@ -53,5 +53,5 @@ def create_app(log_url: str, context: Context, keys: Any = None) -> FastAPI:
     def root() -> Response:
         return RedirectResponse("/dashboard", 307)
 
-    mount(app, log_url, context, Access(None if keys is None else keys.guard))
+    mount(app, log_url, context, Access(None if keys is None else keys.guard, log_url))
     return app

@@ -62,7 +62,14 @@ CREATE TABLE IF NOT EXISTS responses (
     response TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_ts ON responses (ts);
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL
+)
 """
+# secrets: values every process serving this log must share (the dashboard's session-cookie key),
+# made once by whichever process asks first (Dialect.shared_secret)
 
 _dump = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
@@ -144,6 +151,31 @@ class Dialect:
             con.execute(stmt)
         con.commit()
 
+    def shared_secret(self, con, name: str) -> str:
+        """The secret ``name`` of this database, made (32 random bytes, hex) by whichever process asks
+        first: insert-if-absent, then read, so every worker and replica on the log gets the same one."""
+        import secrets
+        import time
+
+        ph = self.ph
+        select = f"SELECT value FROM secrets WHERE name = {ph}"
+        try:  # made already (the common case: no write, so a read-only database user works too)
+            row = con.execute(select, (name,)).fetchone()
+        except Exception:  # a log made before the table existed
+            con.rollback()
+            row = None
+        if row and row[0]:
+            return str(row[0])
+        con.execute("CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                    "ts DOUBLE PRECISION NOT NULL)")
+        con.execute(f"INSERT INTO secrets (name, value, ts) VALUES ({ph}, {ph}, {ph}) ON CONFLICT (name) DO NOTHING",
+                    (name, secrets.token_hex(32), time.time()))
+        con.commit()
+        row = con.execute(select, (name,)).fetchone()
+        if not row or not row[0]:
+            raise LogError(f"log {self.url.split('@')[-1]}: secret {name!r} could not be stored")
+        return str(row[0])
+
     def _migrate(self, con) -> None:
         """Add columns newer than an existing log's table (nullable, so old rows stay valid)."""
         if self.postgres:
@@ -178,6 +210,7 @@ CREATE INDEX IF NOT EXISTS requests_groups ON requests (model, status, surface, 
 CREATE INDEX IF NOT EXISTS requests_latency ON requests (status, latency_ms, model, ts, key_hash);
 CREATE INDEX IF NOT EXISTS requests_model_latency ON requests (status, model, latency_ms, ts, key_hash);
 CREATE INDEX IF NOT EXISTS requests_route ON requests (route_ms, ts, key_hash);
+CREATE INDEX IF NOT EXISTS requests_upstream ON requests (upstream_id, key_hash, ts);
 CREATE INDEX IF NOT EXISTS requests_fallbacks ON requests (ts, key_hash{fallbacks}) WHERE fallbacks NOT IN ('[]', '');
 CREATE INDEX IF NOT EXISTS requests_cascade ON requests (ts, key_hash{cascade}) WHERE cascade_chain IS NOT NULL;
 """

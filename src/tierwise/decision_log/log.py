@@ -36,11 +36,20 @@ from typing import Any, Iterable
 from ..config import DEFAULT_LOG, DEFAULT_RESPONSES_TTL_DAYS  # the YAML keys log, responses_ttl_days
 from ..engine.record import COLUMNS as _COLUMNS
 from ..engine.record import RequestRecord, from_row as _row_to_dict, to_row
-from ..errors import LogError
+from ..errors import LogError, RequestError
 from .dialect import Dialect
 
 DEFAULT_MAX_QUEUE = 100_000  # rows waiting for the writer before new ones are dropped (and counted)
 _PRUNE_EVERY_S = 3600.0
+
+
+class NotAnswered(RequestError):
+    """Feedback for a request that got no answer (an error, a refusal): there is nothing to rate."""
+
+    status, code = 409, "request_not_answered"
+
+    def __init__(self, message: str):
+        super().__init__(message, param="request_id")
 
 
 def _warn(message: str) -> None:
@@ -104,8 +113,10 @@ class DecisionLog:
 
     def add_feedback(self, request_id: str, score: float, *, key_hash: str | None = None,
                      admin: bool = True) -> concurrent.futures.Future:
-        """Queue a rating; the future resolves to False when ``request_id`` is not in the log, or
-        (unless ``admin``) was made with another client key than ``key_hash``'s."""
+        """Queue a rating of ``request_id`` (the gateway's request id, or an upstream's response id: the
+        rating key's latest request with it). The future resolves to True; to False when it is not in
+        the log or (unless ``admin``) was made with another client key than ``key_hash``'s; it raises
+        :class:`NotAnswered` (409) when that request got no answer."""
         if not 0.0 <= float(score) <= 1.0:
             raise ValueError(f"feedback score must be in [0, 1], got {score!r}")
         fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -197,7 +208,10 @@ class DecisionLog:
                     self._error = None
                     self._forget_written()
                     for fut, value in waiters:
-                        fut.set_result(value)
+                        if isinstance(value, BaseException):
+                            fut.set_exception(value)
+                        else:
+                            fut.set_result(value)
                     break
                 except Exception as exc:  # never kill the writer: report, reconnect, retry
                     self._error = f"{type(exc).__name__}: {exc}"
@@ -259,17 +273,7 @@ class DecisionLog:
                     self._dialect.insert_requests(cur, rows)
                     rows = []
                 rid, score, fut, owner = payload
-                cur.execute(f"SELECT id, key_hash FROM requests WHERE id = {ph} OR upstream_id = {ph} LIMIT 1",
-                            (rid, rid))
-                hit = cur.fetchone()
-                # another client's request is "not found": a key cannot rate, or probe for, others' requests
-                found = hit is not None and (owner is None or hit[1] == owner)
-                if found:
-                    rid = hit[0]
-                    cur.execute(
-                        f"INSERT INTO feedback (request_id, ts, score) VALUES ({ph}, {ph}, {ph})", (rid, time.time(), score)
-                    )
-                waiters.append((fut, found))
+                waiters.append((fut, self._rate(cur, rid, score, owner)))
             elif kind == "flush":
                 waiters.append((payload, None))
             elif kind == "resp":
@@ -294,6 +298,32 @@ class DecisionLog:
             self._last_prune = time.time()
         con.commit()
         return waiters
+
+    def _rate(self, cur, rid: str, score: float, owner: str | None) -> Any:
+        """Store one rating (in the writer's transaction); True, False (no such request for this
+        key), or a :class:`NotAnswered` for the future to raise.
+
+        ``rid`` is the gateway's request id (``x-request-id``), else an upstream's response id:
+        those repeat across backends and restarts (Ollama's ``chatcmpl-123``, a restarted stub's
+        counter), so only the rating key's own requests are searched (an admin's: everyone's), and
+        of several the most recent is rated. Another key's request is "not found": a key cannot
+        rate, or probe for, others' requests."""
+        ph = self._dialect.ph
+        mine = "" if owner is None else f" AND key_hash = {ph}"
+        cur.execute(f"SELECT id, status, model FROM requests WHERE id = {ph}{mine}",
+                    (rid,) if owner is None else (rid, owner))
+        hit = cur.fetchone()
+        if hit is None:
+            cur.execute(f"SELECT id, status, model FROM requests WHERE upstream_id = {ph}{mine} "
+                        "ORDER BY ts DESC, id DESC LIMIT 1", (rid,) if owner is None else (rid, owner))
+            hit = cur.fetchone()
+        if hit is None:
+            return False
+        if int(hit[1]) != 200 or not hit[2]:
+            return NotAnswered(f"request '{rid}' got no answer (status {int(hit[1])}): there is nothing to rate")
+        cur.execute(f"INSERT INTO feedback (request_id, ts, score) VALUES ({ph}, {ph}, {ph})",
+                    (hit[0], time.time(), score))
+        return True
 
     def _forget_written(self) -> None:
         """Committed responses are read from the database from now on."""

@@ -36,6 +36,13 @@ def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]
     Requests to the forwarded endpoints (``/v1/embeddings``, ``/v1/completions``: one named model,
     never routed) count in the traffic and the total cost but not in the baseline or the savings
     (``forwarded_cost_usd`` is their spend).
+
+    ``cost_usd`` is every logged request's spend, answered or not: a request that failed after paying
+    for model calls (a cascade whose last model failed, a stream cut mid-answer) cost money too, and
+    budgets charge it. That part is ``unanswered_cost_usd``; the savings compare the answered routed
+    requests' spend with their baseline. ``unpriced_models``: models of answered routed requests that
+    ``prices`` does not have (the prices are another pyramid's); then there is no baseline (None)
+    rather than one made of the wrong prices.
     """
     ok = [r for r in rows if r["status"] == 200 and r["model"]]
     routed = [r for r in ok if (r.get("surface") or "chat") not in ("embeddings", "completions")]
@@ -48,8 +55,11 @@ def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]
         m["tokens_out"] += r["tokens_out"] or 0
     for m in by_model.values():
         m["share"] = m["requests"] / len(ok)
-    biggest = max(prices, key=lambda k: (prices[k][0] + prices[k][1])) if prices else None
-    total = sum(r["cost_usd"] or 0.0 for r in ok)
+    unpriced = sorted({r["model"] for r in routed} - set(prices))
+    biggest = max(prices, key=lambda k: (prices[k][0] + prices[k][1])) if prices and not unpriced else None
+    answered_cost = sum(r["cost_usd"] or 0.0 for r in ok)
+    unanswered_cost = sum(r["cost_usd"] or 0.0 for r in rows if not (r["status"] == 200 and r["model"]))
+    total = answered_cost + unanswered_cost
     routed_cost = sum(r["cost_usd"] or 0.0 for r in routed)
     baseline = None
     if biggest is not None:
@@ -76,7 +86,9 @@ def summarize(rows: list[dict[str, Any]], prices: dict[str, tuple[float, float]]
         "route_ms_p50": _percentile(route, 0.5),
         "route_ms_p99": _percentile(route, 0.99),
         "cost_usd": total,
-        "forwarded_cost_usd": total - routed_cost,  # embeddings + legacy completions: not in the baseline
+        "forwarded_cost_usd": answered_cost - routed_cost,  # embeddings + legacy completions: not in the baseline
+        "unanswered_cost_usd": unanswered_cost,  # spent on requests that got no answer: not in the baseline
+        "unpriced_models": unpriced,
         "baseline_model": biggest,
         "baseline_cost_usd": baseline,
         "saved_usd": None if baseline is None else baseline - routed_cost,

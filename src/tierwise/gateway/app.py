@@ -32,9 +32,11 @@ from .responses import error_response, json_response
 
 
 class _Feedback(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    request_id: str = Field(min_length=1)
-    score: float = Field(ge=0.0, le=1.0)
+    """Validated like a chat request: strictly (``"0.5"`` and ``true`` are not scores)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    request_id: str = Field(min_length=1, max_length=256)
+    score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
 
 
 def model_list(engine: Engine) -> list[dict[str, Any]]:
@@ -125,6 +127,7 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:
         client = guard.check_auth(request)
+        guard.check_json(request)  # 415 for a body sent as anything but JSON, as chat does
         raw = await guard.read_body(request)
         try:
             fb = _Feedback.model_validate_json(raw)

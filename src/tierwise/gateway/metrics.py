@@ -70,12 +70,15 @@ class Metrics:
             self.fallbacks.labels(f["model"], f["reason"]).inc()
         if rec.router.startswith("failed:"):
             self.fallbacks.labels("router", "router_error").inc()
-        if rec.status != 200 or not rec.model:
-            return
-        # a cascade spent tokens on every model it called: count them where they were spent
+        # Spend is counted whatever the outcome (a cascade whose last model failed, a stream cut
+        # mid-answer: the calls made were paid for, budgets charge them, `tierwise stats` counts them).
+        # A cascade spent tokens on every model it called: count them where they were spent.
         spent = ([(s["model"], s["tokens_in"], s["tokens_out"], s["cost_usd"]) for s in rec.cascade_chain]
-                 if rec.cascade_chain else [(rec.model, rec.tokens_in, rec.tokens_out, rec.cost_usd)])
+                 if rec.cascade_chain else [(label, rec.tokens_in, rec.tokens_out, rec.cost_usd)])
+        answered = rec.status == 200 and bool(rec.model)
         for name, t_in, t_out, cost in spent:
-            self.tokens.labels(name, "in").inc(t_in)
-            self.tokens.labels(name, "out").inc(t_out)
-            self.cost.labels(name).inc(cost)
+            if not answered and not (t_in or t_out or cost):
+                continue  # nothing was spent (a refused request, a call that failed)
+            self.tokens.labels(name or "none", "in").inc(t_in or 0)
+            self.tokens.labels(name or "none", "out").inc(t_out or 0)
+            self.cost.labels(name or "none").inc(cost or 0.0)

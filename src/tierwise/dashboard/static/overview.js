@@ -11,12 +11,19 @@
       TW.kpi("Requests", TW.value(f.int(st.requests), st.requests, { id: "ov-requests" }),
         el("span", {}, TW.value(f.int(st.answered), st.answered, { id: "ov-answered" }), " answered"), "kpi-requests"),
       TW.kpi("Spend", TW.value(f.usd(st.cost_usd), st.cost_usd, { id: "ov-cost" }),
-        st.forwarded_cost_usd ? el("span", {}, "incl. ", TW.value(f.usd(st.forwarded_cost_usd), st.forwarded_cost_usd,
-          { id: "ov-forwarded" }), " embeddings/completions") : "routed and forwarded answers"),
+        st.forwarded_cost_usd || st.unanswered_cost_usd ? el("span", {}, "incl. ",
+          st.forwarded_cost_usd ? [TW.value(f.usd(st.forwarded_cost_usd), st.forwarded_cost_usd,
+            { id: "ov-forwarded" }), " embeddings/completions"] : null,
+          st.forwarded_cost_usd && st.unanswered_cost_usd ? ", " : null,
+          // requests that paid for model calls but got no answer (a failed cascade, a cut stream)
+          st.unanswered_cost_usd ? [TW.value(f.usd(st.unanswered_cost_usd), st.unanswered_cost_usd,
+            { id: "ov-unanswered" }), " without an answer"] : null) : "routed and forwarded answers"),
       TW.kpi("Saved vs always " + (st.baseline_model || "the largest"),
         TW.value(f.usd(saved), saved, { id: "ov-saved", class: "value " + (saved >= 0 ? "good" : "bad") }),
-        el("span", {}, TW.value(f.pct(st.saved_fraction), st.saved_fraction, { id: "ov-saved-fraction" }), " of ",
-          TW.value(f.usd(st.baseline_cost_usd), st.baseline_cost_usd, { id: "ov-baseline" }))),
+        (st.unpriced_models || []).length
+          ? el("span", { id: "ov-unpriced" }, "no price for " + st.unpriced_models.join(", ") + " in this pyramid (--config)")
+          : el("span", {}, TW.value(f.pct(st.saved_fraction), st.saved_fraction, { id: "ov-saved-fraction" }), " of ",
+            TW.value(f.usd(st.baseline_cost_usd), st.baseline_cost_usd, { id: "ov-baseline" }))),
       TW.kpi("Saved vs best single" + (best.model ? " (" + best.model + ")" : ""),
         TW.value(f.usd(best.saved_usd), best.saved_usd, { id: "ov-saved-best",
           class: "value " + ((best.saved_usd || 0) >= 0 ? "good" : "bad") }),
