@@ -149,6 +149,10 @@ def test_tool_call_blocks_are_parsed():
     _, kept = parse_tool_calls('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
                                '<tool_call>\n{"name": "', names)
     assert [json.loads(c["function"]["arguments"]) for c in kept] == [{"city": "Paris"}]
+    # the same, written without tags (what the small Qwen models do after a tool result): only when cut
+    torn = '{"name": "get_weather", "arguments": {"city": "Paris"}}\n{"name": "get_weather", "argu'
+    assert parse_tool_calls(torn, names) is None  # not cut: text that is not all calls is content
+    assert [c["function"]["name"] for c in parse_tool_calls(torn, names, cut=True)[1]] == ["get_weather"]
 
 
 @pytest.mark.parametrize("text, shown, content, called", [
@@ -489,6 +493,28 @@ def test_timeout_is_a_backend_error_and_frees_the_model(smol):
         run(collect(smol.stream(long, timeout=0.5)))
     assert e.value.timeout
     assert run(smol.complete({"messages": CAPITAL, "max_tokens": 2}, timeout=20)).tokens_out > 0
+
+
+@pytest.mark.slow
+def test_reading_a_long_prompt_stops_when_the_request_does(smol):
+    """The prompt is read in chunks with the deadline and the cancel flag checked between them: a client that
+    hung up (or a request past its timeout) no longer keeps the model busy reading a long prompt to its end."""
+    import threading
+
+    from tierwise.backends._llama_decode import PROMPT_CHUNK, Sampling, decode
+
+    llm = smol._first
+    prompt = llm.tokenize((" ".join(f"item{i} is value {i * 7};" for i in range(150))).encode(), add_bos=False)
+    assert len(prompt) > 4 * PROMPT_CHUNK
+    gone = threading.Event()
+    gone.set()
+    g = decode(llm, prompt, Sampling(max_tokens=4), deadline=time.monotonic() + 60, cancel=gone)
+    assert g.timed_out and g.tokens_out == 0 and llm.n_tokens <= PROMPT_CHUNK  # stopped before reading on
+    late = decode(llm, prompt, Sampling(max_tokens=4), deadline=time.monotonic() - 1, cancel=threading.Event())
+    assert late.timed_out and llm.n_tokens <= PROMPT_CHUNK
+    whole = decode(llm, prompt, Sampling(max_tokens=4), deadline=time.monotonic() + 120, cancel=threading.Event())
+    again = decode(llm, prompt, Sampling(max_tokens=4), deadline=time.monotonic() + 120, cancel=threading.Event())
+    assert whole.tokens_out == again.tokens_out == 4 and whole.text == again.text  # the cached prefix, reused
 
 
 @pytest.mark.slow

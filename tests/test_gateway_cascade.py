@@ -190,6 +190,10 @@ def test_stream_escalated_chain_in_final_chunk(unsure_gw):
     row = log_row(unsure_gw["log"], chunks[0].id)
     assert [s["outcome"] for s in row["cascade_chain"]] == ["escalated", "escalated", "kept"]
     assert row["tokens_in"] == sum(s["tokens_in"] for s in row["cascade_chain"])
+    with_usage = list(_client(unsure_gw["url"]).chat.completions.create(
+        model="tierwise:cascade", messages=MSGS, stream=True, stream_options={"include_usage": True}))
+    unsure_gw["sent"] += 1
+    assert with_usage[-1].usage is not None and with_usage[-1].tierwise["chain"] == tw["chain"]  # the usage chunk too
 
 
 def test_log_and_stats_count_every_cascade_request(unsure_gw):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 Emit = Callable[[str, list], None]
+PROMPT_CHUNK = 128  # prompt tokens evaluated between two checks of the deadline and the cancel flag
 
 
 @dataclass
@@ -87,6 +88,9 @@ def decode(llm, prompt: list[int], s: Sampling, *, deadline: float, cancel: thre
                 emit(g.text[emitted:upto], g.logprobs[lp_sent:])
             emitted, lp_sent = upto, len(g.logprobs)
 
+    if not _read_prompt(llm, prompt, deadline, cancel):
+        g.timed_out = True  # the client went away, or time ran out, while the prompt was being read
+        return g
     if s.seed is not None:
         llm.set_seed(int(s.seed) % 2**31)
     elif s.temperature > 0:
@@ -126,6 +130,26 @@ def decode(llm, prompt: list[int], s: Sampling, *, deadline: float, cancel: thre
         g.text += decoder.decode(b"", final=True)
     flush(len(g.text))
     return g
+
+
+def _read_prompt(llm, prompt: list[int], deadline: float, cancel: threading.Event) -> bool:
+    """Evaluate all but the prompt's last token in chunks, checking the deadline and the cancel flag between
+    them; ``generate`` then finds them cached (its prefix match) and decodes only the last one. Without it a
+    long prompt was read to the end whatever happened: a client that hung up, or a request past its
+    ``timeout_s``, kept the model busy for seconds (1,574 tokens: 13 s here) and the next requests timed out.
+    The cached prefix of the previous request is reused as ``generate`` would. False: stopped early."""
+    head = np.asarray(prompt[:-1], dtype=np.intc)
+    cached = np.asarray(llm._input_ids, dtype=np.intc)[: len(head)]
+    differ = np.flatnonzero(cached != head[: len(cached)])
+    keep = int(differ[0]) if len(differ) else len(cached)
+    if keep < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+        keep = 0  # this model cannot drop part of its cache: read the prompt from the start
+    llm.n_tokens = keep
+    while llm.n_tokens < len(head):
+        if cancel.is_set() or time.monotonic() > deadline:
+            return False
+        llm.eval(head[llm.n_tokens: llm.n_tokens + PROMPT_CHUNK].tolist())
+    return True
 
 
 def _biased(bias: dict[int, float] | None):

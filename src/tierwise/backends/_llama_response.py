@@ -23,13 +23,14 @@ def logprobs(req: LocalRequest, entries: list[dict]) -> dict | None:
 
 
 def assistant_message(req: LocalRequest, text: str, finish: str) -> tuple[dict[str, Any], str]:
-    """The assistant message for the generated text (tool-call blocks parsed) and its finish reason."""
+    """The assistant message for the generated text (tool-call blocks parsed) and its finish reason: an answer
+    max_tokens cut stays ``length`` (as OpenAI reports it) even with the complete calls it holds."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if req.tool_mode != "off":
-        parsed = parse_tool_calls(text, req.tool_names, parallel=req.parallel_tool_calls)
+        parsed = parse_tool_calls(text, req.tool_names, parallel=req.parallel_tool_calls, cut=finish == "length")
         if parsed is not None:
             message["content"], message["tool_calls"] = parsed
-            return message, "tool_calls"
+            return message, "length" if finish == "length" else "tool_calls"
     return message, finish
 
 

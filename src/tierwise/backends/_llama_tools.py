@@ -60,8 +60,9 @@ def _parse_block(body: str, names: list[str]) -> dict | None:
     return _call(obj, names)
 
 
-def _parse_bare(text: str, names: list[str]) -> list[dict] | None:
-    """Calls written without the tags (small models do): the whole text must be call objects."""
+def _parse_bare(text: str, names: list[str], cut: bool = False) -> list[dict] | None:
+    """Calls written without the tags (small models do): the whole text must be call objects (``cut``: the
+    answer ran out of tokens, so an unfinished last object after complete ones is dropped)."""
     s = text.strip()
     fenced = _FENCE.fullmatch(s)
     if fenced:
@@ -75,6 +76,8 @@ def _parse_bare(text: str, names: list[str]) -> list[dict] | None:
         try:
             obj, pos = decoder.raw_decode(s, pos)
         except ValueError:
+            if cut and objs:
+                break
             return None
         objs.extend(obj if isinstance(obj, list) else [obj])
     calls = [_call(o, names) for o in objs]
@@ -87,12 +90,13 @@ def may_be_bare_call(text: str) -> bool:
     return any(p.startswith(compact) or compact.startswith(p) for p in _BARE_STARTS)
 
 
-def parse_tool_calls(text: str, names: list[str], *, parallel: bool = True) -> tuple[str | None, list[dict]] | None:
+def parse_tool_calls(text: str, names: list[str], *, parallel: bool = True,
+                     cut: bool = False) -> tuple[str | None, list[dict]] | None:
     """``(content or None, tool_calls)`` when ``text`` holds valid tool calls, else None. A last block
     left open and unparsable (the answer ran out of tokens inside it) is dropped when calls before it
-    are complete."""
+    are complete; so is an unfinished last untagged call object when ``cut`` (max_tokens ended it)."""
     if OPEN not in text:
-        bare = _parse_bare(text, names)
+        bare = _parse_bare(text, names, cut)
         return None if bare is None else (None, bare if parallel else bare[:1])
     calls, outside, pos = [], [], 0
     while True:
@@ -140,11 +144,11 @@ class ToolCallSplitter:
         out, self.shown = self.text[self.shown:safe], max(self.shown, safe)
         return out
 
-    def finish(self) -> tuple[str, list[dict] | None]:
-        """``(content still to show, tool_calls or None)``: the held text, parsed."""
+    def finish(self, cut: bool = False) -> tuple[str, list[dict] | None]:
+        """``(content still to show, tool_calls or None)``: the held text, parsed (``cut``: max_tokens ended it)."""
         rest = self.text[self.shown:]
         if self.holding or not self.shown:
-            parsed = parse_tool_calls(rest, self.names, parallel=self.parallel)
+            parsed = parse_tool_calls(rest, self.names, parallel=self.parallel, cut=cut)
             if parsed is not None:
                 content, calls = parsed
                 return content or "", calls

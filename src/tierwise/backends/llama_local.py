@@ -319,11 +319,11 @@ class LlamaBackend(Backend):
                 else:
                     tokens_in, g = event[1], event[2]
                     finish = g.finish
-                    rest, calls = splitter.finish() if splitter else ("", None)
+                    rest, calls = splitter.finish(cut=finish == "length") if splitter else ("", None)
                     if rest:
                         yield chunks.delta({"content": rest}, logprobs=take_logprobs())
                     for i, call in enumerate(calls or ()):
-                        finish = "tool_calls"
+                        finish = "length" if g.finish == "length" else "tool_calls"
                         yield chunks.delta({"tool_calls": [{"index": i, **call}]},
                                            logprobs=take_logprobs() if pending else None)
                     yield chunks.delta({}, finish, logprobs=take_logprobs() if pending else None, stop=g.stop)

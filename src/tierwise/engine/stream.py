@@ -105,8 +105,8 @@ class ChatStream:
                     continue
                 yield chunk
             self._settle(tally)
-            if held:
-                held[0]["tierwise"] = self._cascade_info()
+            if held:  # the finishing chunk and the last one (the usage chunk, when asked for) carry the chain
+                held[0]["tierwise"] = held[-1]["tierwise"] = self._cascade_info()
                 for chunk in held:
                     yield chunk
         except (asyncio.CancelledError, GeneratorExit):
