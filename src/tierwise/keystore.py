@@ -49,6 +49,26 @@ class StoredKey:
                 "admin": self.admin, **{f: getattr(p, f) for f in _FIELDS}}
 
 
+def checked_policy(name: str, *, admin: bool = False, **limits: Any) -> KeyPolicy:
+    """A key's limits checked by the rules of the YAML's ``keys:`` entries (``tierwise.config.KeyConfig``):
+    a name, budgets and limits > 0, ``degrade_from`` in [0, 1], every number finite. A bad one is a
+    :class:`ConfigError` naming the field (``param``), e.g. ``usd_per_day: must be > 0``."""
+    from pydantic import ValidationError
+
+    from .config import KeyConfig, _first_error
+
+    unknown = sorted(set(limits) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key limit (known: {', '.join(_FIELDS)})", param=unknown[0])
+    try:
+        # the key itself is not stored: a placeholder satisfies KeyConfig's "key or key_env"
+        cfg = KeyConfig(name=name, key="sk-placeholder", admin=admin, **limits)
+    except ValidationError as exc:
+        field = next((str(p) for p in exc.errors()[0]["loc"] if isinstance(p, str)), None)
+        raise ConfigError(_first_error(exc), param=field) from None
+    return KeyPolicy(cfg.name, **{f: getattr(cfg, f) for f in _FIELDS})
+
+
 class KeyStore:
     def __init__(self, url: str):
         self._d = Dialect(str(url))
@@ -73,10 +93,10 @@ class KeyStore:
 
     def add(self, name: str, *, admin: bool = False, **limits: Any) -> str:
         """Make a new key named ``name``; returns the key (shown once, never stored)."""
+        secret = "sk-tw-" + secrets.token_urlsafe(24)
+        policy = checked_policy(name, admin=admin, **limits)
         if any(k.name == name and k.revoked is None for k in self.list()):
             raise ConfigError(f"{self.url}: a live key named {name!r} exists; revoke it first or pick another name")
-        secret = "sk-tw-" + secrets.token_urlsafe(24)
-        policy = KeyPolicy(name, **{f: limits.get(f) for f in _FIELDS if f in limits})
         self._run("INSERT INTO api_keys (key_hash, name, created, revoked, admin, usd_per_day, usd_per_month, "
                   "requests_per_min, tokens_per_min, degrade_from) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
                   (key_hash(secret), name, time.time(), int(admin), *(getattr(policy, f) for f in _FIELDS)))

@@ -9,16 +9,33 @@ from typing import Optional
 import typer
 
 
-def _store(config: Optional[Path], log: Optional[str]):
+# the options of `keys add` by the KeyConfig field they set (its errors name the field)
+_OPTION = {"name": "NAME", "usd_per_day": "--usd-per-day", "usd_per_month": "--usd-per-month",
+           "requests_per_min": "--rpm", "tokens_per_min": "--tpm", "degrade_from": "--degrade-from"}
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _pyramid(config: Optional[Path]):
     from ..config import ConfigError, Pyramid, default_pyramid
+
+    try:
+        return Pyramid.load(config) if config else default_pyramid()
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _store(config: Optional[Path], log: Optional[str]):
+    from ..config import ConfigError
     from ..keystore import KeyStore
 
     try:
-        target = log or (Pyramid.load(config) if config else default_pyramid()).log_target()
-        return KeyStore(target)
+        return KeyStore(log or _pyramid(config).log_target())
     except (ConfigError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc))
 
 
 def register(app: typer.Typer) -> None:
@@ -40,9 +57,22 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = where["config"], log: Optional[str] = where["log"],
     ) -> None:
         """Make a key; it is printed once and only its hash is stored."""
-        secret = _store(config, log).add(name, admin=admin, usd_per_day=usd_per_day, usd_per_month=usd_per_month,
-                                         requests_per_min=rpm, tokens_per_min=tpm, degrade_from=degrade_from)
+        from ..errors import ConfigError
+        from ..keystore import checked_policy
+
+        limits = dict(usd_per_day=usd_per_day, usd_per_month=usd_per_month, requests_per_min=rpm,
+                      tokens_per_min=tpm, degrade_from=degrade_from)
+        try:  # the rules of the YAML's keys: entries, before the database is touched
+            policy = checked_policy(name, admin=admin, **limits)
+            secret = _store(config, log).add(name, admin=admin, **limits)
+        except ConfigError as exc:
+            opt = _OPTION.get(exc.param or "")
+            _fail(f"{opt}{str(exc)[len(exc.param):]}" if opt and str(exc).startswith(f"{exc.param}:") else str(exc))
         typer.echo(secret)
+        if policy.limited and config is not None and not _pyramid(config).redis:
+            typer.echo(f"note: {config} has no `redis:`: a gateway running it with --workers > 1 refuses this "
+                       "key's requests (503 quota_unavailable), as it could not keep its limits exact across "
+                       "workers; one worker enforces them", err=True)
 
     @keys.command("list")
     def list_(as_json: bool = typer.Option(False, "--json"), all_: bool = typer.Option(False, "--all",
@@ -65,6 +95,5 @@ def register(app: typer.Typer) -> None:
         """Revoke a key by name (every gateway re-reads the keys within seconds)."""
         n = _store(config, log).revoke(name)
         if not n:
-            typer.echo(f"error: no live key named {name!r}", err=True)
-            raise typer.Exit(2)
+            _fail(f"no live key named {name!r}")
         typer.echo(f"revoked {n} key(s) named {name!r}")

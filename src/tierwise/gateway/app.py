@@ -145,12 +145,18 @@ def create_app(pyramid: Any, *, router: Any = None, backends: dict | None = None
         logged = log.health()
         breakers = {sl.name: sl.breaker.as_dict() for sl in engine.slots}
         dead = all(b["state"] == "open" for b in breakers.values())
-        return json_response({"status": "degraded" if logged["status"] != "ok" or dead else "ok",
-                              "models": engine.order, "router": getattr(engine.router, "name", None),
-                              "cascade": engine.cascade.source if engine.cascade else None,
-                              "routed_model_uses": "cascade" if engine.cascade_default else "router",
-                              "in_flight": engine.pending, "log": logged["error"] or logged["status"],
-                              "log_health": logged, "breakers": breakers})
+        # per-key counters: degraded while Redis is unreachable or limited keys are refused for want of it
+        quota = await engine.quota.health() if engine.quota is not None else None
+        degraded = logged["status"] != "ok" or dead or (quota is not None and quota["status"] != "ok")
+        body = {"status": "degraded" if degraded else "ok",
+                "models": engine.order, "router": getattr(engine.router, "name", None),
+                "cascade": engine.cascade.source if engine.cascade else None,
+                "routed_model_uses": "cascade" if engine.cascade_default else "router",
+                "in_flight": engine.pending, "log": logged["error"] or logged["status"],
+                "log_health": logged, "breakers": breakers}
+        if quota is not None:
+            body["quota"] = quota
+        return json_response(body)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

@@ -5,7 +5,9 @@ reads the serve options from ``TIERWISE_SERVE`` (set by the parent) and builds i
 own models (a local GGUF model is loaded once per worker), engine and log writer (SQLite in WAL
 mode takes several writers; Postgres too). What must agree across workers lives outside them: the
 decision log in the database, per-key counters in Redis (``redis:``), which is why limits with
-more than one worker need it.
+more than one worker need it: :func:`check_workers` refuses to start N workers with limited keys
+and no Redis, and each worker's quota knows N, so a limited key that appears later (``tierwise keys
+add``) has its requests refused (503 ``quota_unavailable``) instead of counted once per worker.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ def build(opts: ServeOptions):
     router = load_router(pyramid, opts.router)
     app = create_app(pyramid, router=router, store_prompts=opts.log_prompts, cascade=opts.cascade,
                      router_process=wants_router_process(pyramid.router_process, router, opts.workers))
+    quota = getattr(app.state.engine, "quota", None)
+    if quota is not None:
+        quota.workers = opts.workers  # limits it cannot keep exact across them: refused, not split
     settle_heap()
     return app
 

@@ -1,12 +1,15 @@
 """The gateway's client keys: the config's (``api_keys``, ``admin_keys``, ``keys:`` with limits) and
 the database's (``tierwise keys``), turned into the guard's accepted hashes and the quota's
 per-key policies; database keys are re-read every ``REFRESH_S`` seconds, so a key added or revoked
-on any machine holds on every worker and replica within that time."""
+on any machine holds on every worker and replica within that time. A limited key that this gateway
+cannot keep exact (several workers, no ``redis:``) is refused by the quota, whenever it appears
+(see :class:`tierwise.quota.Quota`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from typing import Any
 
@@ -14,7 +17,15 @@ from ..keystore import KeyStore
 from ..quota import KeyPolicy, MemoryState, Quota
 from .guard import Guard, key_hash
 
-REFRESH_S = 10.0
+
+def _refresh_s() -> float:
+    try:  # tests shorten it
+        return max(0.1, float(os.environ.get("TIERWISE_KEYS_REFRESH_S") or 10.0))
+    except ValueError:
+        return 10.0
+
+
+REFRESH_S = _refresh_s()
 
 
 def _policy(k: Any) -> KeyPolicy:

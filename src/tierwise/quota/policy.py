@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import TierwiseError
+from ..errors import RequestError, TierwiseError
 
 # USD are counted in integer pico-dollars, so every replica adds exactly the same amounts
 PICO = 10 ** 12
@@ -35,6 +35,20 @@ class RateLimited(TierwiseError):
     """A key is over one of its limits: 429 in OpenAI's shape with x-ratelimit-* and retry-after."""
 
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+
+class TooLargeForLimit(RequestError):
+    """One request needs more than a key's per-minute limit allows at all: waiting cannot help (400)."""
+
+    code = "request_too_large"
+
+
+class QuotaUnavailable(TierwiseError):
+    """A limited key's request cannot be checked against its limits: the shared counters (Redis) are
+    unreachable, or this gateway cannot keep them exact (several workers, no ``redis:``). 503, never
+    a silent pass; the message names no address (that goes to the gateway's stderr)."""
+
+    status, type, code = 503, "server_error", "quota_unavailable"
 
 
 def cheaper_knob(rule: str, knob: float, used: float, degrade_from: float | None) -> float:
