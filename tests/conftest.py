@@ -143,3 +143,19 @@ def postgres_url():
     finally:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def new_postgres_db(postgres_url):
+    """``new_postgres_db(prefix)``: the URL of a fresh, empty database on the throwaway server."""
+    import uuid
+
+    import psycopg
+
+    def make(prefix: str = "t") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            con.execute(f"CREATE DATABASE {name}")
+        return postgres_url.rsplit("/", 1)[0] + "/" + name
+
+    return make

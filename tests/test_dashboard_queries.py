@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -43,13 +42,7 @@ def demo(request, tmp_path_factory):
     if request.param == "sqlite":
         url = str(tmp_path_factory.mktemp("dash") / "log.sqlite")
     else:
-        server = request.getfixturevalue("postgres_url")
-        import psycopg
-
-        name = "dash_" + uuid.uuid4().hex[:8]
-        with psycopg.connect(server, autocommit=True) as con:
-            con.execute(f"CREATE DATABASE {name}")
-        url = server.rsplit("/", 1)[0] + "/" + name
+        url = request.getfixturevalue("new_postgres_db")("dash")
     log = fill_log(url, 600, start=NOW - 86400, end=NOW, seed=3)
     reader = Reader(log.url)
     yield log, reader
@@ -201,13 +194,7 @@ def test_decisions_filter_page_and_detail(demo):
 def empty_log_url(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "log.sqlite")
-    server = request.getfixturevalue("postgres_url")
-    import psycopg
-
-    name = "dash_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(server, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {name}")
-    return server.rsplit("/", 1)[0] + "/" + name
+    return request.getfixturevalue("new_postgres_db")("dash")
 
 
 def _failed_spend_log(url):

@@ -321,15 +321,7 @@ def test_a_shared_secret_is_made_once_per_log_and_read_by_everyone(db, tmp_path,
     if db == "sqlite":
         url = str(tmp_path / "log.sqlite")
     else:
-        import uuid
-
-        import psycopg
-
-        server = request.getfixturevalue("postgres_url")
-        name = "secret_" + uuid.uuid4().hex[:8]
-        with psycopg.connect(server, autocommit=True) as con:
-            con.execute(f"CREATE DATABASE {name}")
-        url = server.rsplit("/", 1)[0] + "/" + name
+        url = request.getfixturevalue("new_postgres_db")("secret")
     DecisionLog(url).close()
 
     def ask(_):
