@@ -174,6 +174,7 @@ def test_every_model_failing_tells_what_not_where(stub, gateway):
     err = r.json()["error"]
     assert r.status_code == 502 and "HTTP 500" in err["message"]
     assert "stub failure" not in err["message"] and stub.url.split("/v1")[0] not in err["message"]
+    assert "x-tierwise-model" not in r.headers and r.headers["x-tierwise-fallbacks"] == "m0,m1"  # no model answered
 
 
 def test_coercion_and_bad_knobs_are_refused(keyed):

@@ -28,8 +28,9 @@ def record_headers(rec: RequestRecord | None, decision: Decision | None = None, 
     """What every answer says about its routing: request id, model, router, score, cost, fallbacks."""
     if rec is None:
         return {}
-    h = {"x-request-id": rec.id, "x-tierwise-model": rec.model or "", "x-tierwise-router": rec.router,
-         "x-tierwise-cost-usd": f"{rec.cost_usd:.10f}"}
+    h = {"x-request-id": rec.id, "x-tierwise-router": rec.router, "x-tierwise-cost-usd": f"{rec.cost_usd:.10f}"}
+    if rec.model:  # no model answered (a 502, a refusal before any call): no header rather than an empty one
+        h["x-tierwise-model"] = rec.model
     if decision is not None and rec.model in decision.scores:
         h["x-tierwise-score"] = f"{decision.scores[rec.model]:.4f}"
         expected = (getattr(decision, "costs", None) or {}).get(rec.model)
