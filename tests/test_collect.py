@@ -46,6 +46,20 @@ def test_builtin_sets():
     assert len(gsm) == 10 and gsm.default_grader == "numeric" and "####" in gsm.items[0]["answer"]
 
 
+def test_prompt_files_keep_their_values_as_written(tmp_path):
+    """pandas guessed types: the gold "007" became 7 and "3.10" 3.1 (exact grading then failed), ids "007" and
+    "7" collided; a JSONL file with a byte-order mark was unreadable."""
+    j = tmp_path / "codes.jsonl"
+    j.write_bytes(b'\xef\xbb\xbf{"prompt": "Repeat: 007", "answer": "007", "item_id": "007"}\n'
+                  b'{"prompt": "Repeat: 3.10", "answer": "3.10", "item_id": "010"}\n{"prompt": "n", "answer": 12}\n')
+    c = tmp_path / "codes.csv"
+    c.write_text("prompt,answer,item_id\nRepeat: 007,007,007\nRepeat: 3.10,3.10,010\n")
+    for path in (j, c):
+        items = load_promptset(path).items
+        assert [(it["answer"], it["item_id"]) for it in items[:2]] == [("007", "007"), ("3.10", "010")], path
+    assert load_promptset(j).items[2]["answer"] == 12  # a JSON number stays one
+
+
 def test_user_sets_and_errors(tmp_path):
     p = tmp_path / "mine.jsonl"
     p.write_text('{"question": "2+2?", "answer": "4"}\n{"question": "3+3?", "answer": "6"}\n')

@@ -96,6 +96,11 @@ def test_option_letters_reads_the_prompt():
         ("A lot of people think oxygen, but it is nitrogen.", None),
         ("The answer is E", None),  # not a valid option of a 4-option question
         ("", None),
+        # a stated answer outranks the reply's first letter; a repeated list of the options picks nothing
+        ("A. Green\n\nThe answer is (B). Leaves reflect green.", "B"),
+        ("A. 4\nB. 5\nC. 6\nD. 7", None),
+        ("B\n\nExplanation: option A is wrong.", "B"),
+        ("B. The answer is a number close to 78.", "B"),
     ],
 )
 def test_extract_choice(text, expected):
@@ -167,6 +172,9 @@ def test_exact_and_regex():
     g = make_grader("regex", pattern="[")
     with pytest.raises(GraderError, match="bad regex"):
         g.check_item({"prompt": "x"})
+    # the gold answer is never read as a pattern (["cold", "chilly"] became a character class)
+    with pytest.raises(GraderError, match="needs a 'pattern'"):
+        make_grader("regex").check_item({"prompt": "Opposite of hot?", "answer": ["cold", "chilly"]})
 
 
 @pytest.mark.parametrize(

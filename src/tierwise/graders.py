@@ -190,18 +190,28 @@ _CHOICE_PATTERNS = [
 ]
 
 
+# a statement of the answer itself ("the answer is (B)", "Answer: B"): it outranks a reply's first letter
+# (a capital letter only: "the answer is a number ..." picks nothing)
+_ANSWER_STATEMENT = re.compile(r"(?i:answer)\s*(?i:is|:|=)\s*(?:(?i:option)\s*)?[\s*(\[]*([A-J])(?![A-Za-z])")
+
+
 def extract_choice(text: str, valid: str = LETTERS) -> str | None:
     """The option letter a free-text answer picks, or None.
 
-    A reply that is just a letter ("C", "C.", "(C) 42 J") counts; otherwise the last "answer is X"
-    style statement wins, then the last parenthesised letter. A bare capital "A" inside a sentence
-    is never taken as an answer ("A good approach is ...").
+    The last "answer is X" style statement (or ``\boxed{X}``) wins; else a reply that starts with a letter
+    ("C", "C.", "(C) 42 J") unless it is a list of the options (small models repeat them: "A. 4\nB. 5
+    ..."); else the last parenthesised letter. A bare capital "A" inside a sentence is never taken as an
+    answer ("A good approach is ...").
     """
     if not text:
         return None
+    for pattern in (_ANSWER_STATEMENT, _CHOICE_PATTERNS[1]):
+        hits = [h for h in (h.upper() for h in pattern.findall(text)) if h in valid]
+        if hits:
+            return hits[-1]
     stripped = text.strip().lstrip("*( [").strip()
     head = re.match(r"([A-J])(?:$|[.):\]*,]|\s+(?![a-z]))", stripped)
-    if head and head.group(1) in valid:
+    if head and head.group(1) in valid and len(set(_OPTION_LINE_RE.findall(text))) < 2:
         return head.group(1)
     for pattern in _CHOICE_PATTERNS:
         hits = [h.upper() if pattern is _CHOICE_PATTERNS[0] else h for h in pattern.findall(text)]
@@ -474,7 +484,7 @@ class RegexGrader(Grader):
         return super().settings_key() + f"|re={self.pattern or ''}"
 
     def _pattern(self, item: dict) -> str:
-        pat = item.get("pattern") or self.pattern or item.get("answer")
+        pat = item.get("pattern") or self.pattern  # never the gold answer: ["cold", "chilly"] is a character class
         if pat is None:
             raise GraderError(f"item {item['prompt'][:40]!r}: regex grading needs a 'pattern' (or --pattern)")
         try:

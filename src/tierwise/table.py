@@ -161,17 +161,20 @@ class OutcomeTable:
         return h.hexdigest()[:16]
 
 
-def _read_frame(path: Path):
+def _read_frame(path: Path, *, as_written: bool = False):
+    """The file as a frame. ``as_written`` (prompt sets): values stay as the file has them, no type guessing
+    (pandas made the gold answer "007" the number 7 and "3.10" 3.1, so exact grading failed)."""
     import pandas as pd
 
     if not path.exists():
         raise TableError(path, "file not found")
     try:
-        if path.name.endswith((".jsonl", ".jsonl.gz")):
-            return pd.read_json(path, lines=True)
+        if path.name.endswith((".jsonl", ".jsonl.gz")):  # utf-8-sig: a byte-order mark is not JSON
+            return pd.read_json(path, lines=True, encoding="utf-8-sig",
+                                **({"dtype": False} if as_written else {}))
         if path.name.endswith((".parquet",)):
             return pd.read_parquet(path)
-        return pd.read_csv(path, low_memory=False)
+        return pd.read_csv(path, low_memory=False, **({"dtype": str} if as_written else {}))
     except TableError:
         raise
     except Exception as exc:  # pandas raises a zoo of types; the user needs the file name
@@ -368,7 +371,7 @@ def _size_of(extra: dict[str, np.ndarray], model: str) -> float | None:
 def load_prompts(path: str | Path) -> list[dict]:
     """Prompt sets for ``collect``: JSONL/CSV with ``prompt`` (or ``question``) and optional gold ``answer``."""
     path = Path(path)
-    frame = _read_frame(path)
+    frame = _read_frame(path, as_written=True)
     columns = [str(c) for c in frame.columns]
     text_col = "prompt" if "prompt" in columns else "question" if "question" in columns else None
     if text_col is None:
