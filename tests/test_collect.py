@@ -260,3 +260,19 @@ def test_ray_flags_without_ray_installed_say_how_to_get_it(tmp_path, monkeypatch
                   "correct|b": [1] * 40, "cost|a": [1.0] * 40, "cost|b": [2.0] * 40}).to_csv(table, index=False)
     r = CliRunner().invoke(app, ["eval", str(table), "--ray-address", "auto"])
     assert r.exit_code == 2 and "pip install 'tierwise[ray]'" in r.output, r.output
+
+
+def test_a_corrected_gold_answer_is_a_new_cell():
+    """The cell key was the prompt alone: after fixing a gold answer the old grade was reused, and the row
+    read answer 6, prediction 5, correct 1."""
+    from tierwise.collection.cells import Plan
+    from tierwise.graders import make_grader
+
+    grader = make_grader("numeric")
+    before = Plan.of([{"prompt": "2+3?", "answer": "5"}, {"prompt": "1+1?", "answer": "2"}], grader)
+    after = Plan.of([{"prompt": "2+3?", "answer": "6"}, {"prompt": "1+1?", "answer": "2"}], grader)
+    assert before.hashes[0] != after.hashes[0] and before.hashes[1] == after.hashes[1]
+    regex = make_grader("regex")
+    a = Plan.of([{"prompt": "Say hello", "pattern": "(?i)hello"}], regex)
+    b = Plan.of([{"prompt": "Say hello", "pattern": "goodbye"}], regex)
+    assert a.hashes != b.hashes

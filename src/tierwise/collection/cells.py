@@ -84,7 +84,7 @@ class Plan:
                 grader.check_item(it)
             except GraderError as exc:
                 raise CollectError(f"{it.get('item_id', '?')}: {exc}") from None
-        hashes = [prompt_hash(json.dumps(grader.messages(it), sort_keys=True)) for it in items]
+        hashes = [cell_key(grader, it) for it in items]
         first: dict[str, dict] = {}
         for h, it in zip(hashes, items):
             first.setdefault(h, it)
@@ -93,6 +93,14 @@ class Plan:
     def todo(self, done) -> list[tuple[str, dict]]:
         """The cells not in ``done`` (a container of prompt hashes), in item order."""
         return [(h, it) for h, it in self.first.items() if h not in done]
+
+
+def cell_key(grader: Grader, item: dict) -> str:
+    """What a cell is reused by: the messages the model is sent and the item's gold (``answer``, ``pattern``).
+    A corrected gold makes the cell be computed again: with the prompt alone as its key the old grade was
+    reused, contradicting the new answer on the same row (the grader's settings key the store separately)."""
+    gold = {k: item[k] for k in ("answer", "pattern") if k in item}
+    return prompt_hash(json.dumps({"messages": grader.messages(item), "gold": gold}, sort_keys=True, default=str))
 
 
 def item_label(item: dict, phash: str) -> str:
