@@ -69,6 +69,13 @@ def _synthetic(tmp_path, n=600, seed=1):
     return _write(tmp_path, rows, "synth.csv")
 
 
+def test_a_one_model_table_is_refused(tmp_path):
+    """It wrote a thresholds file with no thresholds ('wrote cq.json: ')."""
+    t = load_cascade_table(_synthetic(tmp_path)).with_models(["l"])
+    with pytest.raises(CascadeError, match="at least two models"):
+        calibrate(t, "quality=0.95")
+
+
 def test_calibrate_hits_quality_target_cheaper_than_top(tmp_path):
     t = load_cascade_table(_synthetic(tmp_path))
     top_q = t.correct[:, -1].mean()

@@ -262,6 +262,13 @@ def test_ray_flags_without_ray_installed_say_how_to_get_it(tmp_path, monkeypatch
     assert r.exit_code == 2 and "pip install 'tierwise[ray]'" in r.output, r.output
 
 
+def test_repeated_item_ids_are_refused(tmp_path):
+    p = tmp_path / "ids.jsonl"
+    p.write_text('{"prompt": "2+2?", "answer": "4", "item_id": "x"}\n{"prompt": "3+3?", "answer": "6", "item_id": "x"}\n')
+    with pytest.raises(TableError, match="repeats the item_id 'x' of data row 1"):
+        load_promptset(p)
+
+
 def test_a_corrected_gold_answer_is_a_new_cell():
     """The cell key was the prompt alone: after fixing a gold answer the old grade was reused, and the row
     read answer 6, prediction 5, correct 1."""

@@ -286,6 +286,9 @@ def calibrate(table: OutcomeTable, target: str | tuple[str, float]) -> Threshold
     An unreachable target raises :class:`CascadeError` saying what is reachable.
     """
     key, value = parse_target(target) if isinstance(target, str) else target
+    if len(table.models) < 2:
+        raise CascadeError(f"{table.path}: a cascade needs at least two models (this table has "
+                           f"{len(table.models)}: {', '.join(table.models)})")
     table = table.clean()
     if len(table) == 0:
         raise CascadeError(f"{table.path}: no row has every model graded")

@@ -144,11 +144,16 @@ def load_promptset(spec: str | Path, *, limit: int | None = None, seed: int = DE
         grader = _guess_grader(items)
         name = path.name
     seen: dict[str, int] = {}
+    ids: dict[str, int] = {}
     for i, it in enumerate(items):
         h = prompt_hash(it["prompt"])
         if h in seen and name not in BUILTIN:
             raise TableError(str(spec), f"data row {i + 1} repeats the prompt of data row {seen[h] + 1}")
         seen.setdefault(h, i)
+        iid = str(it["item_id"])
+        if iid in ids and name not in BUILTIN:  # the table's rows are named by it: two rows, one name
+            raise TableError(str(spec), f"data row {i + 1} repeats the item_id {iid!r} of data row {ids[iid] + 1}")
+        ids.setdefault(iid, i)
     if limit is not None:
         keep = stratified_sample([it["source"] for it in items], limit, seed)
         items = [items[i] for i in keep]
